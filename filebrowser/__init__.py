@@ -1,0 +1,1 @@
+"""FileBrowser: the NAS file service (path jail, users, file API, transfers, images)."""

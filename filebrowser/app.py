@@ -1,0 +1,23 @@
+"""``create_app(settings)``: the FileBrowser ASGI app (routers, error handler, state)."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from .core import FileBrowser
+from .errors import install_handlers
+from .routes import account, files, usage
+from .settings import Settings
+
+
+def create_app(settings: Settings, fb: FileBrowser | None = None) -> FastAPI:
+    fb = fb or FileBrowser(settings)
+    fb.ensure_admin()
+    app = FastAPI(title="Atelier", summary="Files, models and GPUs for SD WebUI",
+                  version="0.1.0")
+    app.state.fb = fb
+    app.state.auth = fb.auth
+    install_handlers(app)
+    for module in (account, files, usage):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,77 @@
+"""The FileBrowser service object: settings, database, stores and jail, built once.
+
+``FileBrowser(settings)`` prepares the NAS layout and the first admin; routers reach it
+through ``request.app.state.fb``. Other packages' routers (the ModelZoo API, at the
+service edge) use :func:`filebrowser.auth.current_user` for the caller.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sys
+from pathlib import Path
+
+from . import db
+from .auth import Authenticator, Principal
+from .errors import QuotaExceeded
+from .jail import Jail
+from .settings import Settings
+from .trash import Trash
+from .usage import Usage
+from .users import UserStore
+
+MODEL_FOLDERS = ("Stable-diffusion", "Lora", "VAE", "embeddings", "ControlNet", "ESRGAN",
+                 "hypernetworks")
+
+
+def make_layout(root: Path) -> None:
+    for sub in MODEL_FOLDERS:
+        (root / "models" / sub).mkdir(parents=True, exist_ok=True)
+    (root / "outputs").mkdir(exist_ok=True)
+    (root / "users").mkdir(exist_ok=True)
+    (root / ".atelier").mkdir(exist_ok=True)
+
+
+class FileBrowser:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        settings.root.mkdir(parents=True, exist_ok=True)
+        make_layout(settings.root)
+        self.jail = Jail(settings.root)
+        self.root = self.jail.root
+        self.engine = db.connect(settings.database_url)
+        self.users = UserStore(self.engine, self.root)
+        self.auth = Authenticator(self.engine, self.users, settings)
+        self.trash = Trash(self.engine, self.root)
+        self.usage = Usage(self.engine, self.root, self.trash)
+
+    def ensure_admin(self) -> str | None:
+        """Create 'admin' on first start; return the password if it was generated."""
+        if self.users.count():
+            return None
+        password = self.settings.admin_password
+        generated = password is None
+        if password is None:
+            password = secrets.token_urlsafe(12)
+        self.users.create("admin", password, "admin")
+        if generated:
+            print(f"atelier: created user 'admin' with password {password} (shown once; "
+                  "change it with `atelier users passwd admin`)", file=sys.stderr, flush=True)
+            return password
+        return None
+
+    def outputs_dir(self, p: Principal) -> Path:
+        """Where a caller's generated images go: their home's outputs/."""
+        path = self.users.home(p.name) / "outputs"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def check_quota(self, p: Principal, adding: int) -> None:
+        quota = p.user.quota_bytes
+        if quota is None or adding <= 0:
+            return
+        used = self.usage.stored_bytes(p.name)
+        if used + adding > quota:
+            raise QuotaExceeded(
+                f"this would exceed your quota: {used} of {quota} bytes used, {adding} more asked",
+                used=used, quota=quota, needed=adding)

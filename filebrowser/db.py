@@ -1,0 +1,99 @@
+"""The metadata database, SQLAlchemy Core.
+
+SQLite by default (WAL mode, on local disk: SQLite's locking is unsafe on NFS), or
+any SQLAlchemy URL such as PostgreSQL when replicas share state. Every feature
+module declares its tables on :data:`metadata`; :func:`connect` creates what is
+missing. The database holds state and caches, never file contents.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+metadata = sa.MetaData()
+
+users = sa.Table(
+    "users", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(64), nullable=False, unique=True),
+    sa.Column("password_hash", sa.String(256), nullable=True),  # None: proxy-only account
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("quota_bytes", sa.BigInteger, nullable=True),
+    sa.Column("created", sa.Float, nullable=False),
+)
+
+sessions = sa.Table(
+    "sessions", metadata,
+    sa.Column("id_hash", sa.String(64), primary_key=True),  # sha256 of the cookie value
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), index=True),
+    sa.Column("csrf", sa.String(64), nullable=False),
+    sa.Column("created", sa.Float, nullable=False),
+    sa.Column("last_seen", sa.Float, nullable=False),
+)
+
+tokens = sa.Table(
+    "tokens", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("hash", sa.String(64), nullable=False, unique=True),  # sha256 of the token
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), index=True),
+    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("created", sa.Float, nullable=False),
+    sa.Column("last_used", sa.Float, nullable=True),
+    sa.Column("expires", sa.Float, nullable=True),
+)
+
+login_failures = sa.Table(
+    "login_failures", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("key", sa.String(200), nullable=False, index=True),  # "user:x" or "addr:1.2.3.4"
+    sa.Column("at", sa.Float, nullable=False),
+)
+
+usage_events = sa.Table(
+    "usage_events", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("user", sa.String(64), nullable=False, index=True),
+    sa.Column("op", sa.String(32), nullable=False),
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("bytes", sa.BigInteger, nullable=False, default=0),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("day", sa.String(10), nullable=False, index=True),
+)
+
+# Who put a file into a shared folder (outside their home): their stored bytes.
+file_owners = sa.Table(
+    "file_owners", metadata,
+    sa.Column("path", sa.Text, primary_key=True),  # root-relative, '/'-separated
+    sa.Column("user", sa.String(64), nullable=False, index=True),
+)
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.close()
+
+
+def connect(url: str) -> Engine:
+    """An engine for ``url`` with every declared table created."""
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+    else:
+        engine = sa.create_engine(url, pool_pre_ping=True)
+    metadata.create_all(engine)
+    return engine
+
+
+def now() -> float:
+    return time.time()

@@ -1,0 +1,130 @@
+"""The FileBrowser error tree.
+
+Every error the service raises on purpose is an ``AtelierError``; one handler
+(:func:`install_handlers`) renders them all as JSON ``{"error", "message"}`` with
+the status carried on the class. Errors also subclass the matching built-in, so
+plain Python code can catch them without knowing this module::
+
+    AtelierError
+    ├── BadRequest (400, ValueError)
+    │   ├── BadPath            a path that can never be valid: NUL, "..", absolute, too long
+    │   └── InvalidInput
+    ├── Unauthorized (401, PermissionError)
+    ├── Forbidden (403, PermissionError)
+    │   ├── ReadOnly           shared models/ for a non-admin, anything for a viewer
+    │   └── CsrfFailed
+    ├── NotFound (404, FileNotFoundError)   also what an out-of-scope path answers
+    ├── Conflict (409, FileExistsError)
+    ├── PreconditionFailed (412)
+    ├── PayloadTooLarge (413)
+    ├── RangeNotSatisfiable (416)
+    ├── TooManyRequests (429)
+    └── InsufficientStorage (507, OSError)
+        └── QuotaExceeded
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+
+class AtelierError(Exception):
+    status: int = 500
+    code: str = "internal_error"
+    message: str = "internal error"
+
+    def __init__(self, message: str | None = None, *, headers: dict[str, str] | None = None,
+                 **extra: Any) -> None:
+        self.message = message or self.message
+        self.headers = headers or {}
+        self.extra = extra
+        super().__init__(self.message)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"error": self.code, "message": self.message, **self.extra}
+
+
+class BadRequest(AtelierError, ValueError):
+    status, code, message = 400, "bad_request", "bad request"
+
+
+class BadPath(BadRequest):
+    code, message = "bad_path", "invalid path"
+
+
+class InvalidInput(BadRequest):
+    code = "invalid_input"
+
+
+class Unauthorized(AtelierError, PermissionError):
+    status, code, message = 401, "unauthorized", "authentication required"
+
+
+class Forbidden(AtelierError, PermissionError):
+    status, code, message = 403, "forbidden", "not allowed"
+
+
+class ReadOnly(Forbidden):
+    code, message = "read_only", "this location is read-only for you"
+
+
+class CsrfFailed(Forbidden):
+    code, message = "csrf_failed", "missing or wrong X-CSRF-Token header"
+
+
+class NotFound(AtelierError, FileNotFoundError):
+    status, code, message = 404, "not_found", "no such file or folder"
+
+
+class Conflict(AtelierError, FileExistsError):
+    status, code, message = 409, "conflict", "already exists"
+
+
+class PreconditionFailed(AtelierError):
+    status, code, message = 412, "precondition_failed", "precondition failed"
+
+
+class PayloadTooLarge(AtelierError):
+    status, code, message = 413, "payload_too_large", "payload too large"
+
+
+class RangeNotSatisfiable(AtelierError):
+    status, code, message = 416, "range_not_satisfiable", "requested range not satisfiable"
+
+
+class TooManyRequests(AtelierError):
+    status, code, message = 429, "too_many_requests", "too many attempts; try again later"
+
+
+class InsufficientStorage(AtelierError, OSError):
+    status, code, message = 507, "insufficient_storage", "not enough free space"
+
+
+class QuotaExceeded(InsufficientStorage):
+    code, message = "quota_exceeded", "this would exceed your storage quota"
+
+
+def error_response(exc: AtelierError) -> JSONResponse:
+    return JSONResponse(exc.to_json(), status_code=exc.status, headers=exc.headers)
+
+
+def install_handlers(app: FastAPI) -> None:
+    """Render our errors, validation errors and disk-full errors as ``{error, message}``."""
+
+    async def on_atelier(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, AtelierError)
+        return error_response(exc)
+
+    async def on_validation(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        msg = f"{where}: {first.get('msg', 'invalid')}" if where else "invalid request"
+        return JSONResponse({"error": "invalid_input", "message": msg}, status_code=422)
+
+    app.add_exception_handler(AtelierError, on_atelier)
+    app.add_exception_handler(RequestValidationError, on_validation)

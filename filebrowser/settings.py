@@ -1,0 +1,69 @@
+"""FileBrowser settings, declared once.
+
+Read from ``ATELIER_*`` environment variables (or passed explicitly) and handed to
+``create_app(settings)``; nothing reads the environment at import time. Each field's
+description is the help text the README table and ``atelier serve --help`` show.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_state_dir() -> Path:
+    return Path.home() / ".local" / "state" / "atelier"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ATELIER_", extra="ignore")
+
+    root: Path = Field(
+        Path("./nas"), description="The NAS folder served (models/, outputs/, users/).")
+    state_dir: Path = Field(
+        default_factory=default_state_dir,
+        description="Local state outside the NAS: the SQLite database and caches. "
+        "SQLite must sit on local disk, never on NFS.",
+    )
+    db_url: str | None = Field(
+        None, description="SQLAlchemy URL; default sqlite:///<state_dir>/atelier.db. "
+        "Use PostgreSQL when several replicas share state.",
+    )
+    host: str = Field("127.0.0.1", description="Address to listen on.")
+    port: int = Field(7862, description="Port to listen on.")
+    admin_password: str | None = Field(
+        None, description="Password of the 'admin' account created on first start; "
+        "if unset, one is generated and printed once.",
+    )
+    session_idle_hours: float = Field(
+        24.0, description="A browser session expires after this long without a request "
+        "(sliding; long enough for multi-hour uploads).",
+    )
+    session_max_days: float = Field(14.0, description="Absolute lifetime of a browser session.")
+    cookie_secure: bool = Field(False, description="Mark cookies Secure (set behind HTTPS).")
+    login_max_failures_user: int = Field(
+        8, description="Failed logins allowed per user name within the window.")
+    login_max_failures_addr: int = Field(
+        30, description="Failed logins allowed per client address within the window.")
+    login_window_seconds: int = Field(900, description="Window of the failed-login limit.")
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Addresses or CIDRs of gateways whose user header is believed.",
+    )
+    proxy_user_header: str = Field(
+        "X-Forwarded-User", description="Header in which a trusted gateway names the user.")
+    proxy_auto_create: bool = Field(
+        True, description="Create a 'user' account for a name a trusted gateway sends.")
+    default_quota_bytes: int | None = Field(
+        None, description="Storage quota for new users (bytes); none means unlimited.")
+    list_page_max: int = Field(1000, description="Largest page a listing returns.")
+    upload_max_bytes: int = Field(
+        512 * 1024 * 1024, description="Largest small (multipart) upload; bigger files use tus.")
+
+    @property
+    def database_url(self) -> str:
+        if self.db_url:
+            return self.db_url
+        return f"sqlite:///{self.state_dir / 'atelier.db'}"

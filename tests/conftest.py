@@ -1,0 +1,176 @@
+"""Fixtures shared by every test: isolated environment, and the real service on loopback.
+
+``make_server()`` starts the real ASGI app under uvicorn in a thread on a free
+127.0.0.1 port, with its own NAS root and state folder in ``tmp_path``;
+``spawn_server()`` starts ``atelier serve`` as a real process (for kill -9 tests).
+Both give a :class:`Server` with the base URL, the admin credentials, and helpers
+to make users and authenticated ``requests`` sessions.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import uvicorn
+
+ADMIN_PASSWORD = "admin-pass-123"
+
+
+@pytest.fixture(autouse=True)
+def clean_environ(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No ATELIER_* or proxy variables leak in; no test touches a hub."""
+    for key in list(os.environ):
+        if key.startswith("ATELIER_") or key.lower() in (
+                "http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+            monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            requests.get(url, timeout=1)
+            return
+        except requests.ConnectionError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{url} did not come up")
+
+
+@dataclass
+class Server:
+    url: str
+    root: Path
+    state: Path
+    port: int
+    app: Any = None
+    proc: subprocess.Popen[bytes] | None = None
+    _uv: uvicorn.Server | None = field(default=None, repr=False)
+    _thread: threading.Thread | None = field(default=None, repr=False)
+
+    @property
+    def fb(self) -> Any:
+        return self.app.state.fb
+
+    def session(self, user: str = "admin", password: str = ADMIN_PASSWORD) -> requests.Session:
+        """A requests session authenticated with a fresh Bearer token."""
+        r = requests.post(f"{self.url}/api/tokens", auth=(user, password), json={"name": "t"},
+                          timeout=10)
+        r.raise_for_status()
+        s = requests.Session()
+        s.headers["Authorization"] = f"Bearer {r.json()['token']}"
+        return s
+
+    def add_user(self, name: str, role: str = "user", quota: int | None = None,
+                 password: str = "user-pass-123") -> requests.Session:
+        r = self.session().post(f"{self.url}/api/users", json={
+            "name": name, "password": password, "role": role, "quota_bytes": quota}, timeout=10)
+        assert r.status_code == 201, r.text
+        return self.session(name, password)
+
+    def stop(self) -> None:
+        if self._uv is not None:
+            self._uv.should_exit = True
+            if self._thread:
+                self._thread.join(10)
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+
+
+def _settings_env(root: Path, state: Path, extra: dict[str, str]) -> dict[str, str]:
+    return {"ATELIER_ROOT": str(root), "ATELIER_STATE_DIR": str(state),
+            "ATELIER_ADMIN_PASSWORD": ADMIN_PASSWORD, **extra}
+
+
+@pytest.fixture
+def make_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    """Start the real app under uvicorn in a thread; ``make_server(**settings)``."""
+    started: list[Server] = []
+
+    def start(root: Path | None = None, state: Path | None = None, **settings: Any) -> Server:
+        from atelier.service import create_app
+        from filebrowser.settings import Settings
+
+        n = len(started)
+        root = root or tmp_path / f"nas{n}"
+        state = state or tmp_path / f"state{n}"
+        s = Settings(root=root, state_dir=state, admin_password=ADMIN_PASSWORD, **settings)
+        app = create_app(s)
+        port = free_port()
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                http="httptools", loop="asyncio", lifespan="on")
+        uv = uvicorn.Server(config)
+        thread = threading.Thread(target=uv.run, daemon=True)
+        thread.start()
+        url = f"http://127.0.0.1:{port}"
+        wait_http(f"{url}/api/health")
+        srv = Server(url, root, state, port, app=app, _uv=uv, _thread=thread)
+        started.append(srv)
+        return srv
+
+    yield start
+    for srv in started:
+        srv.stop()
+
+
+@pytest.fixture
+def server(make_server: Callable[..., Server]) -> Server:
+    return make_server()
+
+
+@pytest.fixture
+def spawn_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    """Start ``atelier serve`` as a real process; ``spawn_server(root=..., state=..., env=)``."""
+    procs: list[Server] = []
+
+    def start(root: Path | None = None, state: Path | None = None, port: int | None = None,
+              env: dict[str, str] | None = None) -> Server:
+        root = root or tmp_path / "nas"
+        state = state or tmp_path / "state"
+        port = port or free_port()
+        full_env = {**os.environ, **_settings_env(root, state, env or {})}
+        log = open(tmp_path / f"server-{port}-{len(procs)}.log", "wb")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "atelier", "serve", "--port", str(port), "--log-level",
+             "warning"], env=full_env, stdout=log, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_http(f"{url}/api/health")
+        except RuntimeError:
+            proc.kill()
+            raise
+        srv = Server(url, root, state, port, proc=proc)
+        procs.append(srv)
+        return srv
+
+    yield start
+    for srv in procs:
+        srv.stop()
