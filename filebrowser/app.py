@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from .core import FileBrowser
 from .errors import install_handlers
 from .routes import account, files, usage
+from .routes import tus as tus_routes  # issue 3
 from .settings import Settings
 
 
@@ -20,4 +21,5 @@ def create_app(settings: Settings, fb: FileBrowser | None = None) -> FastAPI:
     install_handlers(app)
     for module in (account, files, usage):
         app.include_router(module.router)
+    app.include_router(tus_routes.router)  # issue 3: resumable uploads
     return app

@@ -46,8 +46,8 @@ class FileBrowser:
         self.usage = Usage(self.engine, self.root, self.trash)
 
     def ensure_admin(self) -> str | None:
-        """Create 'admin' on first start; return the password if it was generated."""
-        if self.users.count():
+        """Create 'admin' when no administrator exists; return the password if generated."""
+        if any(u.role == "admin" for u in self.users.list()):
             return None
         password = self.settings.admin_password
         generated = password is None

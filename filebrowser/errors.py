@@ -21,6 +21,9 @@ plain Python code can catch them without knowing this module::
     ├── TooManyRequests (429)
     └── InsufficientStorage (507, OSError)
         └── QuotaExceeded
+
+Transfer errors (tus, WebDAV): Gone (410), UnsupportedMediaType (415), Locked (423),
+ChecksumMismatch (460, the tus checksum extension's status).
 """
 
 from __future__ import annotations
@@ -106,6 +109,28 @@ class InsufficientStorage(AtelierError, OSError):
 
 class QuotaExceeded(InsufficientStorage):
     code, message = "quota_exceeded", "this would exceed your storage quota"
+
+
+# TRANSFER ERRORS (issue 3: tus, WebDAV, zip) -------------------------------------------
+
+
+class Gone(AtelierError, FileNotFoundError):
+    status, code, message = 410, "gone", "this upload expired or was removed"
+
+
+class UnsupportedMediaType(AtelierError):
+    status, code, message = 415, "unsupported_media_type", "unsupported content type"
+
+
+class Locked(AtelierError):
+    status, code, message = 423, "locked", "another request is writing this upload"
+
+
+class ChecksumMismatch(AtelierError, ValueError):
+    status, code, message = 460, "checksum_mismatch", "the chunk's checksum does not match"
+
+
+# END TRANSFER ERRORS --------------------------------------------------------------------
 
 
 def error_response(exc: AtelierError) -> JSONResponse:

@@ -111,6 +111,15 @@ class Scope:
     def visible_child(self, folder: str, name: str) -> bool:
         return self.can_see(join(folder, name))
 
+    def children_of(self, folder: str) -> frozenset[str] | None:
+        """Names visible in ``folder``: None for all (it is readable), else the next
+        component of each readable root below it."""
+        if self.can_read(folder):
+            return None
+        depth = len(folder.split("/")) if folder else 0
+        return frozenset(p.split("/")[depth] for p in self.read
+                         if p and is_within(p, folder) and p != folder)
+
 
 class Jail:
     """Maps checked virtual paths to real paths under one root."""

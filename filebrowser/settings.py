@@ -62,6 +62,26 @@ class Settings(BaseSettings):
     upload_max_bytes: int = Field(
         512 * 1024 * 1024, description="Largest small (multipart) upload; bigger files use tus.")
 
+    # -- images: thumbnails, index, shares (issue 4) --------------------------------
+    thumb_workers: int = Field(
+        2, description="Threads making thumbnails (Pillow releases the GIL while decoding).")
+    thumb_max_pixels: int = Field(
+        89_478_485, description="Images with more pixels get a placeholder thumbnail "
+        "(decompression-bomb guard; Pillow's own default).")
+    thumb_cache_max_bytes: int = Field(
+        2 << 30, description="Thumbnail cache size (in state_dir, local disk); the least "
+        "recently used are removed beyond it.")
+    index_enabled: bool = Field(
+        True, description="Index images and models for search (a rebuildable cache).")
+    index_watch: bool = Field(
+        True, description="Follow local changes with filesystem events (inotify); "
+        "NFS writes by other hosts are caught by the rescan.")
+    index_rescan_seconds: float = Field(
+        60.0, description="Check folder mtimes this often and re-read changed folders.")
+    index_deep_rescan_seconds: float = Field(
+        3600.0, description="Stat every indexed file this often (catches in-place "
+        "rewrites that leave the folder mtime unchanged).")
+
     @property
     def database_url(self) -> str:
         if self.db_url:

@@ -78,21 +78,18 @@ def list_folder(
 ) -> dict:
     """One page of a folder, folders first; follow ``next`` for the rest."""
     vpath, real = fb.jail.resolve(p.scope, path)
-    root = fb.jail.root
+    root = str(fb.jail.root)
 
-    def visible(e: os.DirEntry[str], _is_dir: bool) -> bool:
-        if not p.scope.visible_child(vpath, e.name):
+    def link_ok(target_path: str) -> bool:
+        target = os.path.realpath(target_path)
+        if os.path.commonpath([target, root]) != root:
             return False
-        if e.is_symlink():
-            target = os.path.realpath(e.path)
-            if os.path.commonpath([target, root]) != str(root):
-                return False
-            return p.scope.can_see(fb.jail.virtual(target))
-        return True
+        return p.scope.can_see(fb.jail.virtual(target))
 
     entries, nxt, total = fs.list_dir(
         real, sort=sort, reverse=order == "desc", kinds=frozenset(kind) if kind else None,
-        limit=min(limit, fb.settings.list_page_max), cursor=cursor, visible=visible)
+        limit=min(limit, fb.settings.list_page_max), cursor=cursor,
+        only=p.scope.children_of(vpath), link_ok=link_ok)
     return {"path": vpath, "entries": [e.to_json(vpath) for e in entries], "next": nxt,
             "total": total, "writable": p.scope.can_write(vpath)}
 

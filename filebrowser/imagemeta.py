@@ -1,0 +1,386 @@
+"""Image metadata without decoding pixels: dimensions, text chunks, EXIF, sidecar .txt.
+
+Where generators put their parameters::
+
+    PNG   tEXt/zTXt/iTXt "parameters"     A1111/Forge (iTXt, UTF-8, once not latin-1)
+          tEXt "prompt", "workflow"       ComfyUI API graph and editor graph (JSON)
+          eXIf                            rare; read like JPEG's
+    JPEG  APP1 "Exif\\0\\0" -> ExifIFD UserComment (0x9286)
+    WebP  RIFF chunk "EXIF" (after the image data in the VP8X layout), same TIFF inside
+          UserComment = 8-byte charset + text: b"UNICODE\\0" + UTF-16 (piexif writes BE),
+          b"ASCII\\0\\0\\0", or 8 NULs; ComfyUI WebP puts "prompt:{json}" in IFD0 Model
+    any   <stem>.txt beside the image     A1111 "save_txt"
+
+PNG, JPEG and WebP are walked chunk by chunk with ``struct``: the pixel data is
+skipped (PNG stops at the first IDAT, as Pillow's ``open`` does; WebP seeks over it),
+so the cost is one open and a few small reads. Other formats (GIF, AVIF, BMP, TIFF)
+go through Pillow's ``Image.open``, which also reads headers only. Compressed text
+is inflated with a bound (a zTXt bomb stops at :data:`MAX_TEXT_BYTES`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from .infotext import GenParams, parse_comfyui, parse_infotext
+
+MAX_TEXT_BYTES = 16 << 20  # one text chunk or inflated zTXt/iTXt
+MAX_SIDECAR_BYTES = 1 << 20
+PNG_SIG = b"\x89PNG\r\n\x1a\n"
+_BUF = 65536
+
+# TIFF field type -> bytes per value
+_TIFF_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8}
+TAG_EXIF_IFD = 0x8769
+TAG_USER_COMMENT = 0x9286
+TAG_IMAGE_DESCRIPTION = 0x010E
+TAG_MAKE = 0x010F
+TAG_MODEL = 0x0110
+TAG_SOFTWARE = 0x0131
+TAG_XP_COMMENT = 0x9C9C
+
+
+@dataclass
+class ImageMeta:
+    format: str | None = None
+    width: int | None = None
+    height: int | None = None
+    texts: dict[str, str] = field(default_factory=dict)
+    params: GenParams = field(default_factory=GenParams)
+    params_from: str | None = None  # "png:parameters", "exif:UserComment", "sidecar", ...
+    comfyui: dict[str, Any] | None = None
+    error: str | None = None
+
+    def to_json(self, *, texts: bool = True) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "format": self.format, "width": self.width, "height": self.height,
+            "params": self.params.to_json(), "params_from": self.params_from,
+            "comfyui": self.comfyui, "error": self.error,
+        }
+        if texts:
+            out["texts"] = {k: v for k, v in self.texts.items()
+                            if k not in ("prompt", "workflow", "parameters")}
+        return out
+
+
+class _Bad(Exception):
+    """The bytes are not the format they claim; report, never crash."""
+
+
+def _inflate(data: bytes) -> bytes:
+    d = zlib.decompressobj()
+    try:
+        out = d.decompress(data, MAX_TEXT_BYTES)
+    except zlib.error as exc:
+        raise _Bad(f"bad compressed text: {exc}") from None
+    return out
+
+
+def _text(raw: bytes) -> str:
+    # tEXt is latin-1 by the spec, but some writers put UTF-8 there; strict UTF-8 that
+    # decodes is almost never accidental latin-1.
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+def read_png(f: BinaryIO, meta: ImageMeta) -> bytes | None:
+    """Walk PNG chunks up to the first IDAT; return an eXIf payload if any."""
+    if f.read(8) != PNG_SIG:
+        raise _Bad("not a PNG")
+    meta.format = "png"
+    exif = None
+    while True:
+        head = f.read(8)
+        if len(head) < 8:
+            break
+        length, ctype = struct.unpack(">I4s", head)
+        if ctype in (b"IDAT", b"IEND"):
+            break
+        if length > MAX_TEXT_BYTES:
+            f.seek(length + 4, os.SEEK_CUR)
+            continue
+        data = f.read(length)
+        f.read(4)  # CRC: not checked, a bad one is the writer's problem, not ours
+        if len(data) < length:
+            raise _Bad("truncated PNG")
+        if ctype == b"IHDR" and length >= 8:
+            meta.width, meta.height = struct.unpack(">II", data[:8])
+        elif ctype == b"tEXt":
+            key, _, value = data.partition(b"\0")
+            meta.texts[key.decode("latin-1")] = _text(value)
+        elif ctype == b"zTXt":
+            key, _, rest = data.partition(b"\0")
+            meta.texts[key.decode("latin-1")] = _text(_inflate(rest[1:]))
+        elif ctype == b"iTXt":
+            key, _, rest = data.partition(b"\0")
+            if len(rest) < 2:
+                continue
+            compressed = rest[0] == 1
+            _lang, _, rest = rest[2:].partition(b"\0")
+            _tkey, _, value = rest.partition(b"\0")
+            if compressed:
+                value = _inflate(value)
+            meta.texts[key.decode("latin-1")] = value.decode("utf-8", "replace")
+        elif ctype == b"eXIf":
+            exif = data
+    return exif
+
+
+_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def read_jpeg(f: BinaryIO, meta: ImageMeta) -> bytes | None:
+    """Walk JPEG markers up to the scan; return the APP1 Exif payload if any."""
+    if f.read(2) != b"\xff\xd8":
+        raise _Bad("not a JPEG")
+    meta.format = "jpeg"
+    exif = None
+    while True:
+        b = f.read(1)
+        if not b:
+            break
+        if b != b"\xff":
+            raise _Bad("bad JPEG marker")
+        m = f.read(1)
+        while m == b"\xff":  # fill bytes
+            m = f.read(1)
+        if not m:
+            break
+        marker = m[0]
+        if marker == 0xD8 or marker == 0x01 or 0xD0 <= marker <= 0xD7:
+            continue
+        if marker in (0xD9, 0xDA):  # end of image, start of scan
+            break
+        raw = f.read(2)
+        if len(raw) < 2:
+            break
+        (length,) = struct.unpack(">H", raw)
+        data = f.read(max(0, length - 2))
+        if marker == 0xE1 and data.startswith(b"Exif\0\0") and exif is None:
+            exif = data[6:]
+        elif marker == 0xFE:
+            meta.texts.setdefault("comment", _text(data).rstrip("\0"))
+        elif marker in _SOF and len(data) >= 5:
+            meta.height, meta.width = struct.unpack(">HH", data[1:5])
+    return exif
+
+
+def read_webp(f: BinaryIO, meta: ImageMeta) -> bytes | None:
+    """Walk WebP RIFF chunks, seeking over image data; return the EXIF payload if any."""
+    head = f.read(12)
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WEBP":
+        raise _Bad("not a WebP")
+    meta.format = "webp"
+    exif = None
+    while True:
+        ch = f.read(8)
+        if len(ch) < 8:
+            break
+        fourcc, size = ch[:4], struct.unpack("<I", ch[4:])[0]
+        padded = size + (size & 1)
+        if fourcc in (b"VP8 ", b"VP8L", b"VP8X"):
+            data = f.read(min(size, 32))
+            f.seek(padded - len(data), os.SEEK_CUR)
+            if fourcc == b"VP8X" and len(data) >= 10:
+                meta.width = 1 + int.from_bytes(data[4:7], "little")
+                meta.height = 1 + int.from_bytes(data[7:10], "little")
+            elif fourcc == b"VP8 " and len(data) >= 10 and meta.width is None:
+                w, h = struct.unpack("<HH", data[6:10])
+                meta.width, meta.height = w & 0x3FFF, h & 0x3FFF
+            elif fourcc == b"VP8L" and len(data) >= 5 and meta.width is None:
+                bits = struct.unpack("<I", data[1:5])[0]
+                meta.width, meta.height = (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+        elif fourcc == b"EXIF" and size <= MAX_TEXT_BYTES:
+            exif = f.read(size)
+            f.seek(padded - size, os.SEEK_CUR)
+        elif fourcc == b"XMP " and size <= MAX_TEXT_BYTES:
+            meta.texts["xmp"] = f.read(size).decode("utf-8", "replace")
+            f.seek(padded - size, os.SEEK_CUR)
+        else:
+            f.seek(padded, os.SEEK_CUR)
+    return exif
+
+
+# -- EXIF ------------------------------------------------------------------------------
+
+
+def _ifd(data: bytes, offset: int, e: str) -> dict[int, tuple[int, bytes]]:
+    """One TIFF IFD: tag -> (type, raw value bytes). Out-of-range entries are dropped."""
+    out: dict[int, tuple[int, bytes]] = {}
+    if offset < 8 or offset + 2 > len(data):
+        return out
+    (n,) = struct.unpack(e + "H", data[offset:offset + 2])
+    for i in range(min(n, 1000)):
+        pos = offset + 2 + 12 * i
+        entry = data[pos:pos + 12]
+        if len(entry) < 12:
+            break
+        tag, typ, count = struct.unpack(e + "HHI", entry[:8])
+        size = _TIFF_SIZES.get(typ, 1) * count
+        if size <= 4:
+            value = entry[8:8 + size]
+        else:
+            (voff,) = struct.unpack(e + "I", entry[8:12])
+            if voff + size > len(data):
+                continue
+            value = data[voff:voff + size]
+        out[tag] = (typ, value)
+    return out
+
+
+def decode_user_comment(raw: bytes, big_endian: bool = True) -> str:
+    """EXIF UserComment: 8-byte charset code, then the text."""
+    code, body = raw[:8], raw[8:]
+    if code == b"UNICODE\0":
+        if body[:2] in (b"\xff\xfe", b"\xfe\xff"):
+            text = body.decode("utf-16")
+        else:
+            # piexif (A1111) writes UTF-16BE whatever the TIFF order; others follow the
+            # TIFF order. For mostly-ASCII text the NUL bytes tell; else trust the TIFF.
+            even, odd = body[0::2].count(0), body[1::2].count(0)
+            be = even > odd if even != odd else big_endian
+            text = body[: len(body) & ~1].decode("utf-16-be" if be else "utf-16-le", "replace")
+    elif code == b"JIS\0\0\0\0\0":
+        text = body.decode("shift_jis", "replace")
+    elif code in (b"ASCII\0\0\0", b"\0" * 8):
+        text = body.decode("utf-8", "replace")
+    else:
+        text = raw.decode("utf-8", "replace")
+    return text.rstrip("\0")
+
+
+def _ascii(value: bytes) -> str:
+    return value.rstrip(b"\0").decode("utf-8", "replace")
+
+
+def parse_exif(data: bytes) -> dict[str, str]:
+    """The text fields of an EXIF block that generators use."""
+    if data.startswith(b"Exif\0\0"):
+        data = data[6:]
+    if data[:4] == b"II*\0":
+        e = "<"
+    elif data[:4] == b"MM\0*":
+        e = ">"
+    else:
+        return {}
+    out: dict[str, str] = {}
+    ifd0 = _ifd(data, struct.unpack(e + "I", data[4:8])[0], e)
+    for tag, name in ((TAG_IMAGE_DESCRIPTION, "ImageDescription"), (TAG_MAKE, "Make"),
+                      (TAG_MODEL, "Model"), (TAG_SOFTWARE, "Software")):
+        if tag in ifd0:
+            out[name] = _ascii(ifd0[tag][1])
+    if TAG_XP_COMMENT in ifd0:
+        out["XPComment"] = ifd0[TAG_XP_COMMENT][1].decode("utf-16-le", "replace").rstrip("\0")
+    if TAG_EXIF_IFD in ifd0 and len(ifd0[TAG_EXIF_IFD][1]) == 4:
+        sub = _ifd(data, struct.unpack(e + "I", ifd0[TAG_EXIF_IFD][1])[0], e)
+        if TAG_USER_COMMENT in sub:
+            out["UserComment"] = decode_user_comment(sub[TAG_USER_COMMENT][1], e == ">")
+    return out
+
+
+def _from_pillow(path: Path, meta: ImageMeta) -> bytes | None:
+    from PIL import Image
+
+    with Image.open(path) as im:  # header only: no load()
+        meta.format = (im.format or "").lower() or None
+        meta.width, meta.height = im.size
+        exif = im.info.get("exif")
+        for k, v in im.info.items():
+            if isinstance(v, str):
+                meta.texts[str(k)] = v
+            elif k == "comment" and isinstance(v, bytes):
+                meta.texts["comment"] = _text(v)
+    return exif if isinstance(exif, bytes) else None
+
+
+def read_sidecar(path: Path) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_SIDECAR_BYTES)
+    except OSError:
+        return None
+    return _text(raw.removeprefix(b"\xef\xbb\xbf"))
+
+
+def sidecar_of(path: Path) -> Path:
+    return path.with_suffix(".txt")
+
+
+def _choose_params(meta: ImageMeta, sidecar_text: str | None) -> None:
+    t = meta.texts
+    comfy_p = t.get("prompt")
+    comfy_w = t.get("workflow")
+    if not comfy_p and t.get("Model", "").startswith("prompt:"):
+        comfy_p = t["Model"][7:]  # ComfyUI's WebP/animated savers
+    if not comfy_w and t.get("Make", "").startswith("workflow:"):
+        comfy_w = t["Make"][9:]
+    if comfy_p or comfy_w:
+        meta.comfyui = {"prompt": _loads(comfy_p), "workflow": _loads(comfy_w)}
+    for key, where in (("UserComment", "exif:UserComment"), ("parameters", "png:parameters")):
+        if t.get(key, "").strip():
+            meta.params = parse_infotext(t[key])
+            meta.params_from = where
+            return
+    if meta.comfyui:
+        g = parse_comfyui(comfy_p, comfy_w)
+        if g.source == "comfyui":
+            meta.params, meta.params_from = g, "png:prompt" if comfy_p else "png:workflow"
+            return
+    if sidecar_text and sidecar_text.strip():
+        meta.params = parse_infotext(sidecar_text)
+        meta.params_from = "sidecar"
+
+
+def _loads(value: str | None) -> Any:
+    if not value:
+        return None
+    try:
+        return json.loads(value)
+    except (ValueError, RecursionError):
+        return None
+
+
+def read_meta(path: Path | str, *, sidecar: Path | None | bool = True) -> ImageMeta:
+    """Metadata of one image file. ``sidecar``: True looks for ``<stem>.txt``; a path
+    uses that file; False/None skips it. Raises ``OSError`` only if the file cannot
+    be opened; anything malformed inside is reported in ``error``.
+    """
+    path = Path(path)
+    meta = ImageMeta()
+    exif: bytes | None = None
+    with open(path, "rb", buffering=_BUF) as f:
+        magic = f.read(12)
+        f.seek(0)
+        try:
+            if magic.startswith(PNG_SIG):
+                exif = read_png(f, meta)
+            elif magic.startswith(b"\xff\xd8"):
+                exif = read_jpeg(f, meta)
+            elif magic[:4] == b"RIFF" and magic[8:12] == b"WEBP":
+                exif = read_webp(f, meta)
+            else:
+                exif = _from_pillow(path, meta)
+        except (_Bad, struct.error, ValueError) as exc:
+            meta.error = str(exc) or type(exc).__name__
+        except Exception as exc:  # Pillow's many ways of refusing a broken file
+            meta.error = f"{type(exc).__name__}: {exc}"
+    if exif:
+        try:
+            meta.texts.update(parse_exif(exif))
+        except (struct.error, ValueError) as exc:
+            meta.error = meta.error or f"bad EXIF: {exc}"
+    sidecar_text = None
+    if sidecar is True:
+        sidecar_text = read_sidecar(sidecar_of(path))
+    elif isinstance(sidecar, Path):
+        sidecar_text = read_sidecar(sidecar)
+    _choose_params(meta, sidecar_text)
+    return meta
