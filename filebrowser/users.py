@@ -7,6 +7,7 @@ with ``outputs/`` and ``models/`` when the account is.
 
 from __future__ import annotations
 
+import functools
 import re
 import secrets
 from dataclasses import dataclass
@@ -23,8 +24,12 @@ from .errors import Conflict, InvalidInput, NotFound
 ROLES = ("admin", "user", "viewer")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 _hasher = PasswordHasher()
-# Verifying against this when the user does not exist keeps the timing the same.
-_DUMMY_HASH = _hasher.hash(secrets.token_hex(16))
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verifying against this when the user does not exist keeps the timing the same."""
+    return _hasher.hash(secrets.token_hex(16))
 
 
 @dataclass(frozen=True)
@@ -90,10 +95,6 @@ class UserStore:
             rows = conn.execute(sa.select(db.users).order_by(db.users.c.name)).all()
         return [_row_user(r) for r in rows]
 
-    def count(self) -> int:
-        with self.engine.connect() as conn:
-            return int(conn.execute(sa.select(sa.func.count()).select_from(db.users)).scalar_one())
-
     def update(self, name: str, *, password: str | None = None, role: str | None = None,
                quota_bytes: int | None | str = "keep") -> User:
         user = self.get(name)
@@ -128,7 +129,7 @@ class UserStore:
     def verify(self, name: str, password: str) -> User | None:
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(db.users).where(db.users.c.name == name)).first()
-        stored = row.password_hash if row is not None and row.password_hash else _DUMMY_HASH
+        stored = row.password_hash if row is not None and row.password_hash else _dummy_hash()
         try:
             _hasher.verify(stored, password)
         except (VerificationError, InvalidHashError):

@@ -171,6 +171,7 @@ def trash_restore(item_id: str, body: RestoreBody, p: CurrentUser, fb: FB) -> di
     except NotFound:
         raise NotFound("the original folder is gone; recreate it to restore") from None
     final = fb.trash.restore(item, folder, body.conflict)
+    fb.usage.record(p.name, "restore", join(folder_v, final), item["size"])
     return _json_entry(fb, join(folder_v, final), folder / final)
 
 
@@ -187,6 +188,7 @@ def trash_empty(p: CurrentUser, fb: FB) -> dict:
     items = fb.trash.list(p.name)
     for item in items:
         fb.trash.purge(item)
+        fb.usage.record(p.name, "purge", item["orig_path"], item["size"])
     return {"purged": len(items)}
 
 
