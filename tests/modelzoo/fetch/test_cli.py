@@ -1,0 +1,89 @@
+"""``atelier fetch``: exit codes, messages, Ctrl-C and resume."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from modelzoo.fetch.cli import _mirrors_for, parse_size, register
+
+MB = 1024 * 1024
+
+
+def test_register_adds_the_fetch_subcommand(tmp_path: Path) -> None:
+    parser = argparse.ArgumentParser(prog="atelier")
+    register(parser.add_subparsers())
+    args = parser.parse_args(["fetch", "http://h/a.safetensors", "--to", str(tmp_path),
+                              "--connections", "4", "--sha256", "ab" * 32,
+                              "--mirror", "https://mirror.example", "--piece-size", "2M"])
+    assert args.connections == 4 and args.piece_size == 2 * MB and callable(args.func)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["fetch", "http://h/a"])  # --to is required
+
+
+def test_sizes_and_mirror_rewriting() -> None:
+    assert parse_size("512K") == 512 * 1024 and parse_size("1.5m") == 3 * MB // 2
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_size("fast")
+    url = "https://huggingface.co/org/repo/resolve/main/m.safetensors?download=1"
+    assert _mirrors_for(url, ["https://hf-mirror.com"], single=False) == [
+        "https://hf-mirror.com/org/repo/resolve/main/m.safetensors?download=1"]
+    assert _mirrors_for(url, ["http://x/other.bin"], single=True) == ["http://x/other.bin"]
+
+
+def test_fetch_verifies_and_prints_the_path(make_server, tools, tmp_path: Path,
+                                            child_env) -> None:
+    data = tools.make_safetensors(1 * MB)
+    srv = make_server(data)
+    out = subprocess.run(
+        tools.fetch_cmd(srv.url(), "--to", str(tmp_path), "--sha256", tools.sha(data),
+                        "-H", "Authorization: Bearer T", "-q"),
+        env=child_env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"{tmp_path / 'model.safetensors'}  sha256 {tools.sha(data)}"
+    assert all(r["headers"].get("Authorization") == "Bearer T" for r in srv.log)
+
+
+def test_failure_gives_a_message_and_exit_1(make_server, tools, tmp_path: Path,
+                                            child_env) -> None:
+    srv = make_server(tools.make_safetensors(1000))
+    srv.knobs.html = True
+    out = subprocess.run(tools.fetch_cmd(srv.url(), "--to", str(tmp_path), "-q"),
+                         env=child_env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1
+    assert "error:" in out.stderr and "login" in out.stderr
+    assert list(tmp_path.iterdir()) == []
+    bad = subprocess.run(tools.fetch_cmd("http://a/x", "http://b/y", "--to", str(tmp_path),
+                                         "--sha256", "00" * 32),
+                         env=child_env, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "one URL" in bad.stderr
+
+
+def test_ctrl_c_keeps_a_partial_and_the_same_command_resumes(make_server, tools,
+                                                             tmp_path: Path,
+                                                             child_env) -> None:
+    data = tools.make_safetensors(3 * MB)
+    srv = make_server(data)
+    srv.knobs.throttle = 256 * 1024
+    cmd = tools.fetch_cmd(srv.url(), "--to", str(tmp_path), "-x", "4", "--piece-size",
+                          "64K", "--sha256", tools.sha(data))
+    child = subprocess.Popen(cmd, env=child_env, stderr=subprocess.PIPE, text=True)
+    part = tmp_path / ".model.safetensors.part.ctl"
+    deadline = time.monotonic() + 60
+    while srv.sent < MB and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child.send_signal(signal.SIGINT)
+    _, err = child.communicate(timeout=60)
+    assert child.returncode == 130
+    assert "resume" in err
+    assert part.exists() and not (tmp_path / "model.safetensors").exists()
+    srv.knobs.throttle = 0
+    done = subprocess.run(cmd, env=child_env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "model.safetensors").read_bytes() == data
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors"]
