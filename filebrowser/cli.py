@@ -7,9 +7,8 @@ import getpass
 import os
 import sys
 
-from .core import FileBrowser
-from .errors import AtelierError
 from .settings import Settings
+from .transfer_cli import register as register_transfers  # issue 3
 
 
 def add_server_options(p: argparse.ArgumentParser) -> None:
@@ -38,6 +37,9 @@ def _password(args: argparse.Namespace) -> str:
 
 
 def _users(args: argparse.Namespace) -> int:
+    from .core import FileBrowser  # not at import: `atelier pull` should start fast
+    from .errors import AtelierError
+
     fb = FileBrowser(settings_from(args))
     try:
         if args.action == "list":
@@ -76,3 +78,4 @@ def register(sub: argparse._SubParsersAction) -> None:
             a.add_argument("--role", choices=("admin", "user", "viewer"), default="user")
             a.add_argument("--quota", type=int, help="storage quota in bytes")
     users.set_defaults(func=_users)
+    register_transfers(sub)  # issue 3: login, push, pull, usage

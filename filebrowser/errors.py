@@ -24,6 +24,7 @@ plain Python code can catch them without knowing this module::
 
 Transfer errors (tus, WebDAV): Gone (410), UnsupportedMediaType (415), Locked (423),
 ChecksumMismatch (460, the tus checksum extension's status).
+Image errors: SharePasswordRequired (401), ShareExpired (410), Unavailable (503).
 """
 
 from __future__ import annotations
@@ -131,6 +132,24 @@ class ChecksumMismatch(AtelierError, ValueError):
 
 
 # END TRANSFER ERRORS --------------------------------------------------------------------
+
+
+# IMAGE ERRORS (issue 4: thumbnails, index, shares) ----------------------------------------
+
+
+class SharePasswordRequired(Unauthorized):
+    code, message = "share_password_required", "this share needs its password"
+
+
+class ShareExpired(AtelierError, FileNotFoundError):
+    status, code, message = 410, "share_expired", "this share link has expired"
+
+
+class Unavailable(AtelierError):
+    status, code, message = 503, "unavailable", "the image index is switched off"
+
+
+# END IMAGE ERRORS -----------------------------------------------------------------------
 
 
 def error_response(exc: AtelierError) -> JSONResponse:

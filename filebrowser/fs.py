@@ -151,9 +151,9 @@ def list_dir(real: Path, *, sort: SortKey = "name", reverse: bool = False,
     total = len(dirs) + len(files)
     start = 0
     if cursor:
-        group, key, name = _decode_cursor(cursor)
+        group, key, mark_name = _decode_cursor(cursor)
         lst = dirs if group == 0 else files
-        mark = (key, name)
+        mark = (key, mark_name)
         try:
             if reverse:  # the list is descending: count the keys >= mark
                 pos = len(lst) - bisect.bisect_left(lst[::-1], mark, key=keyfn)

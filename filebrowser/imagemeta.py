@@ -20,8 +20,10 @@ is inflated with a bound (a zTXt bomb stops at :data:`MAX_TEXT_BYTES`).
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import stat
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -265,6 +267,8 @@ def parse_exif(data: bytes) -> dict[str, str]:
     """The text fields of an EXIF block that generators use."""
     if data.startswith(b"Exif\0\0"):
         data = data[6:]
+    if len(data) < 8:
+        return {}
     if data[:4] == b"II*\0":
         e = "<"
     elif data[:4] == b"MM\0*":
@@ -301,12 +305,20 @@ def _from_pillow(path: Path, meta: ImageMeta) -> bytes | None:
     return exif if isinstance(exif, bytes) else None
 
 
-def read_sidecar(path: Path) -> str | None:
+def read_sidecar(path: Path | str) -> str | None:
+    """A sidecar's text; a symlink is not followed (it could lead out of the jail)."""
     try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_SIDECAR_BYTES)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0))
     except OSError:
         return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        raw = os.read(fd, MAX_SIDECAR_BYTES)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
     return _text(raw.removeprefix(b"\xef\xbb\xbf"))
 
 
@@ -348,17 +360,26 @@ def _loads(value: str | None) -> Any:
         return None
 
 
-def read_meta(path: Path | str, *, sidecar: Path | None | bool = True) -> ImageMeta:
+def read_meta(path: Path | str, *, sidecar: Path | str | None | bool = True) -> ImageMeta:
     """Metadata of one image file. ``sidecar``: True looks for ``<stem>.txt``; a path
     uses that file; False/None skips it. Raises ``OSError`` only if the file cannot
     be opened; anything malformed inside is reported in ``error``.
     """
-    path = Path(path)
     meta = ImageMeta()
     exif: bytes | None = None
-    with open(path, "rb", buffering=_BUF) as f:
-        magic = f.read(12)
-        f.seek(0)
+    # One read covers a small file whole; a big one continues through a file object.
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        head = os.read(fd, _BUF)
+        if len(head) < _BUF:
+            f: BinaryIO = io.BytesIO(head)
+        else:
+            f = os.fdopen(os.dup(fd), "rb", buffering=_BUF)
+            f.seek(0)  # the duplicate shares the offset moved by the read above
+    finally:
+        os.close(fd)
+    with f:
+        magic = head[:12]
         try:
             if magic.startswith(PNG_SIG):
                 exif = read_png(f, meta)
@@ -367,7 +388,7 @@ def read_meta(path: Path | str, *, sidecar: Path | None | bool = True) -> ImageM
             elif magic[:4] == b"RIFF" and magic[8:12] == b"WEBP":
                 exif = read_webp(f, meta)
             else:
-                exif = _from_pillow(path, meta)
+                exif = _from_pillow(Path(path), meta)
         except (_Bad, struct.error, ValueError) as exc:
             meta.error = str(exc) or type(exc).__name__
         except Exception as exc:  # Pillow's many ways of refusing a broken file
@@ -379,8 +400,8 @@ def read_meta(path: Path | str, *, sidecar: Path | None | bool = True) -> ImageM
             meta.error = meta.error or f"bad EXIF: {exc}"
     sidecar_text = None
     if sidecar is True:
-        sidecar_text = read_sidecar(sidecar_of(path))
-    elif isinstance(sidecar, Path):
+        sidecar_text = read_sidecar(os.path.splitext(path)[0] + ".txt")
+    elif isinstance(sidecar, str | Path):
         sidecar_text = read_sidecar(sidecar)
     _choose_params(meta, sidecar_text)
     return meta

@@ -87,12 +87,12 @@ class GenParams:
 
 
 def _int(v: Any) -> int | None:
-    if isinstance(v, bool):
+    if v is None or isinstance(v, bool):
         return None
     if isinstance(v, int):
         return v
     try:
-        return int(str(v).strip())
+        return int(v if isinstance(v, str) else str(v))
     except (ValueError, TypeError):
         try:
             f = float(str(v).strip())
@@ -102,7 +102,7 @@ def _int(v: Any) -> int | None:
 
 
 def _float(v: Any) -> float | None:
-    if isinstance(v, bool):
+    if v is None or isinstance(v, bool):
         return None
     try:
         f = float(v if isinstance(v, int | float) else str(v).strip())
@@ -121,30 +121,30 @@ def _unquote(v: str) -> str:
     return v
 
 
+def _pairs(matches: list[tuple[str, str]]) -> dict[str, str]:
+    return {k.strip(): _unquote(v.strip()) for k, v in matches}
+
+
 def parse_param_line(line: str) -> dict[str, str]:
     """``Steps: 20, Sampler: "a, b"`` -> ``{"Steps": "20", "Sampler": "a, b"}``."""
-    out: dict[str, str] = {}
-    for k, v in _RE_PARAM.findall(line):
-        out[k.strip()] = _unquote(v.strip())
-    return out
+    return _pairs(_RE_PARAM.findall(line))
 
 
-def _count_params(line: str) -> int:
-    return len(_RE_PARAM.findall(line))
-
-
-def _split(text: str) -> tuple[list[str], str, list[str]]:
-    """(prompt/negative lines, parameter line, trailing key lines)."""
+def _split(text: str) -> tuple[list[str], dict[str, str], list[str]]:
+    """(prompt/negative lines, parameters, trailing key lines)."""
     lines = text.strip().split("\n")
-    if len(lines) > 0 and _count_params(lines[-1]) >= 3:
-        return lines[:-1], lines[-1], []
+    found = _RE_PARAM.findall(lines[-1])
+    if len(found) >= 3:
+        return lines[:-1], _pairs(found), []
     # Extensions (sd-dynamic-prompts: "Template:", "Negative Template:") append lines
     # after the parameter line; look back a few lines for one starting with "Steps:".
     for i in range(len(lines) - 2, max(-1, len(lines) - 12), -1):
         line = lines[i].lstrip()
-        if line.startswith("Steps:") and _count_params(line) >= 3:
-            return lines[:i], lines[i], lines[i + 1:]
-    return lines, "", []
+        if line.startswith("Steps:"):
+            found = _RE_PARAM.findall(line)
+            if len(found) >= 3:
+                return lines[:i], _pairs(found), lines[i + 1:]
+    return lines, {}, []
 
 
 def _trailing(lines: list[str]) -> dict[str, str]:
@@ -205,18 +205,17 @@ def _apply_params(g: GenParams, params: dict[str, str]) -> None:
         name, sep, h = part.rpartition(":")
         if sep and name.strip():
             _add_lora(g.loras, name.strip(), None, h.strip() or None)
-    # sd-webui-additional-networks: "AddNet Model 1: name(hash), AddNet Weight A 1: 0.8"
-    for key, value in params.items():
-        m = _RE_ADDNET_MODEL.match(key)
-        if m:
-            hm = _RE_HASHED_NAME.match(value)
-            name, h = (hm.group(1), hm.group(2)) if hm else (value, None)
-            if name.strip():
-                _add_lora(g.loras, name.strip(),
-                          _float(params.get(f"AddNet Weight A {m.group(1)}")), h)
     for key, value in params.items():
         if key in _STRUCTURED or key == "Size":
             continue
+        if key.startswith("AddNet Model "):
+            # sd-webui-additional-networks: "AddNet Model 1: name(hash), AddNet Weight A 1"
+            m = _RE_ADDNET_MODEL.match(key)
+            hm = _RE_HASHED_NAME.match(value)
+            lname, lhash = (hm.group(1), hm.group(2)) if hm else (value, None)
+            if m and lname.strip():
+                _add_lora(g.loras, lname.strip(),
+                          _float(params.get(f"AddNet Weight A {m.group(1)}")), lhash)
         if key.startswith("Hires "):
             g.hires[key[6:]] = value
         elif key.startswith("ADetailer "):
@@ -229,7 +228,7 @@ def _parse(text: str) -> GenParams:
     """The parser proper; :func:`parse_infotext` adds the never-raise guard."""
     text = text[:MAX_TEXT].replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
     g = GenParams(source="a1111", raw=text)
-    body, param_line, trailing = _split(text)
+    body, params, trailing = _split(text)
     prompt: list[str] = []
     negative: list[str] = []
     in_negative = False
@@ -242,8 +241,8 @@ def _parse(text: str) -> GenParams:
     g.prompt = "\n".join(prompt).strip()
     g.negative_prompt = "\n".join(negative).strip()
     g.loras = _loras_from_prompt(g.prompt)
-    params = parse_param_line(param_line) if param_line else {}
-    params.update(_trailing(trailing))
+    if trailing:
+        params.update(_trailing(trailing))
     _apply_params(g, params)
     return g
 

@@ -25,6 +25,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageOps
@@ -67,6 +68,7 @@ class Thumbnailer:
         self._placeholders: dict[int, bytes] = {}
         self._written = 0
         self._last_prune = time.monotonic()
+        self._pruning = threading.Lock()
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
@@ -110,13 +112,16 @@ class Thumbnailer:
                        timeout: float) -> Thumb:
         with self._lock:
             fut = self._inflight.get(key)
+            new = fut is None
             if fut is None:
                 fut = self.pool.submit(self._render, key, real, size, st)
                 self._inflight[key] = fut
-                fut.add_done_callback(lambda _f, k=key: self._forget(k))
+        if new:
+            # outside the lock: a finished future runs the callback right here
+            fut.add_done_callback(partial(self._forget, key))
         return fut.result(timeout)
 
-    def _forget(self, key: str) -> None:
+    def _forget(self, key: str, _fut: object = None) -> None:
         with self._lock:
             self._inflight.pop(key, None)
 
@@ -185,10 +190,17 @@ class Thumbnailer:
 
     def _maybe_prune(self) -> None:
         due = time.monotonic() - self._last_prune > _PRUNE_EVERY
-        if due or self._written > self.max_bytes // 20:
+        if (due or self._written > self.max_bytes // 20) and self._pruning.acquire(False):
             self._written = 0
             self._last_prune = time.monotonic()
-            threading.Thread(target=self.prune, name="thumb-prune", daemon=True).start()
+
+            def run() -> None:
+                try:
+                    self.prune()
+                finally:
+                    self._pruning.release()
+
+            threading.Thread(target=run, name="thumb-prune", daemon=True).start()
 
     def prune(self) -> int:
         """Remove the least recently written thumbnails beyond ``max_bytes``."""

@@ -74,11 +74,13 @@ class TusSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="ATELIER_TUS_", extra="ignore")
 
-    max_size: int = Field(64 * 1024**3, description="Largest upload accepted (Tus-Max-Size).")
+    max_size: int = Field(
+        default=64 * 1024**3, description="Largest upload accepted (Tus-Max-Size).")
     expire_hours: float = Field(
-        48.0, description="An unfinished upload expires this long after its last PATCH; "
+        default=48.0, description="An unfinished upload expires this long after its last PATCH; "
         "its partial file is then removed.")
-    cleanup_seconds: float = Field(300.0, description="How often expired uploads are swept.")
+    cleanup_seconds: float = Field(
+        default=300.0, description="How often expired uploads are swept.")
 
 
 uploads = sa.Table(

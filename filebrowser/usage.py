@@ -72,15 +72,16 @@ class Usage:
                     q = q.where(db.usage_events.c.day >= since_day)
                 days: dict[str, dict[str, int]] = {}
                 up = down = 0
-                for day, op, nbytes, count in conn.execute(q):
+                for day, op, total, count in conn.execute(q):
+                    nbytes = int(total or 0)  # PostgreSQL sums bigints as numeric
                     d = days.setdefault(day, {"uploaded": 0, "downloaded": 0, "operations": 0})
-                    d["operations"] += count
+                    d["operations"] += int(count)
                     if op in UPLOAD_OPS:
-                        d["uploaded"] += nbytes or 0
-                        up += nbytes or 0
+                        d["uploaded"] += nbytes
+                        up += nbytes
                     elif op in DOWNLOAD_OPS:
-                        d["downloaded"] += nbytes or 0
-                        down += nbytes or 0
+                        d["downloaded"] += nbytes
+                        down += nbytes
                 out.append({
                     "user": name, "stored_bytes": self.stored_bytes(name),
                     "uploaded_bytes": up, "downloaded_bytes": down,

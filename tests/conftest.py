@@ -174,3 +174,54 @@ def spawn_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     yield start
     for srv in procs:
         srv.stop()
+
+
+def _pg_bin() -> Path:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if not found:
+        pytest.fail("PostgreSQL is not installed (bash .ci/run installs it from Debian)")
+    return found[-1].parent
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[str]:
+    """A real PostgreSQL server on loopback for the session; yields a server URL prefix.
+
+    PostgreSQL refuses to run as root, so the cluster belongs to the ``postgres`` user.
+    """
+    import shutil
+    import tempfile
+
+    bindir = _pg_bin()
+    base = Path(tempfile.mkdtemp(prefix="atelier-pg-"))
+    base.chmod(0o755)
+    data = base / "data"
+    shutil.chown(base, "postgres")
+    as_pg = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    subprocess.run([*as_pg, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U",
+                    "atelier", "--no-sync"], check=True, capture_output=True)
+    port = free_port()
+    subprocess.run([*as_pg, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(base / "log"),
+                    "-w", "-o", f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off",
+                    "start"], check=True, capture_output=True)
+    try:
+        yield f"postgresql+psycopg://atelier@127.0.0.1:{port}"
+    finally:
+        subprocess.run([*as_pg, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate",
+                        "stop"], capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_db(postgres: str) -> str:
+    """A fresh, empty database on the session's PostgreSQL server; its SQLAlchemy URL."""
+    import secrets
+
+    import sqlalchemy as sa
+
+    name = f"t_{secrets.token_hex(6)}"
+    engine = sa.create_engine(f"{postgres}/postgres", isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(sa.text(f"CREATE DATABASE {name}"))
+    engine.dispose()
+    return f"{postgres}/{name}"

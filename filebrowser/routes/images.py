@@ -1,0 +1,160 @@
+"""Image routes: ``/api/fs/info``, ``/api/fs/thumb``, ``/api/search``.
+
+Handlers are plain ``def``: metadata reads, renders (waiting on the bounded thumbnail
+pool) and queries run in FastAPI's thread pool, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.parse
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response
+
+from .. import fs
+from ..auth import AdminUser, CurrentUser
+from ..errors import InvalidInput, Unavailable
+from ..imagemeta import read_meta
+from ..images import Images
+from ..index import BadQuery, SearchQuery, parse_time, search
+from ..jail import parent_of
+from ..thumbs import SIZES, Thumbnailer, version_of
+from .deps import FB
+
+router = APIRouter(tags=["images"])
+
+LONG_CACHE = "private, max-age=31536000, immutable"
+REVALIDATE = "private, no-cache"
+
+
+def get_images(request: Request) -> Images:
+    images: Images = request.app.state.images
+    return images
+
+
+ImagesDep = Annotated[Images, Depends(get_images)]
+
+
+def thumb_url(path: str, version: str, size: int = 256, base: str = "/api/fs/thumb") -> str:
+    return f"{base}?path={urllib.parse.quote(path, safe='')}&size={size}&v={version}"
+
+
+def image_info(real: Path, entry: dict[str, Any]) -> dict[str, Any]:
+    """The info document of a file: stat fields, plus metadata for images."""
+    out = dict(entry)
+    out["meta"] = None
+    if entry["kind"] == "image":
+        out["meta"] = read_meta(real, sidecar=True).to_json()
+    return out
+
+
+def thumb_response(request: Request, thumbs: Thumbnailer, real: Path, size: int,
+                   v: str | None) -> Response:
+    if not real.is_file() or fs.kind_of(real.name, False) != "image":
+        raise InvalidInput("not an image")
+    current = version_of(os.stat(real))
+    t = thumbs.get(real, size)
+    # A long-lived cache only for a URL naming the current version: after a change the
+    # client's URL changes (new v) or it revalidates by ETag; never a stale thumbnail.
+    cache = LONG_CACHE if v == current and not t.placeholder else REVALIDATE
+    headers = {"ETag": t.etag, "Cache-Control": cache, "X-Content-Type-Options": "nosniff",
+               "Content-Security-Policy": "default-src 'none'; sandbox"}
+    if t.placeholder:
+        headers["X-Thumbnail"] = "placeholder"
+    inm = request.headers.get("if-none-match")
+    if inm and t.etag in [x.strip() for x in inm.split(",")]:
+        return Response(status_code=304, headers=headers)
+    return Response(t.data, media_type="image/webp", headers=headers)
+
+
+@router.get("/api/fs/info")
+def info(p: CurrentUser, fb: FB, path: str = Query(..., max_length=8192)) -> dict:
+    """A file's details; for images the dimensions and generation parameters (A1111,
+    ComfyUI, sidecar .txt), read from metadata chunks only, never the pixels."""
+    vpath, real = fb.jail.resolve(p.scope, path)
+    if real.is_dir():
+        raise InvalidInput("this is a folder")
+    entry = fs.stat_entry(real).to_json(parent_of(vpath)) | {"path": vpath}
+    out = image_info(real, entry)
+    if entry["kind"] == "image":
+        out["thumb"] = thumb_url(vpath, version_of(os.stat(real)))
+    return out
+
+
+@router.get("/api/fs/thumb", responses={200: {"content": {"image/webp": {}}}})
+def thumb(request: Request, p: CurrentUser, fb: FB, images: ImagesDep,
+          path: str = Query(..., max_length=8192),
+          size: Literal["256", "1024"] = Query("256", description=f"one of {SIZES}"),
+          v: str | None = Query(None, max_length=64,
+                                description="the file's version; makes the URL cacheable"),
+          ) -> Response:
+    """A WebP thumbnail (256 px grid or 1024 px preview), or a placeholder if the image
+    cannot be read."""
+    _, real = fb.jail.resolve(p.scope, path)
+    return thumb_response(request, images.thumbs, real, int(size), v)
+
+
+@router.get("/api/search")
+def search_images(
+    p: CurrentUser, fb: FB, images: ImagesDep,
+    q: str | None = Query(None, max_length=1000,
+                          description='words in prompt or negative; "a phrase", -exclude, '
+                          'prefix*'),
+    prompt: str | None = Query(None, max_length=1000, description="words in the prompt"),
+    negative: str | None = Query(None, max_length=1000,
+                                 description="words in the negative prompt"),
+    model: str | None = Query(None, max_length=300, description="model name part or hash"),
+    lora: str | None = Query(None, max_length=300, description="LoRA name part"),
+    sampler: str | None = Query(None, max_length=100),
+    name: str | None = Query(None, max_length=300, description="file name glob, e.g. 0001*"),
+    folder: str | None = Query(None, max_length=8192, description="below this folder"),
+    kind: Literal["image", "model"] | None = None,
+    after: str | None = Query(None, max_length=40, description="mtime >=, epoch or ISO"),
+    before: str | None = Query(None, max_length=40, description="mtime <, epoch or ISO"),
+    min_size: int | None = Query(None, ge=0),
+    max_size: int | None = Query(None, ge=0),
+    sort: Literal["mtime", "relevance", "name", "size"] = "mtime",
+    order: Literal["asc", "desc"] = "desc",
+    limit: int = Query(100, ge=1, le=1000),
+    cursor: str | None = Query(None, max_length=1000),
+) -> dict:
+    """Indexed images and models you may read; follow ``next`` for more."""
+    if images.index is None or images.service is None:
+        raise Unavailable()
+    vfolder = None
+    if folder:
+        vfolder, _ = fb.jail.resolve(p.scope, folder)
+    try:
+        sq = SearchQuery(q=q, prompt=prompt, negative=negative, model=model, lora=lora,
+                         sampler=sampler, name=name, folder=vfolder or None, kind=kind,
+                         after=parse_time(after), before=parse_time(before),
+                         min_size=min_size, max_size=max_size, sort=sort, order=order,
+                         limit=limit, cursor=cursor)
+        out = search(images.index, p.scope, sq)
+    except BadQuery as exc:
+        raise InvalidInput(str(exc)) from None
+    for r in out["results"]:
+        if r["kind"] == "image":
+            r["thumb"] = thumb_url(r["path"], r["version"])
+    out["indexing"] = images.index.status.scanning
+    return out
+
+
+@router.get("/api/search/status")
+def index_status(p: CurrentUser, images: ImagesDep) -> dict:
+    if images.index is None or images.service is None:
+        return {"enabled": False}
+    return {"enabled": True, "counts": images.index.counts(), **dict(images.service.iter_status())}
+
+
+@router.post("/api/search/reindex", status_code=202)
+def reindex(p: AdminUser, images: ImagesDep,
+            reset: bool = Query(False, description="drop the index and rebuild it")) -> dict:
+    """Rescan every file now (``reset``: rebuild from nothing); runs in the background."""
+    if images.service is None:
+        raise Unavailable()
+    images.service.request("reset" if reset else "deep")
+    return {"accepted": True}

@@ -1,0 +1,107 @@
+"""Helpers for the transfer tests: raw tus requests and a socket-level PATCH in flight."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+
+TUS = {"Tus-Resumable": "1.0.0"}
+
+
+def b64(s: str) -> str:
+    return base64.b64encode(s.encode()).decode()
+
+
+def metadata(**kv: str) -> str:
+    return ",".join(f"{k} {b64(v)}" for k, v in kv.items())
+
+
+def create(s: requests.Session, url: str, length: int | None, **meta: str) -> requests.Response:
+    headers = {**TUS, "Upload-Metadata": metadata(**meta)}
+    if length is None:
+        headers["Upload-Defer-Length"] = "1"
+    else:
+        headers["Upload-Length"] = str(length)
+    return s.post(f"{url}/api/tus/", headers=headers, timeout=30)
+
+
+def upload_url(s: requests.Session, url: str, length: int | None, **meta: str) -> str:
+    r = create(s, url, length, **meta)
+    assert r.status_code == 201, r.text
+    return url + r.headers["Location"]
+
+
+def patch(s: requests.Session, upload: str, offset: int, data: bytes,
+          checksum: str | None = None, **headers: str) -> requests.Response:
+    h = {**TUS, "Upload-Offset": str(offset), "Content-Type": "application/offset+octet-stream",
+         **headers}
+    if checksum:
+        digest = base64.b64encode(hashlib.new(checksum, data).digest()).decode()
+        h["Upload-Checksum"] = f"{checksum} {digest}"
+    return s.patch(upload, data=data, headers=h, timeout=60)
+
+
+def head(s: requests.Session, upload: str) -> requests.Response:
+    return s.head(upload, headers=TUS, timeout=30)
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while b := f.read(1 << 20):
+            h.update(b)
+    return h.hexdigest()
+
+
+def open_patch(upload: str, token: str, offset: int, content_length: int,
+               extra: dict[str, str] | None = None) -> socket.socket:
+    """A PATCH whose headers are sent and whose body the caller sends (or cuts) by hand."""
+    u = urlsplit(upload)
+    sock = socket.create_connection((u.hostname, u.port), timeout=30)
+    lines = [f"PATCH {u.path} HTTP/1.1", f"Host: {u.netloc}", f"Authorization: {token}",
+             "Tus-Resumable: 1.0.0", "Content-Type: application/offset+octet-stream",
+             f"Upload-Offset: {offset}", f"Content-Length: {content_length}"]
+    lines += [f"{k}: {v}" for k, v in (extra or {}).items()]
+    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+    return sock
+
+
+def wait_offset(s: requests.Session, upload: str, expected: int, timeout: float = 20) -> int:
+    """HEAD until the offset settles at ``expected`` (the server sees the cut a bit later)."""
+    deadline = time.monotonic() + timeout
+    offset = -1
+    while time.monotonic() < deadline:
+        r = head(s, upload)
+        offset = int(r.headers.get("Upload-Offset", -1))
+        if offset == expected:
+            return offset
+        time.sleep(0.05)
+    return offset
+
+
+@pytest.fixture
+def tmpfs() -> Iterator[Callable[[Path, str], Path]]:
+    """Mount a small tmpfs (a full disk on demand); unmounted after the test."""
+    mounted: list[Path] = []
+
+    def mount(path: Path, size: str = "8m") -> Path:
+        path.mkdir(parents=True, exist_ok=True)
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                           capture_output=True)
+        if r.returncode != 0:
+            pytest.skip(f"cannot mount tmpfs here: {r.stderr.decode().strip()}")
+        mounted.append(path)
+        return path
+
+    yield mount
+    for path in mounted:
+        subprocess.run(["umount", "-l", str(path)], check=False)
