@@ -93,7 +93,29 @@ class _Visible:
                 and p.scope.visible_child(folder, n)]
 
 
-class JailFolder(_Visible, FolderResource):
+class _Trashing:
+    """Mixin: DELETE (and an overwritten MOVE/COPY target) goes to the caller's trash,
+    exactly as ``POST /api/fs/delete`` does, so a stray delete from a mounted drive is
+    recoverable."""
+
+    environ: dict[str, Any]
+    path: str
+    provider: Any
+
+    def delete(self) -> None:
+        p = _principal(self.environ)
+        fb = self.provider.fb
+        vpath, real = fb.jail.resolve(p.scope, self.path.strip("/"), write=True)
+        fb.trash.put(p.name, vpath, real)
+        self.remove_all_properties(recursive=True)  # type: ignore[attr-defined]
+        self.remove_all_locks(recursive=True)  # type: ignore[attr-defined]
+
+
+class JailFolder(_Trashing, _Visible, FolderResource):
+    pass
+
+
+class JailFile(_Trashing, FileResource):
     pass
 
 
@@ -114,7 +136,7 @@ class JailProvider(FilesystemProvider):
             return None
         if real.is_dir():
             return JailFolder(path, environ, str(real))
-        return FileResource(path, environ, str(real))
+        return JailFile(path, environ, str(real))
 
 
 class TrustedDC(BaseDomainController):

@@ -250,8 +250,17 @@ class _Writer:
             self.run_tasks()
         if not (self.rows or self.deletes or self.prefix_deletes or self.folders):
             return
-        with self.index.engine.begin() as conn:
-            self.index.apply(conn, self.rows, self.deletes, self.prefix_deletes, self.folders)
+        for attempt in range(3):
+            try:
+                with self.index.engine.begin() as conn:
+                    self.index.apply(conn, self.rows, self.deletes, self.prefix_deletes,
+                                     self.folders)
+                break
+            except sa.exc.IntegrityError:
+                # Another replica sharing this database indexed the same paths between our
+                # delete and insert; the retried delete now sees its rows.
+                if attempt == 2:
+                    raise
         self.written += len(self.rows)
         self.rows, self.deletes, self.prefix_deletes, self.folders = [], [], [], []
         self.limit = BATCH

@@ -62,6 +62,14 @@ class Settings(BaseSettings):
     upload_max_bytes: int = Field(
         512 * 1024 * 1024, description="Largest small (multipart) upload; bigger files use tus.")
 
+    # -- resumable uploads (tus) ------------------------------------------------------
+    tus_max_size: int = Field(
+        64 * 1024**3, description="Largest resumable upload accepted (Tus-Max-Size).")
+    tus_expire_hours: float = Field(
+        48.0, description="An unfinished upload expires this long after its last PATCH; "
+        "its partial file is then removed.")
+    tus_cleanup_seconds: float = Field(300.0, description="How often expired uploads are swept.")
+
     # -- images: thumbnails, index, shares (issue 4) --------------------------------
     thumb_workers: int = Field(
         2, description="Threads making thumbnails (Pillow releases the GIL while decoding).")

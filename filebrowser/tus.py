@@ -43,8 +43,6 @@ from typing import Any
 from urllib.parse import quote
 
 import sqlalchemy as sa
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from . import db, fs
 from .auth import Principal
@@ -67,20 +65,6 @@ EXTENSIONS = ("creation", "creation-with-upload", "creation-defer-length", "term
 CHECKSUMS = {"sha1": hashlib.sha1, "sha256": hashlib.sha256}
 POLICIES = ("fail", "rename", "overwrite")
 PARTIAL_PREFIX = f"{fs.TMP_PREFIX}tus-"
-
-
-class TusSettings(BaseSettings):
-    """Upload settings (``ATELIER_TUS_*``)."""
-
-    model_config = SettingsConfigDict(env_prefix="ATELIER_TUS_", extra="ignore")
-
-    max_size: int = Field(
-        default=64 * 1024**3, description="Largest upload accepted (Tus-Max-Size).")
-    expire_hours: float = Field(
-        default=48.0, description="An unfinished upload expires this long after its last PATCH; "
-        "its partial file is then removed.")
-    cleanup_seconds: float = Field(
-        default=300.0, description="How often expired uploads are swept.")
 
 
 uploads = sa.Table(
@@ -253,12 +237,12 @@ class Patch:
 
 
 class TusStore:
-    def __init__(self, fb: Any, settings: TusSettings | None = None) -> None:
+    def __init__(self, fb: Any) -> None:
         from .core import FileBrowser
 
         assert isinstance(fb, FileBrowser)
         self.fb = fb
-        self.settings = settings or TusSettings()
+        self.settings = fb.settings
         self.engine = fb.engine
         db.metadata.create_all(self.engine, tables=[uploads])
         self._busy: set[str] = set()
@@ -286,7 +270,7 @@ class TusStore:
         return [Upload(**r._mapping) for r in rows]
 
     def expires_at(self) -> float:
-        return time.time() + self.settings.expire_hours * 3600
+        return time.time() + self.settings.tus_expire_hours * 3600
 
     # -- paths ----------------------------------------------------------------------
 
@@ -361,9 +345,9 @@ class TusStore:
             raise BadRequest(f"conflict must be one of {', '.join(POLICIES)}")
         folder_v, folder = self.fb.jail.resolve(p.scope, clean(meta.get("folder", "")),
                                                 write=True, must_exist=False)
-        if length is not None and length > self.settings.max_size:
-            raise PayloadTooLarge(f"uploads are limited to {self.settings.max_size} bytes",
-                                  headers={"Tus-Max-Size": str(self.settings.max_size)})
+        if length is not None and length > self.settings.tus_max_size:
+            raise PayloadTooLarge(f"uploads are limited to {self.settings.tus_max_size} bytes",
+                                  headers={"Tus-Max-Size": str(self.settings.tus_max_size)})
         if os.path.lexists(folder) and not folder.is_dir():
             raise Conflict(f"{folder_v!r} is not a folder")
         target = folder / name
@@ -441,8 +425,8 @@ class TusStore:
         if new_length is not None:
             if up.length is not None and new_length != up.length:
                 raise BadRequest("Upload-Length cannot change")
-            if new_length > self.settings.max_size:
-                raise PayloadTooLarge(f"uploads are limited to {self.settings.max_size} bytes")
+            if new_length > self.settings.tus_max_size:
+                raise PayloadTooLarge(f"uploads are limited to {self.settings.tus_max_size} bytes")
         fd = self._open_locked(up)
         if fd is None:
             raise Locked(headers={"Retry-After": "1"})

@@ -76,7 +76,7 @@ async def _sweep(store: TusStore) -> None:
     while True:
         with contextlib.suppress(Exception):  # a failed sweep is retried next round
             await run_in_threadpool(store.cleanup)
-        await asyncio.sleep(store.settings.cleanup_seconds)
+        await asyncio.sleep(store.settings.tus_cleanup_seconds)
 
 
 @contextlib.asynccontextmanager
@@ -115,7 +115,7 @@ def options(request: Request, p: CurrentUser) -> Response:
     """Server capabilities: version, extensions, checksum algorithms, largest size."""
     store = store_of(request.app)
     return _no_content({"Tus-Version": TUS_VERSION, "Tus-Extension": ",".join(EXTENSIONS),
-                        "Tus-Max-Size": str(store.settings.max_size),
+                        "Tus-Max-Size": str(store.settings.tus_max_size),
                         "Tus-Checksum-Algorithm": ",".join(CHECKSUMS)})
 
 

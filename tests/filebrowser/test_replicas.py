@@ -61,3 +61,35 @@ def test_failed_login_limit_is_shared(make_server: Callable[..., Server], postgr
     r = requests.post(f"{b.url}/api/login", json={"username": "admin",
                                                   "password": ADMIN_PASSWORD})
     assert r.status_code == 429
+
+
+def test_search_works_on_postgresql(make_server: Callable[..., Server], postgres_db: str,
+                                    tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from .images.conftest import wait_until, write_png
+
+    root = tmp_path / "nas"
+    ann = root / "users/ann/outputs"
+    write_png(ann / "red.png", "red hair girl, <lora:add_detail:0.8>\nNegative prompt: blurry\n"
+              "Steps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1, Model: anything-v5")
+    write_png(ann / "blue.png", "blue hair boy\nNegative prompt: red eyes\n"
+              "Steps: 20, Sampler: DPM++ 2M, CFG scale: 7, Seed: 2, Model: other")
+    write_png(root / "users/bob/outputs/secret.png", "red hair secret\n"
+              "Steps: 20, Sampler: Euler a, CFG scale: 7, Seed: 3, Model: anything-v5")
+    a = make_server(root=root, db_url=postgres_db)
+    b = make_server(root=root, db_url=postgres_db)  # a second replica indexing the same NAS
+    s = a.add_user("ann")
+    b.add_user("bob")
+    wait_until(lambda: a.session().get(f"{a.url}/api/search/status").json()["counts"]
+               .get("image") == 3, what="index on PostgreSQL")
+
+    def names(srv: Server, **params: str) -> list[str]:
+        r = s.get(f"{srv.url}/api/search", params=params)
+        assert r.status_code == 200, r.text
+        return sorted(h["name"] for h in r.json()["results"])
+
+    assert names(a, q="red") == ["blue.png", "red.png"]  # prompt or negative prompt
+    assert names(b, prompt="red") == ["red.png"]
+    assert names(a, model="anything") == ["red.png"]
+    assert names(b, lora="add_detail") == ["red.png"]
+    assert names(a, sampler="DPM++ 2M") == ["blue.png"]
+    assert names(b, name="b*.png") == ["blue.png"]

@@ -53,6 +53,13 @@ def test_class_1_and_2_with_webdav4(server: Server, tmp_path: Path) -> None:
     assert out.read_bytes() == src.read_bytes()
     c.remove("users/ann/sub/y.safetensors")
     assert not (server.root / "users/ann/sub/y.safetensors").exists()
+    # a delete from a mounted drive lands in the trash, as one through the API does
+    ann = server.session("ann", PASS)
+    trashed = ann.get(f"{server.url}/api/fs/trash").json()
+    assert [t["orig_path"] for t in trashed] == ["users/ann/sub/y.safetensors"]
+    r = ann.post(f"{server.url}/api/fs/trash/{trashed[0]['id']}/restore", json={})
+    assert r.status_code == 200
+    assert (server.root / "users/ann/sub/y.safetensors").read_bytes() == src.read_bytes()
     usage = server.session("ann", PASS).get(f"{server.url}/api/usage").json()[0]
     assert usage["uploaded_bytes"] >= 300_000 and usage["downloaded_bytes"] >= 300_000
 
