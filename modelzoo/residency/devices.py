@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 GIB = 1 << 30
@@ -228,6 +229,14 @@ def parse_size(text: str) -> int:
     return int(float(number) * units[unit])
 
 
+def _nvidia_driver_present() -> bool:
+    gpus = Path("/proc/driver/nvidia/gpus")
+    try:
+        return gpus.is_dir() and any(gpus.iterdir())
+    except OSError:
+        return False
+
+
 def probe_devices(spec: str = "auto", *, cpu_capacity: int = 4 * GIB) -> list[Device]:
     """Compute devices from a spec: ``auto``, ``cuda:0,cuda:1``, ``sim:8GiB,sim:8GiB``, ``cpu``.
 
@@ -237,12 +246,16 @@ def probe_devices(spec: str = "auto", *, cpu_capacity: int = 4 * GIB) -> list[De
     devices: list[Device] = []
     parts = [p.strip() for p in spec.split(",") if p.strip()]
     if parts == ["auto"]:
-        try:
-            import torch
+        count = 0
+        # Without the NVIDIA driver there is nothing to count: do not pay for importing
+        # torch (about 200 MB) when the service starts on a machine with no GPU.
+        if _nvidia_driver_present():
+            try:
+                import torch
 
-            count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        except ImportError:
-            count = 0
+                count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            except ImportError:
+                count = 0
         if count:
             return [CudaDevice(i) for i in range(count)]
         return [SimulatedDevice("cpu", cpu_capacity, kind="cpu")]

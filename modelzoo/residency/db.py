@@ -1,0 +1,73 @@
+"""Generation records: who used which GPU for how long (SQLAlchemy Core, own MetaData).
+
+One row per generation; usage splits GPU seconds (inference) and switch seconds (loading
+the model) per user, beside the bytes of images written, for bill splitting.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+generations = sa.Table(
+    "residency_generations", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("user", sa.String(255), nullable=False, index=True),
+    sa.Column("model", sa.String(1024), nullable=False),
+    sa.Column("device", sa.String(64), nullable=False),
+    sa.Column("gpu_seconds", sa.Float, nullable=False),
+    sa.Column("switch_seconds", sa.Float, nullable=False),
+    sa.Column("switched_from", sa.String(8), nullable=False),
+    sa.Column("width", sa.Integer, nullable=False),
+    sa.Column("height", sa.Integer, nullable=False),
+    sa.Column("steps", sa.Integer, nullable=False),
+    sa.Column("seed", sa.BigInteger, nullable=False),
+    sa.Column("image_path", sa.String(4096), nullable=False),
+    sa.Column("image_bytes", sa.BigInteger, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
+)
+
+
+def create(engine: sa.Engine) -> None:
+    metadata.create_all(engine)
+
+
+def record(engine: sa.Engine, **row: Any) -> int:
+    row.setdefault("created_at", dt.datetime.now(dt.UTC))
+    with engine.begin() as conn:
+        result = conn.execute(generations.insert().values(**row))
+        return int(result.inserted_primary_key[0])  # type: ignore[index]
+
+
+def usage(engine: sa.Engine, *, user: str | None = None,
+          since: dt.datetime | None = None) -> list[dict[str, Any]]:
+    """Per user (and per model within), totals of generations, seconds and bytes."""
+    g = generations
+    query = sa.select(
+        g.c.user, g.c.model, sa.func.count().label("generations"),
+        sa.func.sum(g.c.gpu_seconds).label("gpu_seconds"),
+        sa.func.sum(g.c.switch_seconds).label("switch_seconds"),
+        sa.func.sum(g.c.image_bytes).label("image_bytes"),
+    ).group_by(g.c.user, g.c.model).order_by(g.c.user, g.c.model)
+    if user is not None:
+        query = query.where(g.c.user == user)
+    if since is not None:
+        query = query.where(g.c.created_at >= since)
+    users: dict[str, dict[str, Any]] = {}
+    with engine.connect() as conn:
+        for r in conn.execute(query):
+            u = users.setdefault(r.user, {"user": r.user, "generations": 0, "gpu_seconds": 0.0,
+                                          "switch_seconds": 0.0, "image_bytes": 0,
+                                          "models": []})
+            item = {"model": r.model, "generations": int(r.generations),
+                    "gpu_seconds": float(r.gpu_seconds or 0),
+                    "switch_seconds": float(r.switch_seconds or 0),
+                    "image_bytes": int(r.image_bytes or 0)}
+            u["models"].append(item)
+            for k in ("generations", "gpu_seconds", "switch_seconds", "image_bytes"):
+                u[k] += item[k]
+    return list(users.values())

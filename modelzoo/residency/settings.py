@@ -1,0 +1,65 @@
+"""Settings of the GPU residency service, declared once (env prefix ``ATELIER_GPU_``).
+
+Sizes accept units: ``ATELIER_GPU_RAM_BUDGET=24GiB``, ``ATELIER_GPU_RESERVE_BASE=0.8GiB``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import ByteSize, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .footprint import ReserveRule
+
+
+class ResidencySettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ATELIER_GPU_", extra="ignore")
+
+    models_dir: Path = Field(
+        Path("models/Stable-diffusion"),
+        description="Folder of checkpoints (*.safetensors) and diffusers folders that may be "
+                    "loaded; the standalone service passes <root>/models/Stable-diffusion.")
+    devices: str = Field(
+        "auto", description="Compute devices: 'auto' (every CUDA GPU, else one CPU device), "
+                            "'cuda:0,cuda:1', 'cpu', or simulated 'sim:8GiB,sim:8GiB'.")
+    cpu_device_memory: ByteSize = Field(
+        ByteSize(4 << 30), description="Weights budget of the CPU compute device used when no "
+                                       "GPU exists (there is no VRAM to measure).")
+    vram_budget: ByteSize | None = Field(
+        None, description="Cap on the bytes of weights per GPU; unset = measured free memory "
+                          "minus the inference reserve.")
+    ram_budget: ByteSize | None = Field(
+        None, description="Cap on the bytes of weights kept in CPU RAM; unset = measured "
+                          "available RAM minus ram_reserve.")
+    ram_reserve: ByteSize = Field(
+        ByteSize(2 << 30), description="CPU RAM always left to the rest of the system.")
+    reserve_base: ByteSize = Field(
+        ByteSize(int(0.8 * (1 << 30))),
+        description="Inference memory kept free on a GPU (ComfyUI's minimum_inference_memory).")
+    reserve_extra: ByteSize = Field(
+        ByteSize(int(0.4 * (1 << 30))),
+        description="Extra GPU memory kept free (ComfyUI's EXTRA_RESERVED_VRAM).")
+    reserve_per_megapixel: ByteSize = Field(
+        ByteSize(1 << 30), description="Further GPU memory per megapixel of image per batch "
+                                       "item (activations grow with resolution).")
+    dtype: Literal["fp16", "bf16", "fp32"] = Field(
+        "fp16", description="Dtype models run in; sizes are computed at this dtype.")
+    policy: Literal["cost", "lru"] = Field(
+        "cost", description="Eviction order: 'cost' keeps large, often used models "
+                            "(GreedyDual-frequency); 'lru' is plain least-recently-used.")
+    prefetch: bool = Field(
+        True, description="Warm the next queued request's model into RAM during the current job.")
+    diffusers_config: Path | None = Field(
+        None, description="Local folder with diffusers component configs, needed to load "
+                          "single-file checkpoints offline (from_single_file(config=...)).")
+    max_steps: int = Field(150, ge=1, description="Most sampling steps a request may ask for.")
+    min_size: int = Field(64, ge=8, description="Smallest image side in pixels.")
+    max_size: int = Field(2048, ge=64, description="Largest image side in pixels.")
+    max_prompt_chars: int = Field(10_000, ge=1, description="Longest prompt accepted.")
+    default_sampler: str = Field("Euler a", description="Sampler used when a request names none.")
+
+    def reserve_rule(self) -> ReserveRule:
+        return ReserveRule(int(self.reserve_base), int(self.reserve_extra),
+                           int(self.reserve_per_megapixel))

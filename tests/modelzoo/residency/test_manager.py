@@ -1,0 +1,343 @@
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from modelzoo.errors import ModelBusy, ModelTooLarge, OutOfDeviceMemory, UnknownModel
+from modelzoo.residency.devices import Device, SimulatedOutOfMemoryError
+from modelzoo.residency.plan import Tier
+
+K = 1024
+
+
+def test_cold_then_warm_then_hit(world, make_model) -> None:
+    make_model("a", 64 * K)
+    w = world([200 * K], 400 * K)
+    with w.manager.acquire("a", "sim:0") as lease:
+        assert lease.switch.source is Tier.DISK
+        assert isinstance(lease.handle, dict)
+        assert all(t.dtype == torch.float16 for t in lease.handle.values())
+        assert sum(t.numel() * 2 for t in lease.handle.values()) == 64 * K
+    w.check_ledgers()
+    with w.manager.acquire("a", "sim:0") as lease:
+        assert lease.switch.source is Tier.GPU
+    w.manager.unload("a", Tier.RAM)
+    assert w.tiers() == {"a": ("ram", None)}
+    w.check_ledgers()
+    with w.manager.acquire("a", "sim:0") as lease:
+        assert lease.switch.source is Tier.RAM
+    assert w.manager.metrics.switches() == {"disk": 1, "gpu": 1, "ram": 1}
+
+
+def test_victim_goes_to_ram_when_ram_has_room(world, make_model) -> None:
+    for n in "abc":
+        make_model(n, 64 * K)
+    w = world([130 * K], 1000 * K)
+    for n in "ab":
+        w.manager.acquire(n, "sim:0").release()
+    assert {m for m, (t, _) in w.tiers().items() if t == "gpu"} == {"a", "b"}
+    w.manager.acquire("c", "sim:0").release()
+    tiers = w.tiers()
+    assert tiers["c"] == ("gpu", "sim:0")
+    assert sorted(t for t, _ in tiers.values()) == ["gpu", "gpu", "ram"]
+    w.check_ledgers()
+
+
+def test_victim_dropped_when_ram_is_full(world, make_model) -> None:
+    for n in "ab":
+        make_model(n, 64 * K)
+    w = world([100 * K], 70 * K)  # RAM can stage one model, keep none beside it
+    w.manager.acquire("a", "sim:0").release()
+    plan = w.manager.plan_load("b", "sim:0")
+    assert [(m.model, m.src, m.dst) for m in plan.moves] == [
+        ("a", Tier.GPU, Tier.DISK), ("b", Tier.DISK, Tier.RAM), ("b", Tier.RAM, Tier.GPU)]
+    plan.execute()
+    assert w.tiers() == {"b": ("gpu", "sim:0")}
+    w.check_ledgers()
+
+
+def test_plan_moves_nothing_until_executed(world, make_model) -> None:
+    for n in "ab":
+        make_model(n, 64 * K)
+    w = world([100 * K], 1000 * K)
+    w.manager.acquire("a", "sim:0").release()
+    plan = w.manager.plan_load("b", "sim:0")
+    assert w.tiers() == {"a": ("gpu", "sim:0")}
+    js = plan.to_json()
+    assert js["bytes_freed"] == {"sim:0": 64 * K}
+    assert [m["model"] for m in js["moves"]] == ["a", "b", "b"]
+    assert js["executed"] is False
+    done = plan.execute()
+    assert done.executed and w.tiers() == {"a": ("ram", None), "b": ("gpu", "sim:0")}
+    with pytest.raises(RuntimeError):
+        done.execute()
+
+
+def test_stale_plan_is_replanned_against_new_measure(world, make_model) -> None:
+    for n in "abc":
+        make_model(n, 40 * K)
+    w = world([120 * K], 1000 * K)
+    w.manager.acquire("a", "sim:0").release()
+    w.manager.acquire("b", "sim:0").release()
+    plan = w.manager.plan_load("c", "sim:0")
+    assert plan.evictions == []
+    w.gpus[0].set_external(30 * K)  # another process took memory meanwhile
+    done = plan.execute()
+    assert len(done.evictions) == 1
+    assert w.gpus[0].peak <= 120 * K
+    w.check_ledgers()
+
+
+def test_external_pressure_shrinks_budget_at_next_decision(world, make_model) -> None:
+    for n in "abc":
+        make_model(n, 30 * K)
+    w = world([100 * K], 1000 * K)
+    w.manager.acquire("a", "sim:0").release()
+    w.manager.acquire("b", "sim:0").release()
+    w.gpus[0].set_external(40 * K)
+    w.manager.acquire("c", "sim:0").release()
+    assert w.gpus[0].used == 60 * K  # one of a/b went to make room
+    assert [m for m, (t, _) in w.tiers().items() if t == "gpu"].count("c") == 1
+
+
+def test_too_large_is_507_with_numbers(world, make_model) -> None:
+    make_model("big", 200 * K)
+    w = world([100 * K], 1000 * K, reserve=10 * K)
+    with pytest.raises(ModelTooLarge) as info:
+        w.manager.acquire("big", "sim:0")
+    err = info.value
+    assert err.status == 507 and isinstance(err, MemoryError)
+    assert err.extra["needed_bytes"] == 210 * K
+    assert err.extra["total_bytes"] == 100 * K
+    assert "200" not in err.message or str(200 * K) in err.message
+    assert str(210 * K) in err.message
+    w.check_ledgers()
+
+
+def test_reserve_is_kept_free(world, make_model) -> None:
+    for n in "ab":
+        make_model(n, 40 * K)
+    w = world([100 * K], 1000 * K, reserve=30 * K)
+    w.manager.acquire("a", "sim:0").release()
+    w.manager.acquire("b", "sim:0").release()  # 80 + 30 > 100: a must go
+    assert w.tiers()["a"] == ("ram", None)
+    assert w.gpus[0].peak <= 100 * K - 30 * K
+
+
+def test_pinned_and_running_models_are_never_evicted(world, make_model) -> None:
+    for n in "abc":
+        make_model(n, 60 * K)
+    w = world([130 * K], 1000 * K)
+    w.manager.acquire("a", "sim:0").release()
+    w.manager.pin("a")
+    held = w.manager.acquire("b", "sim:0")
+    with pytest.raises(ModelTooLarge) as info:
+        w.manager.acquire("c", "sim:0")
+    assert info.value.extra["blocked_bytes"] == 120 * K
+    held.release()
+    w.manager.acquire("c", "sim:0").release()
+    assert w.tiers()["a"] == ("gpu", "sim:0") and w.tiers()["b"] == ("ram", None)
+    with pytest.raises(ModelBusy):
+        w.manager.unload("a")
+    w.manager.pin("a", False)
+    w.manager.unload("a", Tier.DISK)
+    assert "a" not in w.tiers()
+    w.check_ledgers()
+
+
+def test_cost_policy_keeps_large_often_used_models(world, make_model) -> None:
+    make_model("large", 80 * K)
+    make_model("small1", 20 * K)
+    make_model("small2", 20 * K)
+    w = world([115 * K], 1000 * K)
+    for _ in range(3):
+        w.manager.acquire("large", "sim:0").release()
+    w.manager.acquire("small1", "sim:0").release()
+    w.manager.acquire("small2", "sim:0").release()  # LRU would evict "large" here
+    assert w.tiers()["large"] == ("gpu", "sim:0")
+    assert w.tiers()["small1"] == ("ram", None)
+
+
+def test_lru_policy_evicts_least_recent(world, make_model) -> None:
+    make_model("large", 80 * K)
+    make_model("small1", 20 * K)
+    make_model("small2", 20 * K)
+    w = world([115 * K], 1000 * K, policy="lru")
+    for _ in range(3):
+        w.manager.acquire("large", "sim:0").release()
+    w.manager.acquire("small1", "sim:0").release()
+    w.manager.acquire("small2", "sim:0").release()
+    assert w.tiers()["large"] == ("ram", None)
+
+
+def test_unknown_model(world) -> None:
+    w = world([100 * K], 100 * K)
+    with pytest.raises(UnknownModel):
+        w.manager.acquire("nope", "sim:0")
+
+
+def test_oom_while_moving_in_evicts_one_and_retries(world, make_model) -> None:
+    for n in "ab":
+        make_model(n, 30 * K)
+    w = world([100 * K], 1000 * K)
+    w.manager.acquire("a", "sim:0").release()
+    w.gpus[0].fail_next = 1  # a racing process grabbed the memory for a moment
+    with w.manager.acquire("b", "sim:0") as lease:
+        assert lease.switch.source is Tier.DISK
+    assert w.tiers() == {"a": ("ram", None), "b": ("gpu", "sim:0")}
+    assert w.manager.metrics.oom_retries == 1
+    w.check_ledgers()
+
+
+def test_oom_twice_is_a_clean_error(world, make_model) -> None:
+    make_model("a", 30 * K)
+    w = world([100 * K], 1000 * K)
+    w.gpus[0].fail_next = 2
+    with pytest.raises(OutOfDeviceMemory) as info:
+        w.manager.acquire("a", "sim:0")
+    assert info.value.status == 507
+    assert w.tiers() == {"a": ("ram", None)}  # staged, not lost
+    w.check_ledgers()
+    w.manager.acquire("a", "sim:0").release()  # and usable afterwards
+    assert w.tiers() == {"a": ("gpu", "sim:0")}
+
+
+def _activations(nbytes: int):
+    def run(handle: dict[str, Any], device: Device) -> int:
+        device.allocate(nbytes)  # what the UNet's activations would take
+        try:
+            return sum(int(t.numel()) for t in handle.values())
+        finally:
+            device.release(nbytes)
+    return run
+
+
+def test_oom_during_inference_evicts_one_and_retries(world, make_model) -> None:
+    for n in "ab":
+        make_model(n, 40 * K)
+    w = world([100 * K], 1000 * K)  # reserve 0: the activations will not fit beside both
+    w.manager.acquire("a", "sim:0").release()
+    w.manager.acquire("b", "sim:0").release()
+    result, switch = w.manager.run("b", _activations(30 * K), "sim:0")
+    assert result == 20 * K and switch.source is Tier.GPU
+    assert w.tiers()["a"] == ("ram", None)
+    assert w.manager.metrics.oom_retries == 1
+    with pytest.raises(OutOfDeviceMemory):
+        w.manager.run("b", _activations(90 * K), "sim:0")
+    with pytest.raises(ZeroDivisionError):  # other errors pass through untouched
+        w.manager.run("b", lambda h, d: 1 // 0, "sim:0")
+    assert w.manager.entries()[0].in_use == 0 and all(e.in_use == 0
+                                                       for e in w.manager.entries())
+
+
+def test_prefetch_warms_into_ram_without_evicting_better_models(world, make_model) -> None:
+    for n in "abc":
+        make_model(n, 40 * K)
+    w = world([100 * K], 90 * K)
+    assert w.manager.prefetch("a") is not None
+    assert w.tiers() == {"a": ("ram", None)}
+    assert w.manager.prefetch("a") is None  # already warm
+    for _ in range(3):
+        w.manager.acquire("b", "sim:0").release()
+    w.manager.unload("b", Tier.RAM)
+    # c would have to push out a or b; b is worth more (used 3 times), a is protected
+    assert w.manager.prefetch("c", protect={"a"}) is None
+    assert w.manager.prefetch("c") is not None
+    assert set(w.tiers()) == {"b", "c"}
+    w.check_ledgers()
+
+
+def test_model_moves_between_gpus_through_ram(world, make_model) -> None:
+    make_model("a", 40 * K)
+    w = world([100 * K, 100 * K], 1000 * K)
+    w.manager.acquire("a", "sim:0").release()
+    w.manager.acquire("a", "sim:1").release()
+    assert w.tiers() == {"a": ("gpu", "sim:1")}
+    assert w.gpus[0].used == 0 and w.gpus[1].used == 40 * K
+    held = w.manager.acquire("a", "sim:1")
+    with pytest.raises(ModelBusy):
+        w.manager.acquire("a", "sim:0")
+    held.release()
+
+
+def test_concurrent_acquires_from_real_threads(world, make_model) -> None:
+    names = [f"m{i}" for i in range(6)]
+    for i, n in enumerate(names):
+        make_model(n, (20 + 5 * i) * K, seed=i)
+    w = world([90 * K, 90 * K], 150 * K)
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(4)
+
+    def worker(k: int) -> None:
+        import random
+
+        rnd = random.Random(k)
+        barrier.wait()
+        for _ in range(40):
+            try:
+                with w.manager.acquire(rnd.choice(names), f"sim:{k % 2}") as lease:
+                    assert lease.handle  # weights are there while leased
+                    assert sum(t.numel() * 2 for t in lease.handle.values()) > 0
+            except ModelBusy:
+                pass  # leased on the other GPU right now: placement avoids this
+            except BaseException as exc:  # pragma: no cover - the assertion below reports it
+                errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    w.check_ledgers()
+    for g in w.gpus:
+        assert g.peak <= g.capacity
+    assert all(e.in_use == 0 and not e.moving for e in w.manager.entries())
+
+
+def test_failed_disk_load_leaves_state_consistent(world, make_model, models_dir: Path) -> None:
+    make_model("a", 40 * K)
+    w = world([100 * K], 1000 * K)
+    w.manager.acquire("a", "sim:0").release()
+    w.manager.unload("a", Tier.DISK)
+
+    class Boom(Exception):
+        pass
+
+    def broken(*a: object) -> None:
+        raise Boom
+
+    w.manager.backend.load = broken  # type: ignore[method-assign]
+    with pytest.raises(Boom):
+        w.manager.acquire("a", "sim:0")
+    assert w.tiers() == {}
+    w.check_ledgers()
+
+
+def test_sim_oom_error_is_classified() -> None:
+    from modelzoo.residency.devices import is_oom
+
+    assert is_oom(SimulatedOutOfMemoryError("x"))
+    assert is_oom(torch.cuda.OutOfMemoryError("CUDA out of memory"))
+    assert is_oom(RuntimeError("CUDA error: out of memory"))
+    assert not is_oom(RuntimeError("shape mismatch"))
+
+
+def test_simulated_device_reuses_freed_buffers_within_its_capacity(world, make_model) -> None:
+    for n in "ab":
+        make_model(n, 40 * K)
+    w = world([100 * K], 1000 * K)
+    with w.manager.acquire("a", "sim:0") as lease:
+        ptrs = {t.data_ptr() for t in lease.handle.values()}
+    w.manager.unload("a", Tier.RAM)
+    with w.manager.acquire("b", "sim:0") as lease:  # same layout: a's freed buffers
+        assert {t.data_ptr() for t in lease.handle.values()} == ptrs
+        assert lease.handle["model.diffusion_model.weight"][0].item() != 0  # b's own bytes
+    pool = w.manager.backend._devices["sim:0"]
+    assert pool.nbytes == 0
+    w.manager.unload("b", Tier.DISK)
+    assert pool.nbytes == 40 * K <= w.gpus[0].capacity - w.gpus[0].used
