@@ -31,8 +31,9 @@ from fastapi import Depends, Request
 from sqlalchemy.engine import Engine
 
 from . import db
-from .errors import CsrfFailed, NotFound, TooManyRequests, Unauthorized
+from .errors import CsrfFailed, NotFound, Unauthorized
 from .jail import Scope
+from .ratelimit import FailureLimit
 from .settings import Settings
 from .users import User, UserStore
 
@@ -77,6 +78,7 @@ class Authenticator:
         self.users = users
         self.settings = settings
         self._proxies = [ipaddress.ip_network(p, strict=False) for p in settings.trusted_proxies]
+        self.failures = FailureLimit(engine, settings.login_window_seconds)
 
     # -- principals ---------------------------------------------------------------
 
@@ -86,31 +88,16 @@ class Authenticator:
 
     # -- failed-login limit -------------------------------------------------------
 
-    def _check_rate(self, name: str, addr: str) -> None:
-        since = db.now() - self.settings.login_window_seconds
-        limits = ((f"user:{name}", self.settings.login_max_failures_user),
-                  (f"addr:{addr}", self.settings.login_max_failures_addr))
-        with self.engine.connect() as conn:
-            for key, limit in limits:
-                n = conn.execute(sa.select(sa.func.count()).select_from(db.login_failures).where(
-                    db.login_failures.c.key == key, db.login_failures.c.at > since)).scalar_one()
-                if n >= limit:
-                    raise TooManyRequests(
-                        headers={"Retry-After": str(self.settings.login_window_seconds)})
-
-    def _record_failure(self, name: str, addr: str) -> None:
-        t = db.now()
-        with self.engine.begin() as conn:
-            conn.execute(db.login_failures.insert(), [
-                {"key": f"user:{name}", "at": t}, {"key": f"addr:{addr}", "at": t}])
-            conn.execute(db.login_failures.delete().where(
-                db.login_failures.c.at < t - self.settings.login_window_seconds))
+    def _limits(self, name: str, addr: str) -> dict[str, int]:
+        return {f"user:{name}": self.settings.login_max_failures_user,
+                f"addr:{addr}": self.settings.login_max_failures_addr}
 
     def check_password(self, name: str, password: str, addr: str) -> User:
-        self._check_rate(name, addr)
+        limits = self._limits(name, addr)
+        self.failures.check(limits)
         user = self.users.verify(name, password)
         if user is None:
-            self._record_failure(name, addr)
+            self.failures.record(list(limits))
             raise Unauthorized("wrong user name or password")
         return user
 

@@ -44,9 +44,9 @@ from .errors import (
     NotFound,
     ShareExpired,
     SharePasswordRequired,
-    TooManyRequests,
 )
 from .jail import Jail, Scope, clean, join
+from .ratelimit import FailureLimit
 from .settings import Settings
 from .users import User, UserStore
 
@@ -112,6 +112,7 @@ class ShareStore:
         self.jail = jail
         self.users = users
         self.settings = settings
+        self.failures = FailureLimit(engine, settings.login_window_seconds)
         db.metadata.create_all(engine, tables=TABLES)
 
     # -- management (authenticated) ----------------------------------------------------
@@ -215,11 +216,13 @@ class ShareStore:
         raise SharePasswordRequired()
 
     def check_password(self, access: ShareAccess, row: Any, password: str, addr: str) -> None:
-        self._check_rate(access.id, addr)
+        limits = {f"share:{access.id}": self.settings.login_max_failures_user,
+                  f"addr:{addr}": self.settings.login_max_failures_addr}
+        self.failures.check(limits)
         try:
             _hasher.verify(row.password_hash, password)
         except (VerificationError, InvalidHashError):
-            self._record_failure(access.id, addr)
+            self.failures.record(list(limits))
             raise SharePasswordRequired("wrong share password") from None
 
     def unlock(self, access: ShareAccess, row: Any, password: str, addr: str) -> dict:
@@ -236,25 +239,6 @@ class ShareStore:
             conn.execute(share_keys.insert().values(hash=_sha(key), share_id=access.id,
                                                     expires=expires))
         return {"key": key, "expires": expires}
-
-    def _check_rate(self, share_id: int, addr: str) -> None:
-        since = db.now() - self.settings.login_window_seconds
-        lf = db.login_failures
-        limits = ((f"share:{share_id}", self.settings.login_max_failures_user),
-                  (f"addr:{addr}", self.settings.login_max_failures_addr))
-        with self.engine.connect() as conn:
-            for k, limit in limits:
-                n = conn.execute(sa.select(sa.func.count()).select_from(lf).where(
-                    lf.c.key == k, lf.c.at > since)).scalar_one()
-                if n >= limit:
-                    raise TooManyRequests(
-                        headers={"Retry-After": str(self.settings.login_window_seconds)})
-
-    def _record_failure(self, share_id: int, addr: str) -> None:
-        t = db.now()
-        with self.engine.begin() as conn:
-            conn.execute(db.login_failures.insert(), [
-                {"key": f"share:{share_id}", "at": t}, {"key": f"addr:{addr}", "at": t}])
 
     def resolve(self, access: ShareAccess, sub: str) -> tuple[str, Path, str]:
         """A path inside the share: (owner's virtual path, real path, share-relative path)."""
