@@ -300,16 +300,22 @@ class Index:
             self.reset()
 
     def reset(self) -> None:
-        """Drop everything the index holds; the next scan rebuilds it."""
-        with self.engine.begin() as conn:
+        """Drop everything the index holds; the next scan rebuilds it.
+
+        One transaction, so a concurrent search sees the old index or the new empty
+        one, never missing tables. pysqlite runs DDL outside a transaction unless one
+        was opened explicitly, hence the BEGIN (SQLite's DDL itself is transactional).
+        """
+        with self.engine.connect() as conn:
             if self.fts:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
                 conn.exec_driver_sql("DROP TABLE IF EXISTS image_fts")
-        db.metadata.drop_all(self.engine, tables=self._tables())
-        db.metadata.create_all(self.engine, tables=self._tables())
-        with self.engine.begin() as conn:
+            db.metadata.drop_all(conn, tables=self._tables())
+            db.metadata.create_all(conn, tables=self._tables())
             if self.fts:
                 conn.exec_driver_sql(_FTS_DDL)
             conn.execute(index_meta.insert().values(key="schema", value=SCHEMA_VERSION))
+            conn.commit()
 
     # -- low-level writes --------------------------------------------------------------
 

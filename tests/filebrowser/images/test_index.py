@@ -230,3 +230,33 @@ def test_rescan_follows_changes_without_events(engine: Engine, root: Path) -> No
     _exercise(service, index, root)
     assert not index.status.watching
     assert index.status.last_deep_scan is not None
+
+
+def test_reset_is_atomic_for_concurrent_searches(engine: Engine, root: Path) -> None:
+    """A search running while an admin resets the index sees the old or the new (empty)
+    index, never missing tables (pysqlite would otherwise run the DDL unprotected)."""
+    import threading
+
+    idx = Index(engine, root)
+    errors: list[str] = []
+    stop = threading.Event()
+
+    def reader() -> None:
+        while not stop.is_set():
+            try:
+                with engine.connect() as conn:
+                    conn.exec_driver_sql("SELECT count(*) FROM image_fts").scalar()
+                    conn.execute(sa.select(sa.func.count()).select_from(
+                        sa.table("image_index"))).scalar()
+            except sa.exc.OperationalError as exc:
+                errors.append(str(exc))
+
+    t = threading.Thread(target=reader)
+    t.start()
+    try:
+        for _ in range(60):
+            idx.reset()
+    finally:
+        stop.set()
+        t.join(30)
+    assert errors == []
