@@ -126,6 +126,12 @@ class TensorsBackend:
             if self.host_pool_bytes:
                 self._host.give(tensors, self.host_pool_bytes)
         elif device.torch_device == "cpu":
-            # called before the manager releases these bytes: pooled + used stays within
-            # the device, like CUDA's reserved-but-unused blocks
-            self._devices[device.name].give(tensors, device.memory().free)
+            # Called before the manager releases these bytes, so they still count as used:
+            # the room for the pool is what is free now plus what this handle gives back.
+            # Pooled + used then stays within the device after the release, like CUDA's
+            # reserved-but-unused blocks, and an evicted model's buffers are there for the
+            # model that replaces it (with ``free`` alone they were let go whenever the
+            # device was full, and the incoming copy page-faulted fresh memory).
+            r = device.memory()
+            back = sum(t.numel() * t.element_size() for t in tensors)
+            self._devices[device.name].give(tensors, min(r.total, r.free + back))
