@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import http.client
 import json
 import os
 import threading
@@ -378,6 +379,7 @@ class Puller:
         headers = {}
         if have and etag:
             headers = {"Range": f"bytes={have}-", "If-Range": etag}
+        headers["Accept-Encoding"] = "identity"
         with self.s.get(f"{self.base}/api/fs/download", params={"path": remote},
                         headers=headers, stream=True, timeout=self.timeout) as r:
             if r.status_code == 416:  # nothing left to send: the part is complete
@@ -398,17 +400,31 @@ class Puller:
                 mode = "ab"
             self.store.set(key, new_etag)
             throttle = Throttle(self.rate)
+            read = _reader(r)
+            buf = memoryview(bytearray(self.block))
             with open(part, mode) as f:
-                while True:
-                    block = r.raw.read(self.block)
-                    if not block:
-                        break
-                    f.write(block)
-                    have += len(block)
-                    progress(len(block))
-                    throttle(len(block))
+                while n := read(buf):
+                    f.write(buf[:n])
+                    have += n
+                    progress(n)
+                    throttle(n)
             return have, new_etag, total
 
 
 class _Retryable(Exception):
     pass
+
+
+def _reader(r: requests.Response) -> Callable[[memoryview], int]:
+    """``readinto`` on the socket's buffered reader: urllib3's ``read`` allocates a new
+    bytes object per call, which halves the rate on loopback. Only for identity bodies."""
+    fp = getattr(r.raw, "_fp", None)
+    if isinstance(fp, http.client.HTTPResponse) and \
+            r.headers.get("Content-Encoding", "identity") in ("identity", ""):
+        return fp.readinto
+
+    def fallback(buf: memoryview) -> int:
+        data = r.raw.read(len(buf), decode_content=True)
+        buf[:len(data)] = data
+        return len(data)
+    return fallback
