@@ -38,6 +38,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from common import free_port, vm_hwm  # noqa: E402
+
 from modelzoo.fetch.cli import parse_size  # noqa: E402
 from modelzoo.fetch.control import ControlFile  # noqa: E402
 
@@ -71,12 +73,6 @@ class Run:
     @property
     def rate(self) -> float:
         return self.nbytes / self.seconds / MB
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def make_file(path: Path, size: int) -> str:
@@ -140,18 +136,6 @@ http {{
             except OSError:
                 time.sleep(0.05)
     return proc, throttled, unlimited
-
-
-def vm_hwm(pid: int) -> int:
-    """Peak resident memory of a running process in bytes (VmHWM), 0 once it is gone."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except (FileNotFoundError, ProcessLookupError):
-        pass
-    return 0
 
 
 def timed(name: str, cmd: list[str], out: Path, expect: int | None) -> Run:

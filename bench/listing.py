@@ -13,30 +13,12 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import requests
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+from common import Service
 
 
 def floor_once(folder: Path) -> float:
@@ -58,23 +40,11 @@ def main() -> None:
         folder.mkdir(parents=True)
         for i in range(args.files):
             (folder / f"{i:08d}-image.png").touch()
-        port = free_port()
-        env = {**os.environ, "ATELIER_ROOT": str(root), "ATELIER_STATE_DIR": f"{tmp}/state",
-               "ATELIER_ADMIN_PASSWORD": "bench-pass-123"}
-        proc = subprocess.Popen([sys.executable, "-m", "atelier", "serve", "--port", str(port),
-                                 "--log-level", "warning"], env=env)
-        url = f"http://127.0.0.1:{port}"
+        svc = Service(root, Path(tmp) / "state")
+        url = svc.url
         try:
-            for _ in range(200):
-                try:
-                    requests.get(f"{url}/api/health", timeout=1)
-                    break
-                except requests.ConnectionError:
-                    time.sleep(0.1)
-            token = requests.post(f"{url}/api/tokens", auth=("admin", "bench-pass-123"),
-                                  json={}).json()["token"]
             s = requests.Session()
-            s.headers["Authorization"] = f"Bearer {token}"
+            s.headers["Authorization"] = f"Bearer {svc.token}"
             params = {"path": "outputs/huge", "limit": 200, "sort": "name"}
             api_times, floor_times = [], []
             for i in range(args.runs + 2):
@@ -92,10 +62,9 @@ def main() -> None:
             print(f"API first page of 200, sorted by name: {api_ms:8.1f} ms")
             print(f"floor os.scandir + sort:               {floor_ms:8.1f} ms")
             print(f"ratio API / floor: {api_ms / floor_ms:.2f}x (target <= 3x)")
-            print(f"server peak memory (VmHWM): {peak_rss_mb(proc.pid):.0f} MB")
+            print(f"server memory, MB (VmHWM): {svc.peak_mb()}")
         finally:
-            proc.terminate()
-            proc.wait(10)
+            svc.stop()
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -26,60 +25,10 @@ import time
 from pathlib import Path
 
 import requests
+from common import Service
 
-PASSWORD = "bench-pass-123"
 MB = 1_000_000
 MiB = 1024 * 1024
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Service:
-    def __init__(self, root: Path, state: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "ATELIER_ROOT": str(root), "ATELIER_STATE_DIR": str(state),
-               "ATELIER_ADMIN_PASSWORD": PASSWORD}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "atelier", "serve", "--port", str(self.port),
-             "--log-level", "warning"], env=env, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                requests.get(f"{self.url}/api/health", timeout=1)
-                break
-            except requests.ConnectionError:
-                time.sleep(0.1)
-        r = requests.post(f"{self.url}/api/tokens", auth=("admin", PASSWORD),
-                          json={"name": "bench"}, timeout=30)
-        r.raise_for_status()
-        self.token = r.json()["token"]
-        self.idle_mb = self._status("VmRSS:")
-        self.start_hwm = self._status("VmHWM:")  # imports peak above the idle RSS
-
-    def _status(self, key: str) -> float:
-        with open(f"/proc/{self.proc.pid}/status") as f:
-            for line in f:
-                if line.startswith(key):
-                    return int(line.split()[1]) * 1024 / MB
-        return float("nan")
-
-    def peak_mb(self) -> str:
-        """Peak RSS, with the idle RSS after start-up for comparison."""
-        return (f"{self._status('VmHWM:'):.0f} (after start-up: peak {self.start_hwm:.0f}, "
-                f"idle {self.idle_mb:.0f})")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
 
 
 def make_file(path: Path, size: int) -> None:
