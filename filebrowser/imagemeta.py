@@ -93,6 +93,9 @@ def _text(raw: bytes) -> str:
         return raw.decode("latin-1")
 
 
+_CHUNK_HEAD = struct.Struct(">I4s")
+
+
 def read_png(f: BinaryIO, meta: ImageMeta) -> bytes | None:
     """Walk PNG chunks up to the first IDAT; return an eXIf payload if any."""
     if f.read(8) != PNG_SIG:
@@ -103,7 +106,7 @@ def read_png(f: BinaryIO, meta: ImageMeta) -> bytes | None:
         head = f.read(8)
         if len(head) < 8:
             break
-        length, ctype = struct.unpack(">I4s", head)
+        length, ctype = _CHUNK_HEAD.unpack(head)
         if ctype in (b"IDAT", b"IEND"):
             break
         if length > MAX_TEXT_BYTES:
@@ -113,27 +116,61 @@ def read_png(f: BinaryIO, meta: ImageMeta) -> bytes | None:
         f.read(4)  # CRC: not checked, a bad one is the writer's problem, not ours
         if len(data) < length:
             raise _Bad("truncated PNG")
-        if ctype == b"IHDR" and length >= 8:
-            meta.width, meta.height = struct.unpack(">II", data[:8])
-        elif ctype == b"tEXt":
-            key, _, value = data.partition(b"\0")
-            meta.texts[key.decode("latin-1")] = _text(value)
-        elif ctype == b"zTXt":
-            key, _, rest = data.partition(b"\0")
-            meta.texts[key.decode("latin-1")] = _text(_inflate(rest[1:]))
-        elif ctype == b"iTXt":
-            key, _, rest = data.partition(b"\0")
-            if len(rest) < 2:
-                continue
-            compressed = rest[0] == 1
-            _lang, _, rest = rest[2:].partition(b"\0")
-            _tkey, _, value = rest.partition(b"\0")
-            if compressed:
-                value = _inflate(value)
-            meta.texts[key.decode("latin-1")] = value.decode("utf-8", "replace")
-        elif ctype == b"eXIf":
+        if ctype == b"eXIf":
             exif = data
+        else:
+            _png_chunk(meta, ctype, data)
     return exif
+
+
+def read_png_bytes(buf: bytes, meta: ImageMeta) -> bytes | None:
+    """:func:`read_png` over a file already read whole (the common small image): the
+    same walk on the bytes, without a file object's calls per chunk."""
+    if not buf.startswith(PNG_SIG):
+        raise _Bad("not a PNG")
+    meta.format = "png"
+    exif = None
+    pos, end = 8, len(buf)
+    unpack = _CHUNK_HEAD.unpack_from
+    while pos + 8 <= end:
+        length, ctype = unpack(buf, pos)
+        pos += 8
+        if ctype in (b"IDAT", b"IEND"):
+            break
+        if length > MAX_TEXT_BYTES:
+            pos += length + 4
+            continue
+        data = buf[pos:pos + length]
+        pos += length + 4  # CRC: not checked
+        if len(data) < length:
+            raise _Bad("truncated PNG")
+        if ctype == b"eXIf":
+            exif = data
+        else:
+            _png_chunk(meta, ctype, data)
+    return exif
+
+
+def _png_chunk(meta: ImageMeta, ctype: bytes, data: bytes) -> None:
+    """One PNG chunk before IDAT (other than eXIf) into ``meta``."""
+    if ctype == b"IHDR" and len(data) >= 8:
+        meta.width, meta.height = struct.unpack(">II", data[:8])
+    elif ctype == b"tEXt":
+        key, _, value = data.partition(b"\0")
+        meta.texts[key.decode("latin-1")] = _text(value)
+    elif ctype == b"zTXt":
+        key, _, rest = data.partition(b"\0")
+        meta.texts[key.decode("latin-1")] = _text(_inflate(rest[1:]))
+    elif ctype == b"iTXt":
+        key, _, rest = data.partition(b"\0")
+        if len(rest) < 2:
+            return
+        compressed = rest[0] == 1
+        _lang, _, rest = rest[2:].partition(b"\0")
+        _tkey, _, value = rest.partition(b"\0")
+        if compressed:
+            value = _inflate(value)
+        meta.texts[key.decode("latin-1")] = value.decode("utf-8", "replace")
 
 
 _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
@@ -337,8 +374,9 @@ def _choose_params(meta: ImageMeta, sidecar_text: str | None) -> None:
     if comfy_p or comfy_w:
         meta.comfyui = {"prompt": _loads(comfy_p), "workflow": _loads(comfy_w)}
     for key, where in (("UserComment", "exif:UserComment"), ("parameters", "png:parameters")):
-        if t.get(key, "").strip():
-            meta.params = parse_infotext(t[key])
+        v = t.get(key)
+        if v and not v.isspace():  # v.strip() without copying v
+            meta.params = parse_infotext(v)
             meta.params_from = where
             return
     if meta.comfyui:
@@ -382,7 +420,8 @@ def read_meta(path: Path | str, *, sidecar: Path | str | None | bool = True) -> 
         magic = head[:12]
         try:
             if magic.startswith(PNG_SIG):
-                exif = read_png(f, meta)
+                # a small PNG (the usual generated image) is walked in the bytes in hand
+                exif = read_png_bytes(head, meta) if len(head) < _BUF else read_png(f, meta)
             elif magic.startswith(b"\xff\xd8"):
                 exif = read_jpeg(f, meta)
             elif magic[:4] == b"RIFF" and magic[8:12] == b"WEBP":

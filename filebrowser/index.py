@@ -136,29 +136,36 @@ def _join(folder: str, name: str) -> str:
     return f"{folder}/{name}" if folder else name
 
 
+_JSON = json.JSONEncoder(ensure_ascii=False)  # json.dumps(ensure_ascii=False) without
+                                              # building an encoder per call
+
+
 def _params_json(g: GenParams) -> str | None:
     if g.source == "none":
         return None
-    d: dict[str, Any] = {}
-    for k in ("scheduler", "width", "height", "vae", "vae_hash", "clip_skip",
-              "denoising_strength", "version"):
-        v = getattr(g, k)
-        if v is not None:
-            d[k] = v
+    d: dict[str, Any] = {k: v for k, v in (
+        ("scheduler", g.scheduler), ("width", g.width), ("height", g.height), ("vae", g.vae),
+        ("vae_hash", g.vae_hash), ("clip_skip", g.clip_skip),
+        ("denoising_strength", g.denoising_strength), ("version", g.version))
+        if v is not None}
     if g.loras:
         d["loras"] = [{"name": lo.name, "weight": lo.weight, "hash": lo.hash} for lo in g.loras]
-    for k in ("hires", "adetailer", "extra"):
-        v = getattr(g, k)
-        if v:
-            d[k] = v
-    return json.dumps(d, ensure_ascii=False) if d else None
+    if g.hires:
+        d["hires"] = g.hires
+    if g.adetailer:
+        d["adetailer"] = g.adetailer
+    if g.extra:
+        d["extra"] = g.extra
+    return _JSON.encode(d) if d else None
 
 
-def _clip_int(v: int | None, bits: int) -> int | None:
-    if v is None:
-        return None
-    lim = 1 << (bits - 1)
-    return v if -lim <= v < lim else None
+_I32 = 1 << 31
+_I64 = 1 << 63
+
+
+def _i32(v: int | None) -> int | None:
+    """An INTEGER column's value, or None when it does not fit 32 bits."""
+    return v if v is None or -_I32 <= v < _I32 else None
 
 
 def make_row(real: Path | str, vpath: str, folder: str, name: str, kind: str, size: int,
@@ -173,12 +180,15 @@ def make_row(real: Path | str, vpath: str, folder: str, name: str, kind: str, si
             meta = None
         if meta is not None:
             width, height, g = meta.width, meta.height, meta.params
-    loras = "|" + "|".join(lo.name.lower() for lo in g.loras) + "|" if g.loras else None
+    loras = "|" + "|".join([lo.name.lower() for lo in g.loras]) + "|" if g.loras else None
+    seed = g.seed
+    if seed is not None and not -_I64 <= seed < _I64:
+        seed = None
     return (vpath, folder, name, kind, size, mtime_ns / 1e9, mtime_ns,
-            _clip_int(width, 32), _clip_int(height, 32),
+            _i32(width), _i32(height),
             g.source if g.source != "none" else None, g.prompt or None,
             g.negative_prompt or None, g.model, (g.model_hash or "")[:80] or None, g.sampler,
-            _clip_int(g.steps, 32), g.cfg_scale, _clip_int(g.seed, 64), loras, _params_json(g))
+            _i32(g.steps), g.cfg_scale, seed, loras, _params_json(g))
 
 
 @dataclass
@@ -200,7 +210,11 @@ class _Writer:
     Files to (re)read are queued as tasks and read in small groups; a folder's mark
     waits until every task queued before it has become a row, so it is committed with
     them. (Parsing in worker processes was measured slower on 2 cores: process start
-    and pickling cost more than the GIL-bound parse saves, and delay the first batch.)
+    and pickling cost more than the GIL-bound parse saves, and delay the first batch.
+    A writer thread beside the parsing one was measured slower too: pysqlite releases
+    the GIL around each row's ``sqlite3_step`` and must win it back from the parser
+    after every row; multi-row INSERTs cut the steps, but flattening the rows in Python
+    cost what the overlap saved.)
     """
 
     def __init__(self, index: Index) -> None:
@@ -214,20 +228,26 @@ class _Writer:
         self.limit = FIRST_BATCH
         self.written = 0
 
-    def add(self, row: tuple[Any, ...]) -> None:
+    def add(self, row: tuple[Any, ...], *, new: bool = False) -> None:
+        """Queue a row; ``new``: the path had no row when its folder was read, so no
+        delete is needed first (if another writer added one since, the insert fails
+        and the batch is retried with deletes)."""
+        if not new:
+            self.deletes.append(row[0])
         self.rows.append(row)
         if len(self.rows) >= self.limit:
             self.flush()
 
-    def task(self, *args: Any) -> None:
-        self.tasks.append(args)
+    def task(self, new: bool, *args: Any) -> None:
+        """Read a file later, in a group; ``args`` as :func:`make_row` takes them."""
+        self.tasks.append((new, args))
         if len(self.tasks) >= 64:
             self.run_tasks()
 
     def run_tasks(self) -> None:
         tasks, self.tasks = self.tasks, []
-        for t in tasks:
-            self.add(make_row(*t))
+        for new, args in tasks:
+            self.add(make_row(*args), new=new)
         self.folders += self.waiting_folders
         self.waiting_folders = []
 
@@ -250,18 +270,21 @@ class _Writer:
             self.run_tasks()
         if not (self.rows or self.deletes or self.prefix_deletes or self.folders):
             return
+        rows, deletes, prefix_deletes, folders = (self.rows, self.deletes,
+                                                  self.prefix_deletes, self.folders)
         for attempt in range(3):
             try:
                 with self.index.engine.begin() as conn:
-                    self.index.apply(conn, self.rows, self.deletes, self.prefix_deletes,
-                                     self.folders)
+                    self.index.apply(conn, rows, deletes, prefix_deletes, folders,
+                                     replace=attempt > 0)
                 break
             except sa.exc.IntegrityError:
-                # Another replica sharing this database indexed the same paths between our
-                # delete and insert; the retried delete now sees its rows.
+                # Another replica sharing this database indexed the same paths since we
+                # read the folder (or between our delete and insert); the retry deletes
+                # every path it inserts, and now sees those rows.
                 if attempt == 2:
                     raise
-        self.written += len(self.rows)
+        self.written += len(rows)
         self.rows, self.deletes, self.prefix_deletes, self.folders = [], [], [], []
         self.limit = BATCH
         if self.index.on_flush is not None:
@@ -320,16 +343,22 @@ class Index:
     # -- low-level writes --------------------------------------------------------------
 
     def apply(self, conn: Connection, rows: list[tuple[Any, ...]], deletes: list[str],
-              prefix_deletes: list[str], folders: list[tuple[str, int]]) -> None:
-        # Changed files are deleted and inserted again: one path, one row, one FTS doc.
-        gone = deletes + [r[0] for r in rows]
+              prefix_deletes: list[str], folders: list[tuple[str, int]], *,
+              replace: bool = True) -> None:
+        """One batch. Changed files are deleted and inserted again: one path, one row,
+        one FTS doc. ``deletes`` lists paths to drop (gone or about to be rewritten);
+        ``replace`` also drops every path in ``rows`` first."""
+        gone = deletes + [r[0] for r in rows] if replace else deletes
         if gone:
-            if self.fts:
+            if self.fts:  # plain DB-API executemany: no per-row SQLAlchemy work
+                params = [(p,) for p in gone]
                 conn.exec_driver_sql(
                     "DELETE FROM image_fts WHERE rowid IN "
-                    "(SELECT id FROM image_index WHERE path = ?)", [(p,) for p in gone])
-            conn.execute(image_index.delete().where(image_index.c.path == sa.bindparam("p")),
-                         [{"p": p} for p in gone])
+                    "(SELECT id FROM image_index WHERE path = ?)", params)
+                conn.exec_driver_sql("DELETE FROM image_index WHERE path = ?", params)
+            else:
+                conn.execute(image_index.delete().where(
+                    image_index.c.path == sa.bindparam("p")), [{"p": p} for p in gone])
         for folder in prefix_deletes:
             cond = _under(folder, self.fts)
             if self.fts and folder:
@@ -377,19 +406,27 @@ class Index:
                 image_index.c.folder == folder)
             return {r.name: (r.size, r.mtime_ns) for r in conn.execute(q)}
 
-    def _list(self, real: Path) -> tuple[list[os.DirEntry[str]], list[str], set[str]]:
-        """(indexable files, subfolder names, all names) of one folder; no symlinks."""
+    def _list(self, real: Path) -> tuple[list[tuple[os.DirEntry[str], str, str]], list[str],
+                                         set[str]]:
+        """(indexable files as (entry, kind, name without extension), subfolder names,
+        all names) of one folder; no symlinks."""
         files, dirs, names = [], [], set()
         with os.scandir(real) as it:
             for e in it:
-                names.add(e.name)
-                if _skip(e.name):
+                name = e.name
+                names.add(name)
+                if _skip(name):
                     continue
                 try:
                     if e.is_dir(follow_symlinks=False):
-                        dirs.append(e.name)
-                    elif e.is_file(follow_symlinks=False) and kind_of_name(e.name):
-                        files.append(e)
+                        dirs.append(name)
+                    elif e.is_file(follow_symlinks=False):
+                        stem, ext = os.path.splitext(name)
+                        ext = ext.lower()
+                        if ext in IMAGE_EXTS:
+                            files.append((e, "image", stem))
+                        elif ext in MODEL_EXTS:
+                            files.append((e, "model", stem))
                 except OSError:
                     continue
         return files, dirs, names
@@ -398,22 +435,21 @@ class Index:
         """Bring one folder's rows up to date; return its subfolders."""
         files, dirs, names = self._list(real)
         known = self._rows_of(folder)
-        for e in files:
+        prefix = folder + "/" if folder else ""
+        for e, kind, stem in files:
             try:
                 s = e.stat(follow_symlinks=False)
             except OSError:
                 continue
-            old = known.pop(e.name, None)
+            name = e.name
+            old = known.pop(name, None)
             if not force and old == (s.st_size, s.st_mtime_ns):
                 continue
-            kind = kind_of_name(e.name) or "other"
             side = None
-            if kind == "image":
-                stem = os.path.splitext(e.name)[0] + ".txt"
-                if stem in names:
-                    side = os.path.join(real, stem)
-            w.task(e.path, _join(folder, e.name), folder, e.name, kind, s.st_size,
-                   s.st_mtime_ns, side)
+            if kind == "image" and stem + ".txt" in names:
+                side = os.path.join(real, stem + ".txt")
+            w.task(old is None, e.path, prefix + name, folder, name, kind,
+                   s.st_size, s.st_mtime_ns, side)
         for name in known:  # rows whose file is gone
             w.delete(_join(folder, name))
         return dirs

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 MAX_TEXT = 1 << 20  # characters parsed; a longer "infotext" is not one
+_INF = float("inf")
 # A1111's re_param, with the key bounded to 80 characters (see module docstring).
 _RE_PARAM = re.compile(r'\s*(\w[\w \-/]{0,79}):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
 _RE_SIZE = re.compile(r"^(\d{1,6})x(\d{1,6})$")
@@ -42,6 +43,7 @@ _RE_HASHED_NAME = re.compile(r"^(.*?)\(([0-9a-fA-F]{6,64})\)$")
 _STRUCTURED = {"Steps", "Sampler", "Schedule type", "Scheduler", "CFG scale", "Seed",
                "Size-1", "Size-2", "Model", "Model hash", "VAE", "VAE hash", "Clip skip",
                "Denoising strength", "Version", "Lora hashes"}
+_STRUCTURED_OR_SIZE = frozenset(_STRUCTURED | {"Size"})
 
 
 @dataclass
@@ -108,7 +110,7 @@ def _float(v: Any) -> float | None:
         f = float(v if isinstance(v, int | float) else str(v).strip())
     except (ValueError, TypeError, OverflowError):
         return None
-    return f if f == f and abs(f) != float("inf") else None
+    return f if f == f and abs(f) != _INF else None
 
 
 def _unquote(v: str) -> str:
@@ -122,7 +124,11 @@ def _unquote(v: str) -> str:
 
 
 def _pairs(matches: list[tuple[str, str]]) -> dict[str, str]:
-    return {k.strip(): _unquote(v.strip()) for k, v in matches}
+    out = {}
+    for k, v in matches:  # (hot when indexing: the call to _unquote only when quoted)
+        v = v.strip()
+        out[k.strip()] = _unquote(v) if v[:1] == '"' else v
+    return out
 
 
 def parse_param_line(line: str) -> dict[str, str]:
@@ -164,7 +170,9 @@ def _trailing(lines: list[str]) -> dict[str, str]:
 
 
 def _loras_from_prompt(prompt: str) -> list[Lora]:
-    found = []
+    found: list[Lora] = []
+    if "<" not in prompt:  # every match starts with one; most prompts have none
+        return found
     for m in _RE_LORA.finditer(prompt):
         name = m.group(2).strip()
         if not name:
@@ -185,28 +193,30 @@ def _add_lora(loras: list[Lora], name: str, weight: float | None, hash_: str | N
 
 
 def _apply_params(g: GenParams, params: dict[str, str]) -> None:
-    g.steps = _int(params.get("Steps"))
-    g.sampler = params.get("Sampler")
-    g.scheduler = params.get("Schedule type") or params.get("Scheduler")
-    g.cfg_scale = _float(params.get("CFG scale"))
-    g.seed = _int(params.get("Seed"))
-    g.model = params.get("Model")
-    g.model_hash = params.get("Model hash")
-    g.vae = params.get("VAE")
-    g.vae_hash = params.get("VAE hash")
-    g.clip_skip = _int(params.get("Clip skip"))
-    g.denoising_strength = _float(params.get("Denoising strength"))
-    g.version = params.get("Version")
-    size = _RE_SIZE.match(params.get("Size", ""))
-    if size:
-        g.width, g.height = int(size.group(1)), int(size.group(2))
+    get = params.get
+    g.steps = _int(get("Steps"))
+    g.sampler = get("Sampler")
+    g.scheduler = get("Schedule type") or get("Scheduler")
+    g.cfg_scale = _float(get("CFG scale"))
+    g.seed = _int(get("Seed"))
+    g.model = get("Model")
+    g.model_hash = get("Model hash")
+    g.vae = get("VAE")
+    g.vae_hash = get("VAE hash")
+    g.clip_skip = _int(get("Clip skip"))
+    g.denoising_strength = _float(get("Denoising strength"))
+    g.version = get("Version")
+    size = get("Size")
+    m = _RE_SIZE.match(size) if size else None
+    if m:
+        g.width, g.height = int(m.group(1)), int(m.group(2))
     # "Lora hashes": "name: hash, name2: hash2" (A1111 >= 1.5)
-    for part in params.get("Lora hashes", "").split(","):
+    for part in (get("Lora hashes") or "").split(","):
         name, sep, h = part.rpartition(":")
         if sep and name.strip():
             _add_lora(g.loras, name.strip(), None, h.strip() or None)
     for key, value in params.items():
-        if key in _STRUCTURED or key == "Size":
+        if key in _STRUCTURED_OR_SIZE:
             continue
         if key.startswith("AddNet Model "):
             # sd-webui-additional-networks: "AddNet Model 1: name(hash), AddNet Weight A 1"
@@ -226,7 +236,11 @@ def _apply_params(g: GenParams, params: dict[str, str]) -> None:
 
 def _parse(text: str) -> GenParams:
     """The parser proper; :func:`parse_infotext` adds the never-raise guard."""
-    text = text[:MAX_TEXT].replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
+    text = text[:MAX_TEXT]
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if "\x00" in text:
+        text = text.replace("\x00", "")
     g = GenParams(source="a1111", raw=text)
     body, params, trailing = _split(text)
     prompt: list[str] = []
