@@ -186,3 +186,10 @@ def test_gif_and_avif_via_pillow(tmp_path: Path) -> None:
     m = read_meta(tmp_path / "a.avif")
     assert (m.format, m.width, m.height) == ("avif", 24, 16)
     assert m.params.prompt == "avif prompt"
+
+
+def test_empty_file_is_reported_without_trying_every_decoder(tmp_path: Path) -> None:
+    p = tmp_path / "placeholder.png"
+    p.touch()
+    meta = read_meta(p, sidecar=False)
+    assert meta.error == "empty file" and meta.width is None and not meta.texts
