@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from filebrowser import cli as filebrowser_cli
-from filebrowser.settings import Settings
 from modelzoo import cli as modelzoo_cli
 
 from . import __version__
@@ -28,19 +28,36 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _settings_help() -> str:
+    from filebrowser.settings import Settings
+
     lines = ["settings (environment variables):"]
     for name, field in Settings.model_fields.items():
         lines.append(f"  ATELIER_{name.upper():24} {field.description}")
     return "\n".join(lines)
 
 
+class _Parser(argparse.ArgumentParser):
+    """An epilog built only when help is shown: the settings list needs the settings
+    class (pydantic), a tenth of a second that `atelier pull` should not pay."""
+
+    def __init__(self, *args: Any, epilog_factory: Callable[[], str] | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._epilog_factory = epilog_factory
+
+    def format_help(self) -> str:
+        if self._epilog_factory is not None:
+            self.epilog = self._epilog_factory()
+        return super().format_help()
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="atelier", description="Atelier: files, models and "
+    parser = _Parser(prog="atelier", description="Atelier: files, models and "
                                      "GPUs for Stable Diffusion WebUI.")
     parser.add_argument("--version", action="version", version=f"atelier {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the standalone service",
-                           epilog=_settings_help(),
+                           epilog_factory=_settings_help,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     filebrowser_cli.add_server_options(serve)
     serve.add_argument("--host", default=None, help="listen address (default 127.0.0.1)")

@@ -6,9 +6,12 @@ import argparse
 import getpass
 import os
 import sys
+from typing import TYPE_CHECKING
 
-from .settings import Settings
 from .transfer_cli import register as register_transfers  # issue 3
+
+if TYPE_CHECKING:
+    from .settings import Settings
 
 
 def add_server_options(p: argparse.ArgumentParser) -> None:
@@ -18,6 +21,8 @@ def add_server_options(p: argparse.ArgumentParser) -> None:
 
 
 def settings_from(args: argparse.Namespace, **extra: object) -> Settings:
+    from .settings import Settings
+
     values = {k: v for k, v in {
         "root": getattr(args, "root", None), "db_url": getattr(args, "db_url", None),
         "state_dir": getattr(args, "state_dir", None), **extra}.items() if v is not None}

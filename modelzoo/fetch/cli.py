@@ -14,8 +14,6 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import ModelZooError
-from .engine import FetchProgress, fetch
-from .settings import FetchSettings
 
 if TYPE_CHECKING:
     from rich.progress import TaskID
@@ -78,6 +76,8 @@ def _mirrors_for(url: str, mirrors: list[str], single: bool) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    # the engine and its settings (pydantic) load only when fetching: `atelier pull`
+    # and `atelier --help` start faster without them
     # rich is imported here: a quiet run (scripts, the benchmark) starts faster without it
     from rich.console import Console
     from rich.progress import (
@@ -88,6 +88,9 @@ def run(args: argparse.Namespace) -> int:
         TimeRemainingColumn,
         TransferSpeedColumn,
     )
+
+    from .engine import FetchProgress, fetch
+    from .settings import FetchSettings
 
     err = Console(stderr=True, highlight=False)
     single = len(args.urls) == 1
