@@ -42,11 +42,11 @@ def free_port() -> int:
 
 
 class Service:
-    def __init__(self, root: Path, state: Path) -> None:
+    def __init__(self, root: Path, state: Path, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "ATELIER_ROOT": str(root), "ATELIER_STATE_DIR": str(state),
-               "ATELIER_ADMIN_PASSWORD": PASSWORD}
+               "ATELIER_ADMIN_PASSWORD": PASSWORD, **(env or {})}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "atelier", "serve", "--port", str(self.port),
              "--log-level", "warning"], env=env, stdout=subprocess.DEVNULL,

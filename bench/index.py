@@ -22,16 +22,14 @@ import io
 import os
 import random
 import shutil
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
 import requests
+from common import Service
 from PIL import Image, PngImagePlugin
 
 from filebrowser import db
@@ -41,7 +39,6 @@ from filebrowser.jail import Scope
 WORDS = ("masterpiece best quality 1girl 1boy solo red hair blue eyes long hair smile "
          "forest night city sky cat dog armor dress sword castle ocean sunset rain snow "
          "portrait landscape cinematic lighting detailed intricate watercolor anime").split()
-ADMIN_PASSWORD = "bench-pass-123"
 
 
 def infotext(i: int, rnd: random.Random) -> str:
@@ -122,12 +119,6 @@ def index_once(root: Path, state: Path, n: int) -> tuple[float, float | None]:
     return wall, (first_hit[0] if first_hit else None)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def thumbs_bench(tmp: Path, runs: int) -> tuple[float, float]:
     root, state = tmp / "nas", tmp / "state"
     grid = root / "outputs" / "grid"
@@ -139,23 +130,11 @@ def thumbs_bench(tmp: Path, runs: int) -> tuple[float, float]:
         im = Image.new("RGB", (512, 512), (rnd.randrange(256), rnd.randrange(256), 90))
         im.paste(Image.effect_noise((256, 256), 40).convert("RGB"), (128, 128))
         im.save(grid / f"{i:03d}.png", compress_level=1)
-    port = free_port()
-    env = {**os.environ, "ATELIER_ROOT": str(root), "ATELIER_STATE_DIR": str(state),
-           "ATELIER_ADMIN_PASSWORD": ADMIN_PASSWORD, "ATELIER_INDEX_ENABLED": "false"}
-    proc = subprocess.Popen([sys.executable, "-m", "atelier", "serve", "--port", str(port),
-                             "--log-level", "warning"], env=env)
-    url = f"http://127.0.0.1:{port}"
+    svc = Service(root, state, env={"ATELIER_INDEX_ENABLED": "false"})
+    url = svc.url
     try:
-        for _ in range(300):
-            try:
-                requests.get(f"{url}/api/health", timeout=1)
-                break
-            except requests.ConnectionError:
-                time.sleep(0.05)
-        tok = requests.post(f"{url}/api/tokens", auth=("admin", ADMIN_PASSWORD),
-                            json={"name": "bench"}, timeout=10).json()["token"]
         s = requests.Session()
-        s.headers["Authorization"] = f"Bearer {tok}"
+        s.headers["Authorization"] = f"Bearer {svc.token}"
         thumb_params = []
         for i in range(100):  # warm the cache; raw files get the same byte sizes
             params = {"path": f"outputs/grid/{i:03d}.png", "size": "256"}
@@ -180,8 +159,7 @@ def thumbs_bench(tmp: Path, runs: int) -> tuple[float, float]:
             t_raw.append(page("/api/fs/download", raw_params))
         return statistics.median(t_thumb), statistics.median(t_raw)
     finally:
-        proc.terminate()
-        proc.wait(10)
+        svc.stop()
 
 
 def main() -> None:
