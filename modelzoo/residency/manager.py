@@ -269,12 +269,7 @@ class ResidencyManager:
             on_dev = [x for x in self.entries()
                       if x.tier is Tier.GPU and x.device == dev.name and x is not e]
             cands = sorted((x for x in on_dev if self._evictable(x)), key=self._rank)
-            freed = 0
-            for x in cands:
-                if freed >= need:
-                    break
-                victims.append(x)
-                freed += x.nbytes
+            freed = _take_until(cands, need, victims)
             if freed < need:
                 blocked = [x for x in on_dev if not self._evictable(x)]
                 raise self._too_large(e, b, blocked, dev.name, s + reserve)
@@ -341,12 +336,7 @@ class ResidencyManager:
         victims: list[Entry] = []
         if need > 0:
             cands = sorted((x for x in in_ram if x not in fixed), key=self._rank)
-            freed = 0
-            for x in cands:
-                if freed >= need:
-                    break
-                victims.append(x)
-                freed += x.nbytes
+            _take_until(cands, need, victims)
             if not strict:
                 mine = (self._inflation + (e.uses + 1) * self._reload_seconds(e), self._clock + 1)
                 if self.policy == "lru":
@@ -637,3 +627,15 @@ class ResidencyManager:
                 "models": [e.to_json() for e in sorted(self.entries(), key=lambda x: x.name)
                            if e.tier is not Tier.DISK or e.pinned],
                 "policy": self.policy}
+
+
+def _take_until(cands: list[Entry], need: int, victims: list[Entry]) -> int:
+    """Append candidates, best victim first, to ``victims`` until ``need`` bytes are
+    freed (or none are left); return the bytes freed."""
+    freed = 0
+    for x in cands:
+        if freed >= need:
+            break
+        victims.append(x)
+        freed += x.nbytes
+    return freed
