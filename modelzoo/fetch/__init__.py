@@ -1,11 +1,32 @@
-"""The ModelZoo fetch engine: multi-connection, resumable, verified, mirror-aware."""
+"""The ModelZoo fetch engine: multi-connection, resumable, verified, mirror-aware.
 
-from .control import ControlFile, Validators
-from .engine import FetchProgress, FetchResult, fetch
-from .lock import FileLock
-from .segments import Scheduler, Segment
-from .settings import FetchSettings
-from .validate import ModelFile, Safetensors, Validator, check_safetensors, validator_for
+The names below load on first use (PEP 562): ``atelier pull`` and ``atelier --help``
+import ``modelzoo.fetch.cli`` to register ``atelier fetch``, and must not pay for the
+engine and its pydantic settings (a tenth of a second) to do so.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .control import ControlFile, Validators
+    from .engine import FetchProgress, FetchResult, fetch
+    from .lock import FileLock
+    from .segments import Scheduler, Segment
+    from .settings import FetchSettings
+    from .validate import ModelFile, Safetensors, Validator, check_safetensors, validator_for
+
+_WHERE = {
+    "ControlFile": "control", "Validators": "control",
+    "FetchProgress": "engine", "FetchResult": "engine", "fetch": "engine",
+    "FileLock": "lock",
+    "Scheduler": "segments", "Segment": "segments",
+    "FetchSettings": "settings",
+    "ModelFile": "validate", "Safetensors": "validate", "Validator": "validate",
+    "check_safetensors": "validate", "validator_for": "validate",
+}
 
 __all__ = [
     "ControlFile",
@@ -23,3 +44,12 @@ __all__ = [
     "fetch",
     "validator_for",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
