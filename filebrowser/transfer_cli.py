@@ -16,27 +16,16 @@ import argparse
 import getpass
 import json
 import os
+import re
 import socket
 import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import requests
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
-from rich.table import Table
-
+from .http_client import Client, ConnectionFailed
 from .transfer_client import (
     AuthError,
     Puller,
@@ -72,17 +61,11 @@ def save_credentials(url: str, token: str, user: str) -> Path:
     return path
 
 
-@dataclass
-class Remote:
-    url: str
-    session: requests.Session
-
-
 class NotLoggedIn(Exception):
     pass
 
 
-def connect(url: str | None = None) -> Remote:
+def connect(url: str | None = None) -> Client:
     creds: dict[str, str] = {}
     try:
         creds = json.loads(credentials_path().read_text())
@@ -92,18 +75,71 @@ def connect(url: str | None = None) -> Remote:
     token = os.environ.get("ATELIER_TOKEN") or creds.get("token")
     if not url or not token:
         raise NotLoggedIn("not logged in: run `atelier login URL` first")
-    s = requests.Session()
-    s.trust_env = False  # never send the token through a proxy picked up from the env
-    s.headers["Authorization"] = f"Bearer {token}"
-    s.headers["User-Agent"] = "atelier-cli"
-    return Remote(url.rstrip("/"), s)
+    # no proxy from the environment ever sees the token: http.client uses none
+    try:
+        return Client(url, headers={"Authorization": f"Bearer {token}"})
+    except ValueError as exc:
+        raise NotLoggedIn(str(exc)) from None
 
 
-def _progress(console: Console) -> Progress:
-    return Progress(TextColumn("[bold]{task.description}", justify="left"), BarColumn(),
-                    DownloadColumn(binary_units=True), TransferSpeedColumn(),
-                    TimeRemainingColumn(), console=console,
-                    disable=not console.is_terminal and not os.environ.get("ATELIER_PROGRESS"))
+class _Plain:
+    """What a pipe or a log file gets: the messages and the summary, no bars, and no
+    rich to load (a third of `atelier pull`'s start-up)."""
+
+    def __enter__(self) -> _Plain:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def add_task(self, description: str, total: float | None = None) -> int:
+        return 0
+
+    def advance(self, task: int, n: float) -> None:
+        return None
+
+    def remove_task(self, task: int) -> None:
+        return None
+
+    def print(self, text: str) -> None:
+        print(re.sub(r"\[/?[a-z ]+\]", "", text), file=sys.stderr, flush=True)
+
+
+class _Bars:
+    """rich progress bars on a terminal: per file and overall, with speed and ETA."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        self.console = Console(stderr=True)
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}", justify="left"), BarColumn(),
+            DownloadColumn(binary_units=True), TransferSpeedColumn(), TimeRemainingColumn(),
+            console=self.console)
+
+    def __enter__(self) -> Any:
+        return self.progress.__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.__exit__(*exc)
+
+    def print(self, text: str) -> None:
+        self.console.print(text)
+
+
+def _screen() -> _Plain | _Bars:
+    """Bars on a terminal (or with ATELIER_PROGRESS=1), plain lines otherwise."""
+    if os.environ.get("ATELIER_PROGRESS") or sys.stderr.isatty():
+        return _Bars()
+    return _Plain()
 
 
 def parse_rate(text: str) -> float:
@@ -128,13 +164,16 @@ def _human(n: float) -> str:
 
 def cmd_login(args: argparse.Namespace) -> int:
     url = args.url.rstrip("/")
-    s = requests.Session()
-    s.trust_env = False
+    try:
+        client = Client(url, timeout=30)
+    except ValueError as exc:
+        print(f"atelier: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     if args.token:
         token = args.token
-        r = s.get(f"{url}/api/me", headers={"Authorization": f"Bearer {token}"}, timeout=30)
-        if r.status_code != 200:
-            print(f"atelier: the server refused this token (HTTP {r.status_code})",
+        r = client.get("/api/me", headers={"Authorization": f"Bearer {token}"})
+        if r.status != 200:
+            print(f"atelier: the server refused this token (HTTP {r.status})",
                   file=sys.stderr)
             return EXIT_AUTH
         user = str(r.json().get("name", ""))
@@ -143,14 +182,10 @@ def cmd_login(args: argparse.Namespace) -> int:
         password = sys.stdin.readline().rstrip("\n") if args.password_stdin \
             else getpass.getpass("password: ")
         name = f"atelier-cli@{socket.gethostname()}"
-        try:
-            r = s.post(f"{url}/api/tokens", auth=(user, password), json={"name": name},
-                       timeout=30)
-        except requests.RequestException as exc:
-            print(f"atelier: cannot reach {url}: {exc}", file=sys.stderr)
-            return EXIT_FAILED
-        if r.status_code != 201 and r.status_code != 200:
-            print(f"atelier: login failed (HTTP {r.status_code})", file=sys.stderr)
+        r = client.with_basic_auth(user, password).post("/api/tokens",
+                                                         json_body={"name": name})
+        if r.status != 201 and r.status != 200:
+            print(f"atelier: login failed (HTTP {r.status})", file=sys.stderr)
             return EXIT_AUTH
         token = r.json()["token"]
     path = save_credentials(url, token, user)
@@ -201,7 +236,7 @@ def _run(jobs: int, items: list[Any], work: Callable[[Any], Any],
 
 
 def cmd_push(args: argparse.Namespace) -> int:
-    console = Console(stderr=True)
+    console = _screen()
     remote = connect(args.url)
     try:
         plan = plan_push(args.local, args.remote)
@@ -209,14 +244,14 @@ def cmd_push(args: argparse.Namespace) -> int:
         console.print(f"atelier: {exc}")
         return EXIT_USAGE
     store = ResumeStore(config_dir() / "transfers.json")
-    pusher = Pusher(remote.session, remote.url, store, chunk_size=args.chunk_mib * 1024 * 1024,
+    pusher = Pusher(remote, store, chunk_size=args.chunk_mib * 1024 * 1024,
                     retry=Retry(attempts=args.retries), conflict=args.conflict,
                     rate=args.limit_rate)
     total = sum(p.stat().st_size for p, _, _ in plan)
     failures: list[tuple[str, str]] = []
     auth_failed = False
     t0 = time.monotonic()
-    with _progress(console) as progress:
+    with console as progress:
         overall = progress.add_task(f"{len(plan)} files", total=total)
 
         def work(item: tuple[Path, str, str]) -> PushResult:
@@ -262,10 +297,10 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
-    console = Console(stderr=True)
+    console = _screen()
     remote = connect(args.url)
     store = ResumeStore(config_dir() / "transfers.json")
-    puller = Puller(remote.session, remote.url, store, retry=Retry(attempts=args.retries),
+    puller = Puller(remote, store, retry=Retry(attempts=args.retries),
                     rate=args.limit_rate)
     dest = Path(args.local)
     into_dir = len(args.remote) > 1 or dest.is_dir() or args.local.endswith(("/", os.sep))
@@ -291,7 +326,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
     failures: list[tuple[str, str]] = []
     auth_failed = False
     t0 = time.monotonic()
-    with _progress(console) as progress:
+    with console as progress:
         overall = progress.add_task(f"{len(plan)} files", total=sum(p[1] for p in plan))
 
         def work(item: tuple[str, int, Path, float]) -> PullResult:
@@ -338,18 +373,21 @@ def cmd_pull(args: argparse.Namespace) -> int:
 def cmd_usage(args: argparse.Namespace) -> int:
     remote = connect(args.url)
     params = {k: v for k, v in (("user", args.user), ("since", args.since)) if v}
-    r = remote.session.get(f"{remote.url}/api/usage", params=params, timeout=60)
-    if r.status_code == 401:
+    r = remote.get("/api/usage", params=params)
+    if r.status == 401:
         print("atelier: the server refused the token; run `atelier login` again",
               file=sys.stderr)
         return EXIT_AUTH
-    if r.status_code != 200:
-        print(f"atelier: {r.status_code} {r.text[:200]}", file=sys.stderr)
+    if r.status != 200:
+        print(f"atelier: {r.message()} (HTTP {r.status})", file=sys.stderr)
         return EXIT_FAILED
     rows = r.json()
     if args.json:
         print(json.dumps(rows, indent=2))
         return EXIT_OK
+    from rich.console import Console
+    from rich.table import Table
+
     console = Console()
     table = Table("user", "stored", "uploaded", "downloaded", title="usage")
     for u in rows:
@@ -373,7 +411,7 @@ def _guard(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namesp
         except NotLoggedIn as exc:
             print(f"atelier: {exc}", file=sys.stderr)
             return EXIT_USAGE
-        except requests.ConnectionError as exc:
+        except ConnectionFailed as exc:
             print(f"atelier: cannot reach the server: {exc}", file=sys.stderr)
             return EXIT_FAILED
     return run

@@ -180,6 +180,30 @@ def test_pull_resumes_with_range(server: Server, tmp_path: Path) -> None:
     assert have + (len(data) - have) <= usage["downloaded_bytes"] < 2 * len(data)
 
 
+def test_pull_rides_out_a_server_restart(spawn_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The connection dies mid-body (kill -9): the same run resumes with Range once the
+    server is back, and the file is whole."""
+    srv = spawn_server()
+    login(srv)
+    (srv.root / "outputs").mkdir(parents=True, exist_ok=True)
+    data = os.urandom(12 * MiB)
+    (srv.root / "outputs" / "big.bin").write_bytes(data)
+    dest = tmp_path / "dl"
+    dest.mkdir()
+    proc = start("pull", "outputs/big.bin", str(dest), "--limit-rate", "2M")
+    part = dest / "big.bin.atelier-part"
+    wait_for(lambda: part.exists() and part.stat().st_size >= 3 * MiB)
+    srv.kill9()
+    srv = spawn_server(root=srv.root, state=srv.state, port=srv.port)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err.decode()
+    assert (dest / "big.bin").read_bytes() == data
+    assert not part.exists()
+    # it resumed rather than starting again: the new server sent less than the file
+    usage = srv.session().get(f"{srv.url}/api/usage").json()[0]
+    assert usage["downloaded_bytes"] < len(data)
+
+
 def test_pull_restarts_when_the_file_changed(server: Server, tmp_path: Path) -> None:
     login(server)
     target = server.root / "outputs" / "x.bin"
