@@ -22,11 +22,9 @@ a2wsgi's queue and WsgiDAV's small blocks; the native PUT avoids both.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import contextlib
-import errno
 import hashlib
 import hmac
 import os
@@ -40,7 +38,7 @@ import sqlalchemy as sa
 from a2wsgi import WSGIMiddleware
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 from wsgidav import util as dav_util
@@ -53,6 +51,7 @@ from wsgidav.wsgidav_app import WsgiDAVApp
 
 from . import db, fs
 from .auth import TOKEN_PREFIX, Principal
+from .diskwrite import Appender, receive_into, use_direct
 from .errors import (
     AtelierError,
     BadPath,
@@ -69,7 +68,6 @@ from .jail import INTERNAL_PREFIX, clean, parent_of
 MOUNT = "/dav"
 USER_HEADER = b"x-atelier-dav-user"
 USER_ENVIRON = "HTTP_X_ATELIER_DAV_USER"
-BATCH = 8 * 1024 * 1024
 WRITE_METHODS = frozenset({"PUT", "DELETE", "MKCOL", "MOVE", "PROPPATCH", "LOCK", "UNLOCK"})
 _CACHE_SECONDS = 60.0
 
@@ -365,55 +363,36 @@ class DavApp:
     async def _put(self, request: Request, p: Principal, rel: str) -> Response:
         vpath, folder, tmp, existed, room = await run_in_threadpool(
             self._put_begin, request, p, rel)
-        loop = asyncio.get_running_loop()
-        fd = await run_in_threadpool(os.open, tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        written = 0
+        fd = await run_in_threadpool(os.open, tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        length = request.headers.get("content-length")
+        direct = use_direct(self.fb.settings.upload_direct_io, folder,
+                            int(length) if length and length.isdigit() else None)
+        out = Appender(tmp, fd, 0, direct)
 
         def write(chunks: list[bytes]) -> None:
-            nonlocal written
             n = sum(len(c) for c in chunks)
-            if room is not None and written + n > room:
+            if room is not None and out.written + n > room:
                 raise InsufficientStorage("this would exceed your storage quota")
-            try:
-                for c in chunks:
-                    view = memoryview(c)
-                    while view:
-                        view = view[os.write(fd, view):]
-            except OSError as exc:
-                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                    raise InsufficientStorage("the disk is full") from None
-                raise
-            written += n
+            out.write(chunks)
+
+        def close() -> None:
+            out.flush()
+            os.fsync(fd)
 
         complete = False
         try:
-            pending: list[bytes] = []
-            size = 0
-            writing: asyncio.Future[None] | None = None
-            try:
-                async for chunk in request.stream():
-                    pending.append(chunk)
-                    size += len(chunk)
-                    if size >= BATCH:
-                        if writing is not None:
-                            await writing
-                        writing = loop.run_in_executor(None, write, pending)
-                        pending, size = [], 0
-            finally:
-                if writing is not None:
-                    await writing
-            if pending:
-                await loop.run_in_executor(None, write, pending)
-            await run_in_threadpool(os.fsync, fd)
-            complete = True
-        except ClientDisconnect:
-            pass  # a cut PUT leaves nothing: the temp file goes
+            # a cut PUT leaves nothing: the temp file goes
+            if await receive_into(request, write):
+                await run_in_threadpool(close)
+                complete = True
         finally:
+            out.close()
             os.close(fd)
             if not complete:
                 await run_in_threadpool(_unlink, tmp)
         if not complete:
             return Response(status_code=400)
+        written = out.written
 
         def finish() -> None:
             try:

@@ -8,6 +8,7 @@ description is the help text the README table and ``atelier serve --help`` show.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -69,6 +70,10 @@ class Settings(BaseSettings):
         48.0, description="An unfinished upload expires this long after its last PATCH; "
         "its partial file is then removed.")
     tus_cleanup_seconds: float = Field(300.0, description="How often expired uploads are swept.")
+    upload_direct_io: Literal["auto", "on", "off"] = Field(
+        "auto", description="Write big uploads (tus, WebDAV PUT) with O_DIRECT, past the "
+        "page cache: auto = on local disk filesystems (ext4, xfs, btrfs, f2fs) for bodies "
+        "of 16 MiB or more, never on NFS, SMB or FUSE; on = everywhere it is accepted.")
 
     # -- images: thumbnails, index, shares (issue 4) --------------------------------
     thumb_workers: int = Field(

@@ -29,7 +29,6 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import errno
 import fcntl
 import hashlib
 import os
@@ -46,12 +45,12 @@ import sqlalchemy as sa
 
 from . import db, fs
 from .auth import Principal
+from .diskwrite import Appender, use_direct
 from .errors import (
     BadRequest,
     ChecksumMismatch,
     Conflict,
     Gone,
-    InsufficientStorage,
     Locked,
     NotFound,
     PayloadTooLarge,
@@ -175,13 +174,17 @@ class Patch:
     p: Principal
     up: Upload
     fd: int
+    out: Appender
     start: int
     limit: int | None           # the most bytes this PATCH may add (length, quota, disk)
     limit_error: type[Exception] = PayloadTooLarge
     hasher: Any = None
     expected: bytes | None = None
-    written: int = 0
     closed: bool = field(default=False)
+
+    @property
+    def written(self) -> int:
+        return self.out.written
 
     def write(self, chunks: list[bytes]) -> None:
         """Append ``chunks`` (called in a worker thread, one call at a time)."""
@@ -193,24 +196,11 @@ class Patch:
         if self.hasher is not None:
             for c in chunks:
                 self.hasher.update(c)
-        try:
-            view = chunks
-            while view:
-                done = os.writev(self.fd, view[:1024])
-                self.written += done
-                # drop what was written; keep a partially written buffer's tail
-                while view and done >= len(view[0]):
-                    done -= len(view[0])
-                    view = view[1:]
-                if view and done:
-                    view = [view[0][done:], *view[1:]]
-        except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise InsufficientStorage("the disk is full") from None
-            raise
+        self.out.write(chunks)
 
     def finish(self, new_length: int | None = None) -> Upload:
         """The body is complete: verify, commit the offset, place the file at the end."""
+        self.out.flush()
         if self.expected is not None and self.hasher.digest() != self.expected:
             self.rollback()
             raise ChecksumMismatch()
@@ -219,7 +209,7 @@ class Patch:
     def rollback(self) -> None:
         """Discard this PATCH's bytes (bad checksum, or cut short with a checksum)."""
         os.ftruncate(self.fd, self.start)
-        self.written = 0
+        self.out.written = 0
         self.store._set(self.up.id, offset=self.start, verify_from=None)
 
     def abort(self) -> None:
@@ -227,11 +217,13 @@ class Patch:
         if self.expected is not None:
             self.rollback()
         else:
+            self.out.flush()
             self.store._set(self.up.id, offset=self.start + self.written, verify_from=None)
 
     def close(self) -> None:
         if not self.closed:
             self.closed = True
+            self.out.close()
             os.close(self.fd)  # also drops the flock
             self.store._release(self.up.id)
 
@@ -302,7 +294,8 @@ class TusStore:
         if not self._acquire(up.id):
             return None
         try:
-            fd = os.open(self.partial(up), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            # read-write: a direct-I/O append re-reads the partial block it starts in
+            fd = os.open(self.partial(up), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except FileNotFoundError:
             self._release(up.id)
             raise Gone("the upload's folder was moved or removed") from None
@@ -460,8 +453,9 @@ class TusStore:
             if checksum is not None:
                 hasher, expected = CHECKSUMS[checksum[0]](), checksum[1]
                 self._set(up.id, verify_from=up.offset)
-            os.lseek(fd, up.offset, os.SEEK_SET)
-            return Patch(self, p, up, fd, up.offset, limit, limit_error, hasher, expected)
+            direct = use_direct(self.settings.upload_direct_io, folder, need)
+            out = Appender(self.partial(up), fd, up.offset, direct)
+            return Patch(self, p, up, fd, out, up.offset, limit, limit_error, hasher, expected)
         except BaseException:
             os.close(fd)
             self._release(up.id)

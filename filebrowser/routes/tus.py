@@ -1,10 +1,8 @@
 """The tus 1.0.0 endpoint at ``/api/tus/`` (protocol and state: :mod:`filebrowser.tus`).
 
-PATCH bodies are streamed from the ASGI receive channel into the partial file: the
-event loop only gathers chunks into ~8 MiB batches, and each batch is written (and
-hashed) with one ``writev`` in a worker thread while the next batch arrives, so the
-loop never blocks on the disk and the thread hop costs nothing per 64 KiB chunk.
-Memory per upload is bounded by two batches.
+PATCH bodies are streamed into the partial file by :mod:`filebrowser.diskwrite`: ~8 MiB
+batches written (and hashed) in a worker thread while the next batch arrives, big
+uploads with O_DIRECT. Memory per upload is bounded by two batches and one buffer.
 """
 
 from __future__ import annotations
@@ -17,10 +15,10 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse, Response
 
 from ..auth import CurrentUser, Principal
+from ..diskwrite import receive_into
 from ..errors import (
     AtelierError,
     BadRequest,
@@ -35,7 +33,6 @@ from ..tus import (
     CHECKSUMS,
     EXTENSIONS,
     TUS_VERSION,
-    Patch,
     TusStore,
     Upload,
     _AlreadyDone,
@@ -44,7 +41,6 @@ from ..tus import (
     parse_int,
 )
 
-BATCH = 8 * 1024 * 1024
 OFFSET_TYPE = "application/offset+octet-stream"
 
 
@@ -225,7 +221,7 @@ async def _patch(request: Request, store: TusStore, p: Principal, uid: str,
     except _AlreadyDone as done:
         return done.up
     try:
-        complete = await _receive(request, patch)
+        complete = await receive_into(request, patch.write)
         if not complete:
             await run_in_threadpool(patch.abort)
             return patch.up
@@ -242,31 +238,3 @@ async def _patch(request: Request, store: TusStore, p: Principal, uid: str,
         raise
     finally:
         patch.close()
-
-
-async def _receive(request: Request, patch: Patch) -> bool:
-    """Stream the body into the partial file; False if the client went away."""
-    loop = asyncio.get_running_loop()
-    pending: list[bytes] = []
-    size = 0
-    writing: asyncio.Future[None] | None = None
-    complete = True
-    try:
-        async for chunk in request.stream():
-            if not chunk:
-                continue
-            pending.append(chunk)
-            size += len(chunk)
-            if size >= BATCH:
-                if writing is not None:
-                    await writing
-                writing = loop.run_in_executor(None, patch.write, pending)
-                pending, size = [], 0
-    except ClientDisconnect:
-        complete = False  # keep what arrived: the spec asks to store as much as possible
-    finally:
-        if writing is not None:
-            await writing
-    if pending:
-        await loop.run_in_executor(None, patch.write, pending)
-    return complete

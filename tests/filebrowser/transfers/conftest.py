@@ -105,3 +105,35 @@ def tmpfs() -> Iterator[Callable[[Path, str], Path]]:
     yield mount
     for path in mounted:
         subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+@pytest.fixture
+def server(make_server, request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    """The service; ``@both_io`` runs a test with uploads through the page cache and past
+    it (``upload_direct_io`` off and on), otherwise the default (auto)."""
+    return make_server(upload_direct_io=getattr(request, "param", "auto"))
+
+
+both_io = pytest.mark.parametrize("server", ["off", "on"], indirect=True,
+                                  ids=["buffered", "direct"])
+
+
+@pytest.fixture
+def ext4() -> Iterator[Callable[[Path, str], Path]]:
+    """Mount a small ext4 loop image (a real local disk that fills up); unmounted after."""
+    mounted: list[Path] = []
+
+    def mount(path: Path, size: str = "32M") -> Path:
+        path.mkdir(parents=True, exist_ok=True)
+        image = path.with_name(path.name + ".img")
+        subprocess.run(["truncate", "-s", size, str(image)], check=True)
+        subprocess.run(["mkfs.ext4", "-q", "-F", "-m", "0", str(image)], check=True)
+        r = subprocess.run(["mount", "-o", "loop", str(image), str(path)], capture_output=True)
+        if r.returncode != 0:
+            pytest.skip(f"cannot mount a loop device here: {r.stderr.decode().strip()}")
+        mounted.append(path)
+        return path
+
+    yield mount
+    for path in mounted:
+        subprocess.run(["umount", str(path)], check=False)

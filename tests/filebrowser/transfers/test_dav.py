@@ -14,7 +14,7 @@ import requests
 from webdav4.client import Client, HTTPError
 
 from ...conftest import ADMIN_PASSWORD, Server
-from .conftest import sha256
+from .conftest import both_io, sha256
 
 PASS = "user-pass-123"
 
@@ -105,6 +105,7 @@ def test_scope_and_read_only_models(server: Server, tmp_path: Path) -> None:
     assert requests.put(f"{base}/users/ann/nodir/x", data=b"x", auth=auth).status_code == 409
 
 
+@both_io
 def test_put_is_atomic_and_a_cut_put_leaves_nothing(server: Server) -> None:
     s = server.add_user("ann")
     token = s.headers["Authorization"]
@@ -153,6 +154,7 @@ def test_locks_guard_put(server: Server) -> None:
     assert (server.root / "users/ann/locked.txt").read_bytes() == b"v3"
 
 
+@both_io
 def test_quota_on_put(server: Server) -> None:
     server.add_user("ann", quota=100_000)
     auth = ("ann", PASS)

@@ -15,7 +15,17 @@ from tusclient import client as tus_client
 from tusclient.exceptions import TusCommunicationError
 
 from ...conftest import Server
-from .conftest import TUS, create, head, metadata, open_patch, patch, upload_url, wait_offset
+from .conftest import (
+    TUS,
+    both_io,
+    create,
+    head,
+    metadata,
+    open_patch,
+    patch,
+    upload_url,
+    wait_offset,
+)
 
 
 def partials(folder: Path) -> list[str]:
@@ -27,6 +37,7 @@ def tuspy(server: Server, s: requests.Session) -> tus_client.TusClient:
                                 headers={"Authorization": s.headers["Authorization"]})
 
 
+@both_io
 def test_tuspy_uploads_resumes_and_verifies(server: Server, tmp_path: Path) -> None:
     s = server.session()
     data = os.urandom(3 * 1024 * 1024 + 123)
@@ -113,6 +124,7 @@ def test_offset_mismatch_media_type_and_length(server: Server) -> None:
         "Content-Type": "application/offset+octet-stream"}).status_code == 404
 
 
+@both_io
 @pytest.mark.parametrize("algo", ["sha1", "sha256"])
 def test_wrong_checksum_is_460_and_discarded(server: Server, algo: str) -> None:
     s = server.session()
@@ -130,6 +142,7 @@ def test_wrong_checksum_is_460_and_discarded(server: Server, algo: str) -> None:
     assert (server.root / f"c-{algo}.bin").read_bytes() == b"abcdefgh"
 
 
+@both_io
 def test_creation_with_upload_and_deferred_length(server: Server) -> None:
     s = server.session()
     r = s.post(f"{server.url}/api/tus/", data=b"hello", headers={
@@ -197,6 +210,7 @@ def test_metadata_is_checked_by_the_jail(server: Server, meta: dict[str, str],
     assert r.status_code == 400
 
 
+@both_io
 def test_quota_at_creation_and_while_running(server: Server) -> None:
     ann = server.add_user("ann", quota=100_000)
     r = create(ann, server.url, 150_000, filename="big.bin", folder="users/ann")
@@ -234,6 +248,7 @@ def test_two_uploads_racing_for_one_name(server: Server) -> None:
     assert r.status_code == 409  # 'fail' is checked at creation too
 
 
+@both_io
 def test_full_disk_is_507_and_leaves_nothing(server: Server, tmpfs) -> None:  # type: ignore[no-untyped-def]
     small = tmpfs(server.root / "small", "8m")
     s = server.session()
@@ -259,6 +274,7 @@ def test_full_disk_is_507_and_leaves_nothing(server: Server, tmpfs) -> None:  # 
     assert os.listdir(small) == ["ok.bin"]
 
 
+@both_io
 @pytest.mark.parametrize("with_checksum", [False, True])
 def test_dropped_connection_mid_chunk(server: Server, with_checksum: bool) -> None:
     s = server.session()

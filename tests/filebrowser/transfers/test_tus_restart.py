@@ -9,20 +9,23 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import pytest
 from tusclient import client as tus_client
 
-from filebrowser.routes.tus import BATCH
+from filebrowser.diskwrite import BATCH
 
 from .conftest import head, open_patch, sha256, upload_url
 
 MiB = 1024 * 1024
 
 
-def test_kill9_mid_upload_then_resume(spawn_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("io", ["off", "on"], ids=["buffered", "direct"])
+def test_kill9_mid_upload_then_resume(spawn_server, tmp_path: Path, io: str) -> None:  # type: ignore[no-untyped-def]
     data = os.urandom(20 * MiB)
     src = tmp_path / "big.safetensors"
     src.write_bytes(data)
-    srv = spawn_server()
+    env = {"ATELIER_UPLOAD_DIRECT_IO": io}
+    srv = spawn_server(env=env)
     s = srv.session()
     token = s.headers["Authorization"]
     url = upload_url(s, srv.url, len(data), filename="big.safetensors",
@@ -44,7 +47,7 @@ def test_kill9_mid_upload_then_resume(spawn_server, tmp_path: Path) -> None:  # 
     srv.kill9()
     sock.close()
 
-    srv = spawn_server(root=srv.root, state=srv.state)
+    srv = spawn_server(root=srv.root, state=srv.state, env=env)
     url = srv.url + path
     r = head(s, url)
     assert r.status_code == 200
@@ -59,7 +62,7 @@ def test_kill9_mid_upload_then_resume(spawn_server, tmp_path: Path) -> None:  # 
     sock.close()
     assert not (folder / "big.safetensors").exists()
 
-    srv = spawn_server(root=srv.root, state=srv.state)
+    srv = spawn_server(root=srv.root, state=srv.state, env=env)
     url = srv.url + path
     offset = int(head(s, url).headers["Upload-Offset"])
     assert MiB + BATCH <= offset <= 11 * MiB
