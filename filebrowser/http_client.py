@@ -147,13 +147,22 @@ class Client:
         if json_body is not None:
             body = json.dumps(json_body).encode()
             sent["Content-Type"] = "application/json"
-        conn = self._connection()
-        try:
-            conn.request(method, target, body=body, headers=sent)
-            raw = conn.getresponse()
-        except (OSError, http.client.HTTPException) as exc:
-            self._drop()
-            raise ConnectionFailed(f"{method} {self.base_url}: {exc!r}") from None
+        for attempt in (1, 2):
+            conn = self._connection()
+            reused = conn.sock is not None
+            try:
+                conn.request(method, target, body=body, headers=sent)
+                raw = conn.getresponse()
+                break
+            except (OSError, http.client.HTTPException) as exc:
+                self._drop()
+                # A keep-alive connection the server closed just as it was reused: a
+                # GET or HEAD is safe to send again once, on a new connection.
+                if attempt == 1 and reused and method in ("GET", "HEAD") and isinstance(
+                        exc, (http.client.RemoteDisconnected, ConnectionResetError,
+                              BrokenPipeError)):
+                    continue
+                raise ConnectionFailed(f"{method} {self.base_url}: {exc!r}") from None
         response = Response(raw, self._drop)
         if not stream:
             response.read()  # the connection is free again (http.client closes it if asked)

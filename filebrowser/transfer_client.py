@@ -37,6 +37,7 @@ from .http_client import Client, ConnectionFailed, Response
 
 TUS = {"Tus-Resumable": "1.0.0"}
 PART_SUFFIX = ".atelier-part"
+WRITE_PIECE = 16 * 1024
 Progress = Callable[[int], None]  # called with bytes newly transferred
 
 
@@ -291,7 +292,7 @@ class PullResult:
 
 class Puller:
     def __init__(self, client: Client, store: ResumeStore, *, retry: Retry | None = None,
-                 block: int = 128 * 1024, rate: float | None = None) -> None:
+                 block: int = 256 * 1024, rate: float | None = None) -> None:
         self.rate = rate
         self.s = client
         self.base = client.base_url
@@ -400,15 +401,25 @@ class Puller:
             self.store.set(key, new_etag)
             throttle = Throttle(self.rate)
             read = r.readinto
-            # 128 KiB, not 1 MiB: a buffer that stays in the CPU cache between recv and
-            # write ran 4x faster here (1 GB: 0.75 s against 2.8-4.5 s with 1 MiB)
             buf = memoryview(bytearray(self.block))
-            with open(part, mode) as f:
+            piece = WRITE_PIECE
+            fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC |
+                         (os.O_APPEND if mode == "ab" else os.O_TRUNC), 0o644)
+            try:
                 while n := read(buf):
-                    f.write(buf[:n])
+                    # written in 16 KiB pieces, as curl does: one write(2) of 128 KiB or
+                    # more asks the page cache for large folios, and after a cache drop
+                    # this VM spent 4-10x the system time on them (1 GB: 0.7 s against
+                    # 1.7-4.8 s for 128 KiB writes)
+                    for at in range(0, n, piece):
+                        view = buf[at:min(n, at + piece)]
+                        while view:
+                            view = view[os.write(fd, view):]
                     have += n
                     progress(n)
                     throttle(n)
+            finally:
+                os.close(fd)
             return have, new_etag, total
 
 
