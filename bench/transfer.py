@@ -1,13 +1,28 @@
 """Transfer benchmark: tus, WebDAV, zip and pull against dd and curl, as ratios.
 
     .venv/bin/python bench/transfer.py [--upload-gb 2] [--zip-gb 1] [--download-gb 1]
-                                       [--dir DIR]
+                                       [--rounds 3] [--dir DIR]
 
 Every measurement starts a fresh ``atelier serve`` process (uvicorn, httptools, uvloop)
 on loopback; its peak RSS is the kernel's VmHWM read at the end. Files live in a
 temporary folder under ``--dir`` (default: the current disk), deleted afterwards.
 Uploads are timed until the last answer, which includes the server's fsync and
-atomic rename; dd writes the same bytes to the same disk with ``conv=fsync``.
+atomic rename; dd writes the same bytes to the same disk with ``conv=fsync``. A second
+floor, dd with ``oflag=direct``, is the disk without the page cache: what the server's
+O_DIRECT upload path (``upload_direct_io``, on for big bodies on local disks) can reach;
+each upload's ratio to it is printed too.
+
+Writing into fresh page-cache pages is erratic on this VM (dd of 2 GB: 200 to 1100 MB/s),
+so the uploads run ``--rounds`` rounds, each of dd, tus with curl, ``atelier push``,
+tuspy and WebDAV PUT in an order rotated per round, each from a settled page cache. A
+method's ratio is the median over rounds of its rate / dd's rate in the same round, with
+the per-round range in brackets; MB/s is the median, server peak RSS the max over rounds.
+The cpu column is CPU seconds per GB transferred (median over rounds): the server
+process's (utime + stime from /proc) and the client's (rusage of the curl, dd or
+``atelier push`` child; of this process for tuspy).
+The download section ends with ``atelier pull``'s fixed cost: the median wall time of
+5 pulls of a 1-byte file, beside curl's.
+
 Targets (issue 3): tus and WebDAV PUT >= 0.5x dd, server peak <= 200 MB, zip peak
 <= 200 MB, ``atelier pull`` >= 0.8x curl.
 """
@@ -15,20 +30,32 @@ Targets (issue 3): tus and WebDAV PUT >= 0.5x dd, server peak <= 200 MB, zip pea
 from __future__ import annotations
 
 import argparse
+import base64
 import os
+import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import requests
-from common import Service
+from common import Service, proc_status
 
 MB = 1_000_000
+GB = 1_000_000_000
 MiB = 1024 * 1024
+# After drop_caches the guest reports the freed pages to the host (free page reporting)
+# about 2 s later; a writer that starts before that meets a different host memory state
+# than one that starts after (dd of 2 GB: 200 to 1100 MB/s), so settle() waits it out.
+SETTLE_SECONDS = 3.0
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+UPLOAD_TARGET = "0.5"
 
 
 def make_file(path: Path, size: int) -> None:
@@ -47,22 +74,58 @@ def rate(size: int, seconds: float) -> float:
 def settle() -> None:
     """Start each timed run from the same state: nothing dirty, and (as root) the page
     cache dropped, so one run's writeback or reclaim does not land on the next (on this
-    VM the second of two back-to-back 2 GB uploads spent 3x the kernel time of the first)."""
+    VM the second of two back-to-back 2 GB uploads spent 3x the kernel time of the first);
+    then wait until the host has taken back the freed pages (SETTLE_SECONDS)."""
     os.sync()
     try:
         with open("/proc/sys/vm/drop_caches", "w") as f:
             f.write("3")
     except OSError:
         pass
+    time.sleep(SETTLE_SECONDS)
 
 
-def dd(src: Path, dst: Path, size: int) -> float:
+def proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a running process has used: /proc/PID/stat fields 14
+    and 15, counted after the command name, which may hold spaces."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()  # fields[0] is field 3 (state)
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rusage_cpu(who: int) -> float:
+    r = resource.getrusage(who)
+    return r.ru_utime + r.ru_stime
+
+
+@dataclass
+class Usage:
+    """Wall time and CPU seconds of one transfer."""
+
+    seconds: float = 0.0
+    server_cpu: float = 0.0
+    client_cpu: float = 0.0
+
+
+@contextmanager
+def metered(usage: Usage, client: int, server_pid: int | None = None) -> Iterator[None]:
+    """Time the block and charge it the CPU of ``client`` (RUSAGE_CHILDREN for clients run
+    to completion as subprocesses, RUSAGE_SELF for one in this process) and of the server."""
+    server0 = proc_cpu(server_pid) if server_pid is not None else 0.0
+    client0 = rusage_cpu(client)
     t = time.perf_counter()
-    subprocess.run(["dd", f"if={src}", f"of={dst}", "bs=8M", "conv=fsync"], check=True,
-                   capture_output=True)
-    seconds = time.perf_counter() - t
+    yield
+    usage.seconds = time.perf_counter() - t
+    usage.client_cpu = rusage_cpu(client) - client0
+    if server_pid is not None:
+        usage.server_cpu = proc_cpu(server_pid) - server0
+
+
+def dd(src: Path, dst: Path, usage: Usage, flags: list[str]) -> None:
+    with metered(usage, resource.RUSAGE_CHILDREN):
+        subprocess.run(["dd", f"if={src}", f"of={dst}", "bs=8M", "conv=fsync", *flags],
+                       check=True, capture_output=True)
     dst.unlink()
-    return rate(size, seconds)
 
 
 def tus_headers(svc: Service) -> dict[str, str]:
@@ -70,8 +133,6 @@ def tus_headers(svc: Service) -> dict[str, str]:
 
 
 def create_upload(svc: Service, name: str, size: int) -> str:
-    import base64
-
     meta = f"filename {base64.b64encode(name.encode()).decode()}," \
            f"folder {base64.b64encode(b'bench').decode()}"
     r = requests.post(f"{svc.url}/api/tus/", headers={
@@ -80,43 +141,43 @@ def create_upload(svc: Service, name: str, size: int) -> str:
     return svc.url + r.headers["Location"]
 
 
-def run_tus_curl(svc: Service, src: Path, size: int) -> float:
+def run_tus_curl(svc: Service, src: Path, size: int, usage: Usage) -> None:
     url = create_upload(svc, "curl.bin", size)
-    t = time.perf_counter()
-    subprocess.run(["curl", "-sS", "-f", "-X", "PATCH", "-T", str(src), "-H", "Expect:",
-                    "-H", f"Authorization: Bearer {svc.token}", "-H", "Tus-Resumable: 1.0.0",
-                    "-H", "Upload-Offset: 0", "-H",
-                    "Content-Type: application/offset+octet-stream", url], check=True,
-                   capture_output=True)
-    return rate(size, time.perf_counter() - t)
+    with metered(usage, resource.RUSAGE_CHILDREN, svc.proc.pid):
+        subprocess.run(["curl", "-sS", "-f", "-X", "PATCH", "-T", str(src), "-H", "Expect:",
+                        "-H", f"Authorization: Bearer {svc.token}",
+                        "-H", "Tus-Resumable: 1.0.0", "-H", "Upload-Offset: 0", "-H",
+                        "Content-Type: application/offset+octet-stream", url], check=True,
+                       capture_output=True)
 
 
-def run_tus_tuspy(svc: Service, src: Path, size: int, chunk: int) -> float:
+def run_tus_tuspy(svc: Service, src: Path, chunk: int, usage: Usage) -> None:
     from tusclient import client
 
     c = client.TusClient(f"{svc.url}/api/tus/",
                          headers={"Authorization": f"Bearer {svc.token}"})
-    t = time.perf_counter()
-    c.uploader(str(src), chunk_size=chunk,
-               metadata={"filename": "tuspy.bin", "folder": "bench"}).upload()
-    return rate(size, time.perf_counter() - t)
+    with metered(usage, resource.RUSAGE_SELF, svc.proc.pid):
+        c.uploader(str(src), chunk_size=chunk,
+                   metadata={"filename": "tuspy.bin", "folder": "bench"}).upload()
 
 
-def run_push(svc: Service, src: Path, size: int, home: Path) -> float:
-    env = {**os.environ, "ATELIER_URL": svc.url, "ATELIER_TOKEN": svc.token,
-           "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config")}
-    t = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "atelier", "push", str(src), "bench/push"],
-                   check=True, capture_output=True, env=env)
-    return rate(size, time.perf_counter() - t)
+def client_env(svc: Service, home: Path) -> dict[str, str]:
+    return {**os.environ, "ATELIER_URL": svc.url, "ATELIER_TOKEN": svc.token,
+            "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config")}
 
 
-def run_dav_put(svc: Service, src: Path, size: int) -> float:
-    t = time.perf_counter()
-    subprocess.run(["curl", "-sS", "-f", "-T", str(src), "-H", "Expect:",
-                    "-u", f"admin:{svc.token}", f"{svc.url}/dav/bench/dav.bin"],
-                   check=True, capture_output=True)
-    return rate(size, time.perf_counter() - t)
+def run_push(svc: Service, src: Path, home: Path, usage: Usage) -> None:
+    env = client_env(svc, home)
+    with metered(usage, resource.RUSAGE_CHILDREN, svc.proc.pid):
+        subprocess.run([sys.executable, "-m", "atelier", "push", str(src), "bench/push"],
+                       check=True, capture_output=True, env=env)
+
+
+def run_dav_put(svc: Service, src: Path, usage: Usage) -> None:
+    with metered(usage, resource.RUSAGE_CHILDREN, svc.proc.pid):
+        subprocess.run(["curl", "-sS", "-f", "-T", str(src), "-H", "Expect:",
+                        "-u", f"admin:{svc.token}", f"{svc.url}/dav/bench/dav.bin"],
+                       check=True, capture_output=True)
 
 
 def run_zip(svc: Service, folder: str) -> tuple[float, int]:
@@ -129,7 +190,7 @@ def run_zip(svc: Service, folder: str) -> tuple[float, int]:
     return rate(n, time.perf_counter() - t), n
 
 
-def run_curl_get(svc: Service, remote: str, dst: Path, size: int) -> float:
+def curl_get_seconds(svc: Service, remote: str, dst: Path, size: int) -> float:
     t = time.perf_counter()
     subprocess.run(["curl", "-sS", "-f", "-o", str(dst), "-H",
                     f"Authorization: Bearer {svc.token}",
@@ -138,19 +199,44 @@ def run_curl_get(svc: Service, remote: str, dst: Path, size: int) -> float:
     seconds = time.perf_counter() - t
     assert dst.stat().st_size == size
     dst.unlink()
-    return rate(size, seconds)
+    return seconds
 
 
-def run_pull(svc: Service, remote: str, dst: Path, size: int, home: Path) -> float:
-    env = {**os.environ, "ATELIER_URL": svc.url, "ATELIER_TOKEN": svc.token,
-           "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config")}
+def run_curl_get(svc: Service, remote: str, dst: Path, size: int) -> float:
+    return rate(size, curl_get_seconds(svc, remote, dst, size))
+
+
+def pull_seconds(svc: Service, remote: str, dst: Path, size: int, home: Path) -> float:
+    env = client_env(svc, home)
     t = time.perf_counter()
     subprocess.run([sys.executable, "-m", "atelier", "pull", remote, str(dst)], check=True,
                    capture_output=True, env=env)
     seconds = time.perf_counter() - t
     assert dst.stat().st_size == size
     dst.unlink()
-    return rate(size, seconds)
+    return seconds
+
+
+def run_pull(svc: Service, remote: str, dst: Path, size: int, home: Path) -> float:
+    return rate(size, pull_seconds(svc, remote, dst, size, home))
+
+
+@dataclass
+class Sample:
+    """One upload measurement: its rate, CPU seconds, and (server methods) peak RSS."""
+
+    mbps: float
+    server_cpu: float
+    client_cpu: float
+    peak_mb: float = 0.0
+    peak_text: str = "-"
+
+
+@dataclass
+class Method:
+    label: str
+    run: Callable[[Service, Usage], None] | None  # None: dd, no server
+    dd_flags: list[str] | None = None
 
 
 def main() -> int:
@@ -159,6 +245,9 @@ def main() -> int:
     ap.add_argument("--upload-gb", type=float, default=2.0, help="tus and WebDAV size (GB)")
     ap.add_argument("--zip-gb", type=float, default=1.0, help="zipped folder size (GB)")
     ap.add_argument("--download-gb", type=float, default=1.0, help="download size (GB)")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="upload rounds: dd and each method once per round, order rotated "
+                         "per round (medians)")
     ap.add_argument("--tuspy-chunk-mib", type=int, default=64)
     ap.add_argument("--download-runs", type=int, default=4,
                     help="curl and pull runs each, alternating which goes first (medians)")
@@ -166,12 +255,14 @@ def main() -> int:
     ap.add_argument("--src-dir", default="/dev/shm",
                     help="where the upload source is made (tmpfs: read at memory speed)")
     args = ap.parse_args()
+    if args.rounds < 1:
+        ap.error("--rounds must be at least 1")
     up = int(args.upload_gb * 1e9)
     zsize = int(args.zip_gb * 1e9)
     down = int(args.download_gb * 1e9)
 
     work = Path(tempfile.mkdtemp(prefix="atelier-bench-", dir=args.dir))
-    rows: list[tuple[str, str, str, str]] = []
+    rows: list[tuple[str, str, str, str, str]] = []
     try:
         # The source lives in RAM (tmpfs) so that every writer, dd included, reads it at
         # memory speed and only the write to this disk is measured.
@@ -179,36 +270,76 @@ def main() -> int:
         make_file(src, up)
         root, home = work / "nas", work / "home"
         (root / "bench").mkdir(parents=True)
-        # Each timed write starts with nothing dirty (os.sync): otherwise the first one
-        # shares the disk with the writeback of the source file just made.
-        floors = []
-        for _ in range(3):
-            settle()
-            floors.append(dd(src, root / "bench" / "dd.bin", up))
-        floor = statistics.median(floors)
-        rows.append((f"dd bs=8M conv=fsync, {up / 1e9:.1f} GB (median of 3)", f"{floor:.0f}",
-                     "1.00x", "-"))
 
-        def measure(label: str, fn, target: str) -> None:  # type: ignore[no-untyped-def]
-            state = work / f"state-{len(rows)}"
+        def measure(method: Method, state: Path) -> Sample:
+            """One timed write from a settled page cache (each server a fresh process)."""
+            usage = Usage()
+            if method.run is None:
+                settle()
+                dd(src, root / "bench" / "dd.bin", usage, method.dd_flags or [])
+                return Sample(rate(up, usage.seconds), 0.0, usage.client_cpu)
             svc = Service(root, state)
             try:
                 settle()
-                mbps = fn(svc)
-                peak = svc.peak_mb()
+                method.run(svc, usage)
+                peak_mb = proc_status(svc.proc.pid, "VmHWM:") / MB
+                peak_text = svc.peak_mb()
             finally:
                 svc.stop()
+                # stop() may kill without waiting: reap the server now, or its CPU time
+                # lands in the RUSAGE_CHILDREN of whichever client runs when it is reaped
+                svc.proc.wait()
             for f in (root / "bench").rglob("*.bin"):
                 f.unlink()
-            rows.append((label, f"{mbps:.0f}", f"{mbps / floor:.2f}x (>= {target})", peak))
+            shutil.rmtree(state, ignore_errors=True)
+            return Sample(rate(up, usage.seconds), usage.server_cpu, usage.client_cpu,
+                          peak_mb, peak_text)
 
-        measure("tus, curl: one streaming PATCH", lambda s: run_tus_curl(s, src, up), "0.5")
-        measure("tus, atelier push (32 MiB sha256 chunks)",
-                lambda s: run_push(s, src, up, home), "0.5")
-        measure(f"tus, tuspy ({args.tuspy_chunk_mib} MiB chunks)",
-                lambda s: run_tus_tuspy(s, src, up, args.tuspy_chunk_mib * MiB), "0.5")
-        measure("WebDAV PUT, curl -T", lambda s: run_dav_put(s, src, up), "0.5")
+        chunk = args.tuspy_chunk_mib * MiB
+        methods = [
+            Method(f"dd bs=8M conv=fsync, {up / 1e9:.1f} GB", None, []),
+            # the disk without the page cache: what an O_DIRECT writer can reach
+            Method(f"dd bs=8M oflag=direct conv=fsync, {up / 1e9:.1f} GB", None,
+                   ["oflag=direct"]),
+            Method("tus, curl: one streaming PATCH",
+                   lambda s, u: run_tus_curl(s, src, up, u)),
+            Method("tus, atelier push (32 MiB sha256 chunks)",
+                   lambda s, u: run_push(s, src, home, u)),
+            Method(f"tus, tuspy ({args.tuspy_chunk_mib} MiB chunks)",
+                   lambda s, u: run_tus_tuspy(s, src, chunk, u)),
+            Method("WebDAV PUT, curl -T", lambda s, u: run_dav_put(s, src, u)),
+        ]
+        # Every method once per round, starting one later each round, so that no method
+        # always follows the same one; samples[i][r] is method i in round r.
+        samples: list[list[Sample]] = [[] for _ in methods]
+        for r in range(args.rounds):
+            for k in range(len(methods)):
+                i = (r + k) % len(methods)
+                samples[i].append(measure(methods[i], work / f"state-{r}-{i}"))
         shutil.rmtree(src.parent)
+
+        floors = [s.mbps for s in samples[0]]
+        direct_floors = [s.mbps for s in samples[1]]
+        per_gb = up / GB
+        for method, runs in zip(methods, samples, strict=True):
+            mbps = statistics.median(s.mbps for s in runs)
+            client = statistics.median(s.client_cpu for s in runs) / per_gb
+            ratios = [s.mbps / floor for s, floor in zip(runs, floors, strict=True)]
+            if method.run is None:
+                rows.append((f"{method.label} (median of {args.rounds} rounds)",
+                             f"{mbps:.0f}", f"{statistics.median(ratios):.2f}x",
+                             f"cpu s/GB dd {client:.2f}", "-"))
+                continue
+            direct = statistics.median(
+                s.mbps / floor for s, floor in zip(runs, direct_floors, strict=True))
+            server = statistics.median(s.server_cpu for s in runs) / per_gb
+            peak = max(runs, key=lambda s: s.peak_mb)
+            rows.append((method.label, f"{mbps:.0f}",
+                         f"{statistics.median(ratios):.2f}x [{min(ratios):.2f}-"
+                         f"{max(ratios):.2f}] (>= {UPLOAD_TARGET}); "
+                         f"{direct:.2f}x direct dd",
+                         f"cpu s/GB server {server:.2f} client {client:.2f}",
+                         peak.peak_text))
 
         # zip: a folder of checkpoints and images (stored, as they would be)
         folder = root / "outputs" / "zipme"
@@ -224,11 +355,13 @@ def main() -> int:
         finally:
             zsvc.stop()
         rows.append((f"zip stream of {zbytes / 1e9:.2f} GB folder ({n} files), curl",
-                     f"{zrate:.0f}", "-", zpeak))
+                     f"{zrate:.0f}", "-", "-", zpeak))
         shutil.rmtree(folder)
 
         big = root / "outputs" / "download.bin"
         make_file(big, down)
+        tiny = root / "outputs" / "one.bin"
+        tiny.write_bytes(b"x")
         dsvc = Service(root, work / "state-dl")
         try:
             subprocess.run(["cat", str(big)], stdout=subprocess.DEVNULL, check=True)
@@ -236,32 +369,43 @@ def main() -> int:
             # first one's writeback: alternate the order, sync before each, take medians.
             curl_rates, pull_rates = [], []
             for i in range(args.download_runs):
-                pair = [("curl", run_curl_get), ("pull", run_pull)]
-                for name, fn in pair if i % 2 == 0 else pair[::-1]:
+                for name in ("curl", "pull") if i % 2 == 0 else ("pull", "curl"):
                     settle()  # then warm the served file again: only the copy is measured
                     subprocess.run(["cat", str(big)], stdout=subprocess.DEVNULL, check=True)
                     if name == "curl":
-                        curl_rates.append(fn(dsvc, "outputs/download.bin", work / "curl.out",
-                                             down))
+                        curl_rates.append(run_curl_get(dsvc, "outputs/download.bin",
+                                                       work / "curl.out", down))
                     else:
-                        pull_rates.append(fn(dsvc, "outputs/download.bin", work / "pull.out",
-                                             down, home))
+                        pull_rates.append(run_pull(dsvc, "outputs/download.bin",
+                                                   work / "pull.out", down, home))
             curl_rate = statistics.median(curl_rates)
             pull_rate = statistics.median(pull_rates)
+            # pull's fixed cost: interpreter start-up, stat, GET and the final HEAD
+            curl_tiny, pull_tiny = [], []
+            for _ in range(5):
+                curl_tiny.append(curl_get_seconds(dsvc, "outputs/one.bin", work / "curl.out",
+                                                  1))
+                pull_tiny.append(pull_seconds(dsvc, "outputs/one.bin", work / "pull.out", 1,
+                                              home))
             dpeak = dsvc.peak_mb()
         finally:
             dsvc.stop()
         rows.append((f"download {down / 1e9:.1f} GB, curl (median of {args.download_runs})",
-                     f"{curl_rate:.0f}", "1.00x", "-"))
+                     f"{curl_rate:.0f}", "1.00x", "-", "-"))
         rows.append(("download, atelier pull (Range-resumable)", f"{pull_rate:.0f}",
-                     f"{pull_rate / curl_rate:.2f}x curl (>= 0.8)", dpeak))
+                     f"{pull_rate / curl_rate:.2f}x curl (>= 0.8)", "-", dpeak))
+        rows.append(("atelier pull of a 1-byte file (start-up + 3 requests)",
+                     f"{statistics.median(pull_tiny):.2f} s",
+                     f"curl: {statistics.median(curl_tiny):.3f} s (median of 5)", "-", "-"))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    width = max(len(r[0]) for r in rows)
-    print(f"{'measurement':{width}}  {'MB/s':>6}  {'ratio':<22}  server RSS MB: peak")
-    for label, mbps, ratio, peak in rows:
-        print(f"{label:{width}}  {mbps:>6}  {ratio:<22}  {peak}")
+    header = ("measurement", "MB/s", f"ratio [range over {args.rounds} rounds]",
+              "cpu (median)", "server RSS MB: peak (max over rounds)")
+    widths = [max(len(r[c]) for r in [header, *rows]) for c in range(4)]
+    for row in [header, *rows]:
+        print(f"{row[0]:{widths[0]}}  {row[1]:>{widths[1]}}  {row[2]:<{widths[2]}}  "
+              f"{row[3]:<{widths[3]}}  {row[4]}")
     return 0
 
 
