@@ -20,6 +20,8 @@ the per-round range in brackets; MB/s is the median, server peak RSS the max ove
 The cpu column is CPU seconds per GB transferred (median over rounds): the server
 process's (utime + stime from /proc) and the client's (rusage of the curl, dd or
 ``atelier push`` child; of this process for tuspy).
+The quota rows push 0.5 GB as a user whose home holds --quota-files files, with the
+home walked for every PATCH's quota check and with the walk reused, against no quota.
 The download section ends with ``atelier pull``'s fixed cost: the median wall time of
 5 pulls of a 1-byte file, beside curl's.
 
@@ -173,6 +175,42 @@ def run_push(svc: Service, src: Path, home: Path, usage: Usage) -> None:
                        check=True, capture_output=True, env=env)
 
 
+def quota_push(root: Path, state: Path, src: Path, home: Path, files: int,
+               recheck: str | None) -> float:
+    """MB/s of ``atelier push`` by a user whose home holds ``files`` small files, with a
+    quota (recheck: ``ATELIER_QUOTA_RECHECK_SECONDS``) or, if ``recheck`` is None, none."""
+    env = {"ATELIER_QUOTA_RECHECK_SECONDS": recheck} if recheck is not None else {}
+    svc = Service(root, state, env=env)
+    try:
+        quota = None if recheck is None else 1 << 50
+        r = requests.post(f"{svc.url}/api/users", headers={"Authorization": f"Bearer {svc.token}"},
+                          json={"name": "ann", "password": "ann-pass-123", "role": "user",
+                                "quota_bytes": quota}, timeout=30)
+        if r.status_code == 409:
+            requests.patch(f"{svc.url}/api/users/ann", json={"quota_bytes": quota}, timeout=30,
+                           headers={"Authorization": f"Bearer {svc.token}"}).raise_for_status()
+        else:
+            r.raise_for_status()
+        outputs = root / "users" / "ann" / "outputs" / "many"
+        if not outputs.exists():
+            outputs.mkdir(parents=True)
+            for i in range(files):
+                sub = outputs / f"{i // 1000:03d}"
+                sub.mkdir(exist_ok=True)
+                (sub / f"{i:06d}.png").write_bytes(b"x" * 1000)
+        token = requests.post(f"{svc.url}/api/tokens", auth=("ann", "ann-pass-123"),
+                              json={"name": "bench"}, timeout=30).json()["token"]
+        env = {**client_env(svc, home), "ATELIER_TOKEN": token}
+        settle()
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "atelier", "push", str(src), "users/ann",
+                        "--conflict", "overwrite"], check=True, capture_output=True, env=env)
+        return rate(src.stat().st_size, time.perf_counter() - t)
+    finally:
+        svc.stop()
+        svc.proc.wait()
+
+
 def run_dav_put(svc: Service, src: Path, usage: Usage) -> None:
     with metered(usage, resource.RUSAGE_CHILDREN, svc.proc.pid):
         subprocess.run(["curl", "-sS", "-f", "-T", str(src), "-H", "Expect:",
@@ -249,6 +287,8 @@ def main() -> int:
                     help="upload rounds: dd and each method once per round, order rotated "
                          "per round (medians)")
     ap.add_argument("--tuspy-chunk-mib", type=int, default=64)
+    ap.add_argument("--quota-files", type=int, default=50_000,
+                    help="files in the home of the quota'd user (quota rows)")
     ap.add_argument("--download-runs", type=int, default=4,
                     help="curl and pull runs each, alternating which goes first (medians)")
     ap.add_argument("--dir", default=".", help="where the temporary files go (same disk)")
@@ -316,6 +356,21 @@ def main() -> int:
             for k in range(len(methods)):
                 i = (r + k) % len(methods)
                 samples[i].append(measure(methods[i], work / f"state-{r}-{i}"))
+
+        # Quota checks per PATCH: a home of many files walked for each one (recheck 0, as
+        # before the walk was reused), reused for 30 s (the default), and no quota at all.
+        qsrc = src.with_name("quota.bin")
+        make_file(qsrc, min(up, 512 * MiB))
+        qstate = work / "state-quota"
+        qrates = {label: quota_push(root, qstate, qsrc, home, args.quota_files, recheck)
+                  for label, recheck in (("none", None), ("walk", "0"), ("reuse", "30"))}
+        quota_rows = []
+        quota_rows.append((f"push {qsrc.stat().st_size / 1e9:.1f} GB into a quota'd home of "
+                     f"{args.quota_files} files, walk per PATCH", f"{qrates['walk']:.0f}",
+                     f"{qrates['walk'] / qrates['none']:.2f}x no quota", "-", "-"))
+        quota_rows.append(("  the same, walk reused for 30 s (default)", f"{qrates['reuse']:.0f}",
+                     f"{qrates['reuse'] / qrates['none']:.2f}x no quota", "-", "-"))
+        shutil.rmtree(root / "users" / "ann", ignore_errors=True)
         shutil.rmtree(src.parent)
 
         floors = [s.mbps for s in samples[0]]
@@ -340,6 +395,8 @@ def main() -> int:
                          f"{direct:.2f}x direct dd",
                          f"cpu s/GB server {server:.2f} client {client:.2f}",
                          peak.peak_text))
+
+        rows += quota_rows
 
         # zip: a folder of checkpoints and images (stored, as they would be)
         folder = root / "outputs" / "zipme"

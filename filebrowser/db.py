@@ -74,6 +74,24 @@ file_owners = sa.Table(
 )
 
 
+# Resumable uploads (filebrowser.tus): the partial file's size is the truth.
+tus_uploads = sa.Table(
+    "tus_uploads", metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("user", sa.String(64), nullable=False, index=True),
+    sa.Column("folder", sa.Text, nullable=False),        # virtual target folder
+    sa.Column("name", sa.Text, nullable=False),          # requested file name
+    sa.Column("policy", sa.String(16), nullable=False),
+    sa.Column("length", sa.BigInteger, nullable=True),   # None: deferred
+    sa.Column("offset", sa.BigInteger, nullable=False),  # cache; the file size is the truth
+    sa.Column("verify_from", sa.BigInteger, nullable=True),
+    sa.Column("metadata", sa.Text, nullable=False),
+    sa.Column("created", sa.Float, nullable=False),
+    sa.Column("expires", sa.Float, nullable=False, index=True),
+    sa.Column("final_path", sa.Text, nullable=True),     # set once placed
+)
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")

@@ -34,6 +34,7 @@ from .jail import INTERNAL_PREFIX
 IMAGE_EXTS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif", ".avif", ".bmp", ".tif", ".tiff"})
 MODEL_EXTS = frozenset({".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf", ".onnx", ".sft"})
 TMP_PREFIX = ".atelier-tmp-"
+TUS_PARTIAL_PREFIX = f"{TMP_PREFIX}tus-"  # counted by their upload's offset
 Kind = Literal["dir", "image", "model", "other"]
 SortKey = Literal["name", "mtime", "size"]
 ConflictPolicy = Literal["fail", "overwrite", "rename"]
@@ -337,8 +338,9 @@ def move(src: Path, dst_folder: Path, name: str, policy: ConflictPolicy) -> str:
     return final
 
 
-def tree_size(path: Path) -> int:
-    """Bytes below ``path`` (or of the file), never following symlinks."""
+def tree_size(path: Path, skip_prefix: str | None = None) -> int:
+    """Bytes below ``path`` (or of the file), never following symlinks; files whose names
+    start with ``skip_prefix`` are left out."""
     try:
         s = os.lstat(path)
     except FileNotFoundError:
@@ -354,7 +356,8 @@ def tree_size(path: Path) -> int:
                     try:
                         if e.is_dir(follow_symlinks=False):
                             stack.append(e.path)
-                        elif e.is_file(follow_symlinks=False):
+                        elif e.is_file(follow_symlinks=False) and not (
+                                skip_prefix and e.name.startswith(skip_prefix)):
                             total += e.stat(follow_symlinks=False).st_size
                     except OSError:
                         continue

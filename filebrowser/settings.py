@@ -70,6 +70,10 @@ class Settings(BaseSettings):
         48.0, description="An unfinished upload expires this long after its last PATCH; "
         "its partial file is then removed.")
     tus_cleanup_seconds: float = Field(300.0, description="How often expired uploads are swept.")
+    quota_recheck_seconds: float = Field(
+        30.0, description="Resumable uploads check the quota against a walk of the home at "
+        "most this old (the service's own writes count at once; files other programs put "
+        "in the home, after at most this long).")
     upload_direct_io: Literal["auto", "on", "off"] = Field(
         "auto", description="Write big uploads (tus, WebDAV PUT) with O_DIRECT, past the "
         "page cache: auto = on local disk filesystems (ext4, xfs, btrfs, f2fs) for bodies "

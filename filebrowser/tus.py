@@ -63,24 +63,10 @@ EXTENSIONS = ("creation", "creation-with-upload", "creation-defer-length", "term
               "checksum", "expiration")
 CHECKSUMS = {"sha1": hashlib.sha1, "sha256": hashlib.sha256}
 POLICIES = ("fail", "rename", "overwrite")
-PARTIAL_PREFIX = f"{fs.TMP_PREFIX}tus-"
+PARTIAL_PREFIX = fs.TUS_PARTIAL_PREFIX
 
 
-uploads = sa.Table(
-    "tus_uploads", db.metadata,
-    sa.Column("id", sa.String(32), primary_key=True),
-    sa.Column("user", sa.String(64), nullable=False, index=True),
-    sa.Column("folder", sa.Text, nullable=False),        # virtual target folder
-    sa.Column("name", sa.Text, nullable=False),          # requested file name
-    sa.Column("policy", sa.String(16), nullable=False),
-    sa.Column("length", sa.BigInteger, nullable=True),   # None: deferred
-    sa.Column("offset", sa.BigInteger, nullable=False),  # cache; the file size is the truth
-    sa.Column("verify_from", sa.BigInteger, nullable=True),
-    sa.Column("metadata", sa.Text, nullable=False),
-    sa.Column("created", sa.Float, nullable=False),
-    sa.Column("expires", sa.Float, nullable=False, index=True),
-    sa.Column("final_path", sa.Text, nullable=True),     # set once placed
-)
+uploads = db.tus_uploads
 
 
 # -- header parsing (pure) -------------------------------------------------------------
@@ -317,7 +303,10 @@ class TusStore:
         quota = p.user.quota_bytes
         if quota is None:
             return None
-        used = self.fb.usage.stored_bytes(p.name)  # includes partial files in the home
+        # partial files count by their stored offsets; the rest of the home is walked at
+        # most every quota_recheck_seconds (not once per PATCH)
+        used = self.fb.usage.stored_bytes(p.name,
+                                          max_age=self.settings.quota_recheck_seconds)
         reserved = 0
         for other in self.list(p):
             if other.done or other.length is None or (up is not None and other.id == up.id):

@@ -2,12 +2,19 @@
 
 Every write and transfer is an event row (user, operation, path, bytes, time). Stored
 bytes are measured, not summed from events: the user's home, plus the files they
-put into shared folders (``file_owners``), plus their trash.
+put into shared folders (``file_owners``), plus their trash, plus what their unfinished
+resumable uploads hold (their stored offsets, wherever the partial files are).
+
+A walk of a big home takes a while, and a 7 GB tus upload in 32 MiB PATCHes checks the
+quota 220 times: callers may reuse a recent walk (``max_age``). The service's own writes
+drop the user's walk at once; other programs' (the WebUI's images, another replica) count
+after at most ``max_age``.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -26,8 +33,13 @@ class Usage:
         self.engine = engine
         self.root = root
         self.trash = trash
+        self._walks: dict[str, tuple[float, int]] = {}  # user -> (when, home bytes)
+        self._walks_lock = threading.Lock()
 
     def record(self, user: str, op: str, path: str, nbytes: int = 0) -> None:
+        if op not in DOWNLOAD_OPS:
+            with self._walks_lock:
+                self._walks.pop(user, None)
         t = time.time()
         with self.engine.begin() as conn:
             conn.execute(db.usage_events.insert().values(
@@ -47,11 +59,27 @@ class Usage:
             conn.execute(db.file_owners.update().where(db.file_owners.c.path == old)
                          .values(path=new))
 
-    def stored_bytes(self, user: str) -> int:
-        total = fs.tree_size(self.root / "users" / user)
+    def _home_bytes(self, user: str, max_age: float) -> int:
+        now = time.monotonic()
+        with self._walks_lock:
+            cached = self._walks.get(user)
+        if cached is not None and now - cached[0] <= max_age:
+            return cached[1]
+        total = fs.tree_size(self.root / "users" / user, skip_prefix=fs.TUS_PARTIAL_PREFIX)
+        with self._walks_lock:
+            self._walks[user] = (now, total)
+        return total
+
+    def stored_bytes(self, user: str, max_age: float = 0.0) -> int:
+        """Bytes ``user`` stores; ``max_age``: seconds a walk of the home may be reused."""
+        total = self._home_bytes(user, max_age)
         with self.engine.connect() as conn:
             owned = conn.execute(sa.select(db.file_owners.c.path)
                                  .where(db.file_owners.c.user == user)).scalars().all()
+            total += int(conn.execute(
+                sa.select(sa.func.coalesce(sa.func.sum(db.tus_uploads.c.offset), 0))
+                .where(db.tus_uploads.c.user == user, db.tus_uploads.c.final_path.is_(None))
+            ).scalar_one())
         for p in owned:
             try:
                 total += os.lstat(self.root / p).st_size

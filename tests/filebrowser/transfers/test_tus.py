@@ -230,6 +230,40 @@ def test_quota_at_creation_and_while_running(server: Server) -> None:
         ["a.bin", "models", "outputs"]
 
 
+def test_quota_reuses_a_walk_but_counts_every_upload_and_service_write(make_server) -> None:  # type: ignore[no-untyped-def]
+    """With a long recheck interval the home is not walked per PATCH, yet partial bytes
+    (by offset) and files written through the service count at once."""
+    server = make_server(quota_recheck_seconds=3600)
+    ann = server.add_user("ann", quota=1_000_000)
+    home = server.root / "users" / "ann"
+    url = upload_url(ann, server.url, 600_000, filename="b.bin", folder="users/ann")
+    assert patch(ann, url, 0, os.urandom(100_000)).status_code == 204  # the walk is cached
+    # A file another program writes is not seen until the walk is redone: the price of
+    # not walking the home per PATCH (a fresh walk would refuse this PATCH: 600,000 used).
+    (home / "outside.bin").write_bytes(b"x" * 500_000)
+    assert patch(ann, url, 100_000, os.urandom(100_000)).status_code == 204
+    # a file written through the service drops the cached walk: both files count now
+    r = ann.post(f"{server.url}/api/fs/upload", params={"path": "users/ann"},
+                 files=[("files", ("api.bin", b"y" * 50_000))])
+    assert r.status_code == 201, r.text
+    # 200,000 (partial) + 500,000 + 50,000 = 750,000 used; 400,000 more does not fit
+    r = patch(ann, url, 200_000, os.urandom(100_000))
+    assert r.status_code == 507 and r.json()["error"] == "quota_exceeded"
+    assert head(ann, url).headers["Upload-Offset"] == "200000"
+    usage = ann.get(f"{server.url}/api/usage").json()[0]
+    assert usage["stored_bytes"] == 750_000  # the partial counts by its offset
+
+
+def test_quota_recheck_zero_sees_other_programs_files_at_once(make_server) -> None:  # type: ignore[no-untyped-def]
+    server = make_server(quota_recheck_seconds=0)
+    ann = server.add_user("ann", quota=1_000_000)
+    url = upload_url(ann, server.url, 600_000, filename="b.bin", folder="users/ann")
+    assert patch(ann, url, 0, os.urandom(100_000)).status_code == 204
+    (server.root / "users" / "ann" / "outside.bin").write_bytes(b"x" * 500_000)
+    r = patch(ann, url, 100_000, os.urandom(100_000))
+    assert r.status_code == 507 and r.json()["error"] == "quota_exceeded"
+
+
 def test_two_uploads_racing_for_one_name(server: Server) -> None:
     s = server.session()
     one = upload_url(s, server.url, 4, filename="race.bin")
