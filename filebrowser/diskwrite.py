@@ -15,7 +15,7 @@ nobody reads yet, evicting the models the WebUI keeps warm; object stores (MinIO
 write large objects with ``O_DIRECT`` for the same two reasons.
 
 ``upload_direct_io`` chooses: ``auto`` uses it on local block-device filesystems
-(ext4, xfs, btrfs, f2fs) for bodies of at least 16 MiB and never on network or FUSE
+(ext4, xfs, btrfs, f2fs) for uploads of at least 16 MiB and never on network or FUSE
 mounts, whose ``O_DIRECT`` semantics and speed vary; ``on`` tries it everywhere (a
 filesystem that refuses falls back to buffered writes); ``off`` never uses it.
 """

@@ -76,7 +76,7 @@ class Settings(BaseSettings):
         "in the home, after at most this long).")
     upload_direct_io: Literal["auto", "on", "off"] = Field(
         "auto", description="Write big uploads (tus, WebDAV PUT) with O_DIRECT, past the "
-        "page cache: auto = on local disk filesystems (ext4, xfs, btrfs, f2fs) for bodies "
+        "page cache: auto = on local disk filesystems (ext4, xfs, btrfs, f2fs) for uploads "
         "of 16 MiB or more, never on NFS, SMB or FUSE; on = everywhere it is accepted.")
 
     # -- images: thumbnails, index, shares (issue 4) --------------------------------

@@ -442,7 +442,9 @@ class TusStore:
             if checksum is not None:
                 hasher, expected = CHECKSUMS[checksum[0]](), checksum[1]
                 self._set(up.id, verify_from=up.offset)
-            direct = use_direct(self.settings.upload_direct_io, folder, need)
+            # by the whole upload's size: a big file's last small PATCHes go direct too
+            direct = use_direct(self.settings.upload_direct_io, folder,
+                                length if length is not None else need)
             out = Appender(self.partial(up), fd, up.offset, direct)
             return Patch(self, p, up, fd, out, up.offset, limit, limit_error, hasher, expected)
         except BaseException:
