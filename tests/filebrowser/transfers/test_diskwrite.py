@@ -44,15 +44,19 @@ def append(path: Path, data: bytes, direct: bool, rng: random.Random) -> Appende
         os.close(fd)
 
 
-@pytest.mark.parametrize("direct", [False, True], ids=["buffered", "direct"])
-def test_requests_of_any_size_and_offset_append_exactly(tmp_path: Path, direct: bool) -> None:
+@pytest.mark.parametrize("modes", [[False], [True], [True, False]],
+                         ids=["buffered", "direct", "alternating"])
+def test_requests_of_any_size_and_offset_append_exactly(tmp_path: Path,
+                                                        modes: list[bool]) -> None:
+    """Each request a new Appender at the file's end (as PATCHes are); the alternating case
+    is a restart with another ``upload_direct_io`` between requests."""
     rng = random.Random(7)
     path = tmp_path / "partial"
     sizes = [1, BLOCK - 1, BATCH + 123, 3 * MiB, 17, 2 * BATCH, BLOCK, 5]
     want = b""
-    for size in sizes:
+    for i, size in enumerate(sizes):
         data = rng.randbytes(size)
-        out = append(path, data, direct, rng)
+        out = append(path, data, modes[i % len(modes)], rng)
         want += data
         assert out.written == size
         assert out.direct is False  # closed
