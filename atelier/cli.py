@@ -69,9 +69,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _bad_settings(exc: ValueError) -> str | None:
+    """A settings class's validation error (pydantic's subclasses ValueError) as lines a
+    user can act on; None for any other ValueError, which stays a bug with a traceback.
+    Matched by shape so that the CLI does not import pydantic to start."""
+    errors = getattr(exc, "errors", None)
+    title = getattr(exc, "title", None)
+    if not callable(errors) or not isinstance(title, str) or not title.endswith("Settings"):
+        return None
+    lines = [f"atelier: invalid setting ({title}; see `atelier serve --help`):"]
+    for e in errors():
+        name = ".".join(str(part) for part in e.get("loc", ()))
+        lines.append(f"  {name}: {e.get('msg')} (got {e.get('input')!r})")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except ValueError as exc:
+        message = _bad_settings(exc)
+        if message is None:
+            raise
+        print(message, file=sys.stderr)
+        return 2

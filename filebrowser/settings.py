@@ -71,7 +71,7 @@ class Settings(BaseSettings):
         "its partial file is then removed.")
     tus_cleanup_seconds: float = Field(300.0, description="How often expired uploads are swept.")
     quota_recheck_seconds: float = Field(
-        30.0, description="Resumable uploads check the quota against a walk of the home at "
+        30.0, ge=0, description="Resumable uploads check the quota against a walk of the home at "
         "most this old (the service's own writes count at once; files other programs put "
         "in the home, after at most this long).")
     upload_direct_io: Literal["auto", "on", "off"] = Field(

@@ -16,7 +16,6 @@ import argparse
 import getpass
 import json
 import os
-import re
 import socket
 import sys
 import time
@@ -102,7 +101,7 @@ class _Plain:
         return None
 
     def print(self, text: str) -> None:
-        print(re.sub(r"\[/?[a-z ]+\]", "", text), file=sys.stderr, flush=True)
+        print(text, file=sys.stderr, flush=True)
 
 
 class _Bars:
@@ -121,7 +120,7 @@ class _Bars:
 
         self.console = Console(stderr=True)
         self.progress = Progress(
-            TextColumn("[bold]{task.description}", justify="left"), BarColumn(),
+            TextColumn("{task.description}", style="bold", markup=False), BarColumn(),
             DownloadColumn(binary_units=True), TransferSpeedColumn(), TimeRemainingColumn(),
             console=self.console)
 
@@ -132,7 +131,8 @@ class _Bars:
         self.progress.__exit__(*exc)
 
     def print(self, text: str) -> None:
-        self.console.print(text)
+        # no markup: file names such as "model [pruned].safetensors" print as they are
+        self.console.print(text, markup=False, highlight=False)
 
 
 def _screen() -> _Plain | _Bars:
@@ -287,7 +287,7 @@ def cmd_push(args: argparse.Namespace) -> int:
         if args.verbose:
             console.print(f"  {r.local} -> {r.remote}")
     for name, why in failures:
-        console.print(f"[red]FAILED[/red] {name}: {why}")
+        console.print(f"FAILED {name}: {why}")
     if auth_failed:
         return EXIT_AUTH
     return EXIT_FAILED if failures else EXIT_OK
@@ -361,7 +361,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
                   + (f", {resumed} resumed" if resumed else "")
                   + (f", {skipped} already up to date" if skipped else ""))
     for name, why in failures:
-        console.print(f"[red]FAILED[/red] {name}: {why}")
+        console.print(f"FAILED {name}: {why}")
     if auth_failed:
         return EXIT_AUTH
     return EXIT_FAILED if failures else EXIT_OK

@@ -96,3 +96,17 @@ def test_serve_help_lists_every_setting() -> None:
 
     for name in Settings.model_fields:
         assert f"ATELIER_{name.upper()}" in r.stdout
+
+
+def test_an_invalid_setting_is_a_clear_error_not_a_traceback(tmp_path: Path) -> None:
+    for name, value, field in (("ATELIER_UPLOAD_DIRECT_IO", "sometimes", "upload_direct_io"),
+                               ("ATELIER_QUOTA_RECHECK_SECONDS", "-1", "quota_recheck_seconds"),
+                               ("ATELIER_PORT", "http", "port")):
+        env = {**os.environ, "ATELIER_ROOT": str(tmp_path / "nas"),
+               "ATELIER_STATE_DIR": str(tmp_path / "state"), name: value}
+        r = subprocess.run([sys.executable, "-m", "atelier", "serve"], capture_output=True,
+                           text=True, env=env, timeout=60)
+        assert r.returncode == 2, r.stderr
+        assert "Traceback" not in r.stderr
+        assert f"{field}:" in r.stderr and repr(value) in r.stderr
+        assert not (tmp_path / "nas").exists()  # nothing was created

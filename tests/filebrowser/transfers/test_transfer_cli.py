@@ -106,9 +106,12 @@ def test_push_tree_then_pull_it_back(server: Server, tmp_path: Path) -> None:
     assert r.returncode == 1 and b"already exists" in r.stderr
     r = atelier("push", str(single), "users/ann/in", "--conflict", "rename")
     assert r.returncode == 0 and (home / "one (1).bin").exists()
-    # a read-only target is a clear failure, not a crash
-    r = atelier("push", str(single), "models/Lora")
+    # a read-only target is a clear failure, not a crash; the name prints as it is
+    bracketed = tmp_path / "model [pruned].bin"
+    bracketed.write_bytes(b"x")
+    r = atelier("push", str(bracketed), "models/Lora")
     assert r.returncode == 1 and b"read-only" in r.stderr
+    assert b"FAILED " + str(bracketed).encode() in r.stderr
 
     out = tmp_path / "back"
     r = atelier("pull", "users/ann/in/batch", str(out) + "/", "-j", "3")
