@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -282,7 +283,12 @@ def test_usage_report_for_admin_and_user(server: Server) -> None:
              files=[("files", ("a.bin", b"x" * 500))])
     ann.get(api(server, "download"), params={"path": "users/ann/outputs/a.bin"},
             headers={"Range": "bytes=0-99"})
-    mine = ann.get(f"{server.url}/api/usage").json()
+    # a download is recorded once its body is sent (a background task): the answer can
+    # reach the client a moment before the record does
+    deadline = time.monotonic() + 10
+    while (mine := ann.get(f"{server.url}/api/usage").json())[0]["downloaded_bytes"] < 100 \
+            and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert len(mine) == 1 and mine[0]["user"] == "ann"
     assert mine[0]["uploaded_bytes"] == 500 and mine[0]["downloaded_bytes"] == 100
     assert mine[0]["stored_bytes"] == 500 and mine[0]["by_day"][0]["operations"] == 2
