@@ -49,9 +49,10 @@ from wsgidav.lock_man.lock_storage import LockStorageShelve
 from wsgidav.prop_man.property_manager import ShelvePropertyManager
 from wsgidav.wsgidav_app import WsgiDAVApp
 
+from atelier_io.diskwrite import Appender, DiskFull, receive_into, use_direct
+
 from . import db, fs
 from .auth import TOKEN_PREFIX, Principal
-from .diskwrite import Appender, receive_into, use_direct
 from .errors import (
     AtelierError,
     BadPath,
@@ -275,7 +276,10 @@ class DavApp:
         try:
             p = await run_in_threadpool(self._identify, request)
             if method == "PUT":
-                response = await self._put(request, p, rel)
+                try:
+                    response = await self._put(request, p, rel)
+                except DiskFull:
+                    raise InsufficientStorage("the disk is full") from None
             elif method in ("GET", "HEAD"):
                 response = await run_in_threadpool(self._get, request, p, rel)  # type: ignore[arg-type]
             else:

@@ -24,7 +24,9 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-from .http_client import Client, ConnectionFailed
+from atelier_io.http import Client, ConnectionFailed
+from atelier_io.progress import human, parse_size, screen
+
 from .transfer_client import (
     AuthError,
     Puller,
@@ -79,84 +81,6 @@ def connect(url: str | None = None) -> Client:
         return Client(url, headers={"Authorization": f"Bearer {token}"})
     except ValueError as exc:
         raise NotLoggedIn(str(exc)) from None
-
-
-class _Plain:
-    """What a pipe or a log file gets: the messages and the summary, no bars, and no
-    rich to load (a third of `atelier pull`'s start-up)."""
-
-    def __enter__(self) -> _Plain:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def add_task(self, description: str, total: float | None = None) -> int:
-        return 0
-
-    def advance(self, task: int, n: float) -> None:
-        return None
-
-    def remove_task(self, task: int) -> None:
-        return None
-
-    def print(self, text: str) -> None:
-        print(text, file=sys.stderr, flush=True)
-
-
-class _Bars:
-    """rich progress bars on a terminal: per file and overall, with speed and ETA."""
-
-    def __init__(self) -> None:
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-            TransferSpeedColumn,
-        )
-
-        self.console = Console(stderr=True)
-        self.progress = Progress(
-            TextColumn("{task.description}", style="bold", markup=False), BarColumn(),
-            DownloadColumn(binary_units=True), TransferSpeedColumn(), TimeRemainingColumn(),
-            console=self.console)
-
-    def __enter__(self) -> Any:
-        return self.progress.__enter__()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.progress.__exit__(*exc)
-
-    def print(self, text: str) -> None:
-        # no markup: file names such as "model [pruned].safetensors" print as they are
-        self.console.print(text, markup=False, highlight=False)
-
-
-def _screen() -> _Plain | _Bars:
-    """Bars on a terminal (or with ATELIER_PROGRESS=1), plain lines otherwise."""
-    if os.environ.get("ATELIER_PROGRESS") or sys.stderr.isatty():
-        return _Bars()
-    return _Plain()
-
-
-def parse_rate(text: str) -> float:
-    units = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
-    unit = text[-1:].upper() if text[-1:].isalpha() else ""
-    try:
-        return float(text[: len(text) - len(unit)]) * units[unit]
-    except (KeyError, ValueError):
-        raise argparse.ArgumentTypeError(f"not a rate: {text!r} (e.g. 500K, 20M)") from None
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    return str(n)
 
 
 # -- login -------------------------------------------------------------------------------
@@ -236,7 +160,7 @@ def _run(jobs: int, items: list[Any], work: Callable[[Any], Any],
 
 
 def cmd_push(args: argparse.Namespace) -> int:
-    console = _screen()
+    console = screen()
     remote = connect(args.url)
     try:
         plan = plan_push(args.local, args.remote)
@@ -280,8 +204,8 @@ def cmd_push(args: argparse.Namespace) -> int:
     elapsed = time.monotonic() - t0
     sent = sum(r.sent for r in results)
     resumed = sum(1 for r in results if r.resumed_from)
-    console.print(f"pushed {len(results)}/{len(plan)} files, {_human(sent)} sent in "
-                  f"{elapsed:.1f} s ({_human(sent / elapsed if elapsed else 0)}/s)"
+    console.print(f"pushed {len(results)}/{len(plan)} files, {human(sent)} sent in "
+                  f"{elapsed:.1f} s ({human(sent / elapsed if elapsed else 0)}/s)"
                   + (f", {resumed} resumed" if resumed else ""))
     for r in sorted(results, key=lambda r: r.remote):
         if args.verbose:
@@ -297,7 +221,7 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
-    console = _screen()
+    console = screen()
     remote = connect(args.url)
     store = ResumeStore(config_dir() / "transfers.json")
     puller = Puller(remote, store, retry=Retry(attempts=args.retries),
@@ -356,8 +280,8 @@ def cmd_pull(args: argparse.Namespace) -> int:
     got = sum(r.received for r in results)
     skipped = sum(1 for r in results if r.skipped)
     resumed = sum(1 for r in results if r.resumed_from and not r.skipped)
-    console.print(f"pulled {len(results)}/{len(plan)} files, {_human(got)} received in "
-                  f"{elapsed:.1f} s ({_human(got / elapsed if elapsed else 0)}/s)"
+    console.print(f"pulled {len(results)}/{len(plan)} files, {human(got)} received in "
+                  f"{elapsed:.1f} s ({human(got / elapsed if elapsed else 0)}/s)"
                   + (f", {resumed} resumed" if resumed else "")
                   + (f", {skipped} already up to date" if skipped else ""))
     for name, why in failures:
@@ -391,15 +315,15 @@ def cmd_usage(args: argparse.Namespace) -> int:
     console = Console()
     table = Table("user", "stored", "uploaded", "downloaded", title="usage")
     for u in rows:
-        table.add_row(u["user"], _human(u["stored_bytes"]), _human(u["uploaded_bytes"]),
-                      _human(u["downloaded_bytes"]))
+        table.add_row(u["user"], human(u["stored_bytes"]), human(u["uploaded_bytes"]),
+                      human(u["downloaded_bytes"]))
     console.print(table)
     if args.days:
         days = Table("user", "day", "uploaded", "downloaded", "operations", title="by day")
         for u in rows:
             for d in u["by_day"]:
-                days.add_row(u["user"], d["day"], _human(d["uploaded"]),
-                             _human(d["downloaded"]), str(d["operations"]))
+                days.add_row(u["user"], d["day"], human(d["uploaded"]),
+                             human(d["downloaded"]), str(d["operations"]))
         console.print(days)
     return EXIT_OK
 
@@ -431,7 +355,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     common.add_argument("-j", "--jobs", type=int, default=3, help="files in parallel (3)")
     common.add_argument("--retries", type=int, default=12,
                         help="retries through an outage (doubling waits up to 15 s)")
-    common.add_argument("--limit-rate", type=parse_rate, default=None, metavar="RATE",
+    common.add_argument("--limit-rate", type=parse_size, default=None, metavar="RATE",
                         help="at most RATE bytes/s per file, e.g. 500K, 20M")
     common.add_argument("-v", "--verbose", action="store_true")
 

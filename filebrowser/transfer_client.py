@@ -1,6 +1,6 @@
 """The desktop side of transfers: a streaming tus uploader and a Range-resuming downloader.
 
-Both talk through a :class:`~filebrowser.http_client.Client` (already carrying the
+Both talk through a :class:`~atelier_io.http.Client` (already carrying the
 token). State that makes a rerun resume lives in a small
 JSON file (:class:`ResumeStore`): for uploads the tus URL of each local file
 (keyed by server, path, size, mtime and target), for downloads the ETag the partial
@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from .http_client import Client, ConnectionFailed, Response
+from atelier_io.http import Client, ConnectionFailed, Response
 
 TUS = {"Tus-Resumable": "1.0.0"}
 PART_SUFFIX = ".atelier-part"

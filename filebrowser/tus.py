@@ -43,9 +43,10 @@ from urllib.parse import quote
 
 import sqlalchemy as sa
 
+from atelier_io.diskwrite import Appender, use_direct
+
 from . import db, fs
 from .auth import Principal
-from .diskwrite import Appender, use_direct
 from .errors import (
     BadRequest,
     ChecksumMismatch,

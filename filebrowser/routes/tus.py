@@ -1,6 +1,6 @@
 """The tus 1.0.0 endpoint at ``/api/tus/`` (protocol and state: :mod:`filebrowser.tus`).
 
-PATCH bodies are streamed into the partial file by :mod:`filebrowser.diskwrite`: ~8 MiB
+PATCH bodies are streamed into the partial file by :mod:`atelier_io.diskwrite`: ~8 MiB
 batches written (and hashed) in a worker thread while the next batch arrives, big
 uploads with O_DIRECT. Memory per upload is bounded by two batches and one buffer.
 """
@@ -17,8 +17,9 @@ from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 
+from atelier_io.diskwrite import DiskFull, receive_into
+
 from ..auth import CurrentUser, Principal
-from ..diskwrite import receive_into
 from ..errors import (
     AtelierError,
     BadRequest,
@@ -226,13 +227,15 @@ async def _patch(request: Request, store: TusStore, p: Principal, uid: str,
             await run_in_threadpool(patch.abort)
             return patch.up
         return await run_in_threadpool(patch.finish, new_length)
-    except InsufficientStorage as exc:
+    except (InsufficientStorage, DiskFull) as exc:
+        if isinstance(exc, DiskFull):
+            exc = InsufficientStorage()
         if isinstance(exc, QuotaExceeded):
             await run_in_threadpool(patch.rollback)
         else:  # the disk is full: free what this upload holds, say so, forget it
             await run_in_threadpool(store.fail_full, patch.up)
             exc.message = "the disk is full; the upload was cancelled and its data removed"
-        raise
+        raise exc from None
     except PayloadTooLarge:
         await run_in_threadpool(patch.rollback)
         raise

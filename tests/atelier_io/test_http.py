@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from filebrowser.http_client import Client, ConnectionFailed
+from atelier_io.http import Client, ConnectionFailed
 
 
 class Handler(BaseHTTPRequestHandler):

@@ -6,13 +6,11 @@ from __future__ import annotations
 import os
 import random
 import subprocess
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from filebrowser.diskwrite import BATCH, BLOCK, Appender, filesystem_type, use_direct
-from filebrowser.errors import InsufficientStorage
+from atelier_io.diskwrite import BATCH, BLOCK, Appender, DiskFull, filesystem_type, use_direct
 
 MiB = 1024 * 1024
 
@@ -81,7 +79,7 @@ def test_a_full_ext4_disk_is_insufficient_storage(tmp_path: Path, ext4) -> None:
     try:
         out = Appender(path, fd, 0, direct=True)
         assert out.direct
-        with pytest.raises(InsufficientStorage):
+        with pytest.raises(DiskFull):
             for _ in range(8):
                 out.write([os.urandom(4 * MiB)])
             out.flush()
@@ -103,21 +101,3 @@ def test_auto_uses_direct_io_for_big_bodies_on_local_disks_only(tmp_path: Path, 
     assert not use_direct("auto", ram, 64 * MiB)    # not a local disk filesystem
     assert use_direct("on", ram, 1)
     assert not use_direct("off", disk, 64 * MiB)
-
-
-def test_a_tus_upload_onto_ext4_bypasses_the_cache(make_server, tmp_path: Path,  # type: ignore[no-untyped-def]
-                                                   ext4: Callable[..., Path]) -> None:
-    """The default (auto) end to end: a 24 MiB PATCH lands on disk, not in the cache."""
-    import requests
-
-    from .conftest import patch, upload_url
-
-    root = tmp_path / "nas"
-    ext4(root, "64M")
-    srv = make_server(root=root)
-    s: requests.Session = srv.session()
-    data = os.urandom(24 * MiB)
-    url = upload_url(s, srv.url, len(data), filename="m.safetensors")
-    assert patch(s, url, 0, data).status_code == 204
-    assert resident(root / "m.safetensors") <= BLOCK  # a buffered write leaves 24 MiB
-    assert (root / "m.safetensors").read_bytes() == data

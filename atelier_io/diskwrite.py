@@ -34,8 +34,6 @@ from typing import Any
 
 from starlette.requests import ClientDisconnect, Request
 
-from .errors import InsufficientStorage
-
 BATCH = 8 * 1024 * 1024      # bytes gathered per worker-thread write
 BLOCK = 4096                 # O_DIRECT alignment of offsets, lengths and memory
 DIRECT_MIN = 16 * 1024 * 1024
@@ -136,6 +134,17 @@ class _Buffers:
 BUFFERS = _Buffers()
 
 
+class DiskFull(OSError):
+    """The disk (or the user's filesystem quota) is full; the services answer 507."""
+
+    def __init__(self, message: str = "the disk is full") -> None:
+        super().__init__(errno.ENOSPC, message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
 def _full(exc: OSError) -> bool:
     return exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
@@ -144,7 +153,7 @@ class Appender:
     """Appends to the open file ``fd`` from byte ``offset`` on (one thread at a time).
 
     ``written`` counts the bytes accepted; after :meth:`flush` they are all in the file.
-    A full disk raises :class:`InsufficientStorage`; the caller truncates or keeps.
+    A full disk raises :class:`DiskFull`; the caller truncates or keeps.
     """
 
     def __init__(self, path: Path, fd: int, offset: int, direct: bool) -> None:
@@ -180,7 +189,7 @@ class Appender:
                 self._copy(memoryview(c))
         except OSError as exc:
             if _full(exc):
-                raise InsufficientStorage("the disk is full") from None
+                raise DiskFull() from None
             raise
         self.written += sum(len(c) for c in chunks)
 
@@ -203,7 +212,7 @@ class Appender:
             self.fill = rest
         except OSError as exc:
             if _full(exc):
-                raise InsufficientStorage("the disk is full") from None
+                raise DiskFull() from None
             raise
 
     def close(self) -> None:
