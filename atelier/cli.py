@@ -7,8 +7,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from filebrowser import cli as filebrowser_cli
-from modelzoo import cli as modelzoo_cli
+import filebrowser
+import modelzoo
 
 from . import __version__
 
@@ -18,7 +18,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from .service import create_app
 
-    settings = filebrowser_cli.settings_from(args, host=args.host, port=args.port)
+    settings = filebrowser.settings_from(args, host=args.host, port=args.port)
     app = create_app(settings)
     print(f"atelier: serving {settings.root.resolve()} on http://{settings.host}:{settings.port}",
           file=sys.stderr, flush=True)
@@ -28,7 +28,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _settings_help() -> str:
-    from filebrowser.settings import Settings
+    from filebrowser import Settings
 
     lines = ["settings (environment variables):"]
     for name, field in Settings.model_fields.items():
@@ -59,13 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the standalone service",
                            epilog_factory=_settings_help,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-    filebrowser_cli.add_server_options(serve)
+    filebrowser.add_server_options(serve)
     serve.add_argument("--host", default=None, help="listen address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=None, help="port (default 7862)")
     serve.add_argument("--log-level", default="info")
     serve.set_defaults(func=_serve)
-    filebrowser_cli.register(sub)
-    modelzoo_cli.register(sub)
+    filebrowser.register(sub)
+    modelzoo.register(sub)
     return parser
 
 

@@ -11,9 +11,8 @@ import logging
 
 from fastapi import FastAPI
 
-from filebrowser.app import create_app as create_filebrowser
-from filebrowser.auth import current_user
-from filebrowser.settings import Settings
+from filebrowser import Settings, current_user
+from filebrowser import create_app as create_filebrowser
 
 log = logging.getLogger("atelier")
 
@@ -22,8 +21,7 @@ def create_app(settings: Settings) -> FastAPI:
     app = create_filebrowser(settings)
     fb = app.state.fb
     try:
-        from modelzoo.residency.api import build_router
-        from modelzoo.residency.settings import ResidencySettings
+        from modelzoo.residency import ResidencySettings, build_router
     except ImportError as exc:  # the residency API is optional (no torch, or not built yet)
         log.info("model switching API not available: %s", exc)
         return app

@@ -6,16 +6,18 @@ other; both import this):
 - ``diskwrite``: request bodies to disk in batches off the event loop, big files with
   ``O_DIRECT`` past the page cache;
 - ``progress``: rich bars on a terminal, plain lines elsewhere, byte-size parsing;
-- ``db``: SQLAlchemy engines made one way (SQLite pragmas, PostgreSQL pre-ping).
+- ``db``: SQLAlchemy engines made one way (SQLite pragmas, PostgreSQL pre-ping);
+- ``lazy``: package names that load on first use.
 
-Names load on first use (PEP 562) so that a desktop command importing one piece does
+Names load on first use (``lazy``) so that a desktop command importing one piece does
 not pay for the others (starlette, SQLAlchemy, rich).
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .lazy import exports
 
 if TYPE_CHECKING:
     from .db import make_engine, now
@@ -50,11 +52,4 @@ __all__ = [
     "use_direct",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = exports(__name__, _WHERE)
