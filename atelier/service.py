@@ -15,12 +15,15 @@ from filebrowser.app import create_app as create_filebrowser
 from filebrowser.auth import current_user
 from filebrowser.settings import Settings
 
+from .ui import install as install_pages
+
 log = logging.getLogger("atelier")
 
 
 def create_app(settings: Settings) -> FastAPI:
     app = create_filebrowser(settings)
     fb = app.state.fb
+    install_pages(app)  # the web pages under /ui/
     try:
         from modelzoo.residency.api import build_router
         from modelzoo.residency.settings import ResidencySettings
