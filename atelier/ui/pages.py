@@ -80,7 +80,9 @@ FEATURES = {"models": "/api/models/jobs", "gpu": "/api/gpu", "gpu_webui": "/api/
 
 
 def features(app: FastAPI) -> dict[str, bool]:
-    paths = {getattr(r, "path", None) for r in app.router.routes}
+    # From the OpenAPI document (built once, cached by FastAPI): it lists the routes of
+    # every included router, whatever the FastAPI version's internal route layout.
+    paths = app.openapi().get("paths", {})
     return {name: path in paths for name, path in FEATURES.items()}
 
 
