@@ -1,4 +1,4 @@
-import { useEffect, useRef, useState } from "preact/hooks";
+import { useLayoutEffect, useRef, useState } from "preact/hooks";
 import { t } from "./i18n.js";
 import { dismiss, useStore, setState, getState } from "./store.js";
 
@@ -74,7 +74,7 @@ export function Empty({ icon = "folder", title, children }) {
 /** A modal on the native <dialog>: focus stays inside, Escape closes. */
 export function Modal({ title, onClose, children, wide = false, footer, testid }) {
   const ref = useRef(null);
-  useEffect(() => {
+  useLayoutEffect(() => { // before paint: visible means modal, focus already inside
     const d = ref.current;
     if (d && !d.open) d.showModal();
     return () => { if (d && d.open) d.close(); };
@@ -102,24 +102,28 @@ export function ask(opts) {
   return new Promise((resolve) => setState({ asking: { ...opts, resolve } }));
 }
 
+let askSeq = 0;
+
 export function AskHost() {
   const { asking } = useStore();
-  const [value, setValue] = useState("");
-  const inputRef = useRef(null);
-  useEffect(() => {
-    if (asking) {
-      setValue(asking.value || "");
-      setTimeout(() => {
-        const el = inputRef.current;
-        if (el) {
-          el.focus();
-          const dot = (asking.value || "").lastIndexOf(".");
-          if (asking.selectStem && dot > 0) el.setSelectionRange(0, dot); else el.select();
-        }
-      }, 0);
-    }
-  }, [asking]);
   if (!asking) return null;
+  if (!asking.seq) asking.seq = ++askSeq;
+  return <AskDialog key={asking.seq} asking={asking} />;
+}
+
+function AskDialog({ asking }) {
+  const [value, setValue] = useState(asking.value || "");
+  const inputRef = useRef(null);
+  // Runs after the Modal's own layout effect (children first): the dialog is open, so
+  // focus and the selection (the name without its extension) are set before any key.
+  useLayoutEffect(() => {
+    const el = inputRef.current;
+    if (!el) return;
+    el.focus();
+    const dot = (asking.value || "").lastIndexOf(".");
+    if (asking.selectStem && dot > 0 && el.setSelectionRange) el.setSelectionRange(0, dot);
+    else if (el.select) el.select();
+  }, []);
   const done = (v) => { setState({ asking: null }); asking.resolve(v); };
   const confirmOnly = asking.label === undefined;
   return (

@@ -29,6 +29,14 @@ export function Files({ route, me }) {
     : <Browser key={path} path={path} me={me} onTrash={() => setTrash(true)} />;
 }
 
+/** State whose latest value handlers can read at once (keys may come faster than renders). */
+function useLive(initial) {
+  const [value, setValue] = useState(initial);
+  const ref = useRef(initial);
+  const set = (v) => { ref.current = v; setValue(v); };
+  return [value, set, ref];
+}
+
 function Breadcrumbs({ path }) {
   const parts = path ? path.split("/") : [];
   return (
@@ -71,9 +79,9 @@ function Browser({ path, me, onTrash }) {
   const [view, setView] = useState(pref("atelier.view", "list"));
   const [sort, setSort] = useState(pref("atelier.sort", "name"));
   const [order, setOrder] = useState(pref("atelier.order", "asc"));
-  const [sel, setSel] = useState(new Set());
-  const [focus, setFocus] = useState(0);
-  const [anchor, setAnchor] = useState(0);
+  const [sel, setSel, selRef] = useLive(new Set());
+  const [focus, setFocus, focusRef] = useLive(0);
+  const [, setAnchor, anchorRef] = useLive(0);
   const [viewer, setViewer] = useState(null);
   const [sharing, setSharing] = useState(null);
   const [dragging, setDragging] = useState(false);
@@ -119,6 +127,7 @@ function Browser({ path, me, onTrash }) {
   }, [next, entries.length]);
 
   const selected = useMemo(() => entries.filter((e) => sel.has(e.path)), [entries, sel]);
+  const selectedNow = () => entries.filter((e) => selRef.current.has(e.path));
   const images = useMemo(() => entries.filter((e) => e.kind === "image"), [entries]);
 
   const open = (e) => {
@@ -135,7 +144,7 @@ function Browser({ path, me, onTrash }) {
     setFocus(b);
   };
   const toggle = (i) => {
-    const s = new Set(sel);
+    const s = new Set(selRef.current);
     const p = entries[i].path;
     if (s.has(p)) s.delete(p); else s.add(p);
     setSel(s);
@@ -145,7 +154,7 @@ function Browser({ path, me, onTrash }) {
 
   const click = (ev, i) => {
     listRef.current && listRef.current.focus({ preventScroll: true });
-    if (ev.shiftKey) selectRange(anchor, i);
+    if (ev.shiftKey) selectRange(anchorRef.current, i);
     else if (ev.ctrlKey || ev.metaKey) toggle(i);
     else selectOnly(i);
   };
@@ -159,6 +168,7 @@ function Browser({ path, me, onTrash }) {
 
   const keydown = (ev) => {
     if (!entries.length) return;
+    const focus = focusRef.current, anchor = anchorRef.current;
     const n = entries.length;
     let to = null;
     const k = ev.key;
@@ -194,7 +204,11 @@ function Browser({ path, me, onTrash }) {
     }
   };
 
-  const targets = () => (selected.length ? selected : entries[focus] ? [entries[focus]] : []);
+  const targets = () => {
+    const now = selectedNow();
+    const f = entries[focusRef.current];
+    return now.length ? now : f ? [f] : [];
+  };
 
   const download = (list) => {
     if (!list.length) return;
@@ -326,7 +340,7 @@ function Browser({ path, me, onTrash }) {
         ) : <span class="muted small">{t("files.readonly")}</span>}
         <input ref={fileInput} type="file" multiple class="hidden-input" data-testid="file-input"
           onChange={(e) => { addFiles(up.filesFromInput(e.currentTarget)); e.currentTarget.value = ""; }} />
-        <input ref={dirInput} type="file" multiple webkitdirectory="" class="hidden-input" data-testid="dir-input"
+        <input ref={dirInput} type="file" multiple webkitdirectory={true} class="hidden-input" data-testid="dir-input"
           onChange={(e) => { addFiles(up.filesFromInput(e.currentTarget)); e.currentTarget.value = ""; }} />
         <span class="grow" />
         {selected.length ? (
