@@ -134,7 +134,8 @@ function AskDialog({ asking }) {
           <label class="field">
             <span>{asking.label}</span>
             <input ref={inputRef} value={value} onInput={(e) => setValue(e.currentTarget.value)}
-              required={!asking.optional} type={asking.type || "text"} />
+              required={!asking.optional} type={asking.type || "text"}
+              step={asking.type === "number" ? "any" : undefined} min={asking.type === "number" ? "0" : undefined} />
           </label>
         )}
         <div class="actions">
