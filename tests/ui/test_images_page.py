@@ -98,7 +98,7 @@ def test_grid_is_windowed_search_and_viewer(server: Server, open_page) -> None:
     # search by a prompt word
     page.get_by_test_id("image-search").fill("fox")
     page.get_by_test_id("image-search").press("Enter")
-    expect(page.get_by_test_id("image-count")).to_contain_text("1 images")
+    expect(page.get_by_test_id("image-count")).to_contain_text("1 image")
     expect(cells).to_have_count(1)
     # a filter: the model
     page.get_by_test_id("image-search").fill("")

@@ -1,4 +1,4 @@
-import { getLang, t } from "./i18n.js";
+import { t } from "./i18n.js";
 
 const UNITS = ["B", "KB", "MB", "GB", "TB", "PB"];
 /** 1536 -> "1.5 KB" (binary multiples, short units as file managers show them). */
@@ -23,10 +23,10 @@ export function duration(s) {
 
 export function date(epoch) {
   if (!epoch) return "–";
+  // One unambiguous form in both languages (01/12 reads two ways): 2026-12-01 09:49
   const d = new Date(epoch * 1000);
-  return d.toLocaleString(getLang() === "zh" ? "zh-CN" : "en-GB", {
-    year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit",
-  });
+  const p = (n) => String(n).padStart(2, "0");
+  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${p(d.getHours())}:${p(d.getMinutes())}`;
 }
 
 export function day(d) {

@@ -250,7 +250,7 @@ function Usage() {
         </select>
         <button type="button" class="btn" onClick={exportCsv} data-testid="export-csv"><Icon name="download" />{t("admin.export_csv")}</button>
       </header>
-      <StackedBars labels={labels} stacks={stacks} fmt={bytes} label={t("admin.usage")} testid="usage-chart" />
+      <StackedBars labels={labels} stacks={stacks} fmt={bytes} minMax={1024 * 1024} binary label={t("admin.usage")} testid="usage-chart" />
       <table class="table">
         <thead><tr><th>{t("admin.user")}</th><th class="num">{t("admin.stored")}</th><th class="num">{t("admin.uploaded")}</th><th class="num">{t("admin.downloaded")}</th><th class="num">{t("admin.gpu_seconds")}</th></tr></thead>
         <tbody>{usage.map((u) => (

@@ -225,7 +225,7 @@ export function Gpu({ me }) {
       <div class="cards two">
         <section class="card">
           <header class="card-head"><h2>{t("gpu.memory_over_time")}</h2></header>
-          <LineChart series={memSeries} fmt={bytes} minMax={1024 ** 3} label={t("gpu.memory_over_time")} testid="mem-chart" />
+          <LineChart series={memSeries} fmt={bytes} minMax={1024 ** 3} binary label={t("gpu.memory_over_time")} testid="mem-chart" />
         </section>
         <section class="card">
           <header class="card-head"><h2>{t("gpu.switches")}</h2>

@@ -172,7 +172,7 @@ export function Images() {
           <option value="size:desc">{t("files.sort_largest")}</option>
         </select>
         <span class="muted small count" data-testid="image-count">
-          {total === null ? "" : t("images.count", { n: fmt.format(total) })}{indexing ? " · " + t("images.indexing") : ""}
+          {total === null ? "" : t(total === 1 ? "images.count_one" : "images.count", { n: fmt.format(total) })}{indexing ? " · " + t("images.indexing") : ""}
         </span>
       </form>
       {showFilters ? (
