@@ -239,3 +239,23 @@ def test_chinese_browser_gets_chinese_by_default(server: Server, open_page) -> N
     page.goto(server.url + "/ui/login")
     expect(page.locator("h1")).to_have_text("登录 Atelier")
     expect(page.get_by_test_id("lang-zh")).to_have_attribute("aria-pressed", "true")
+
+
+def test_a_401_mid_session_goes_to_login_and_back(server: Server, open_page) -> None:
+    admin = server.session()
+    server.add_user("erin", password="erin-pass-123")
+    w = open_page(server)
+    w.allow("401")  # the request that found the session gone
+    page = w.page
+    login(page, server.url, "erin", "erin-pass-123")
+    # an admin resets erin's password: every session of erin's ends at once
+    r = admin.patch(f"{server.url}/api/users/erin", json={"password": "erin-new-pass-1"},
+                    timeout=10)
+    assert r.status_code == 200
+    page.get_by_test_id("nav-images").click()
+    page.wait_for_url("**/ui/login?next=images**")
+    page.fill("input[name=username]", "erin")
+    page.fill("input[name=password]", "erin-new-pass-1")
+    page.click("button[type=submit]")
+    page.wait_for_url("**/ui/images")
+    expect(page.get_by_test_id("image-search")).to_be_visible()

@@ -1,5 +1,6 @@
 // fetch() against the service: cookie session, CSRF header on writes, JSON errors.
 import { serviceUrl, navigate, currentRoute } from "./base.js";
+import { setState } from "./store.js";
 
 const SAFE = new Set(["GET", "HEAD", "OPTIONS"]);
 let csrf = null;
@@ -27,6 +28,7 @@ export class ApiError extends Error {
 let onUnauthorized = () => {
   const here = currentRoute();
   if (!here.startsWith("login") && !here.startsWith("share")) {
+    setState({ me: null }); // the session is gone: the login page must not bounce back
     navigate("login?next=" + encodeURIComponent(here + location.search), { replace: true });
   }
 };
