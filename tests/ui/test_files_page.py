@@ -259,3 +259,28 @@ def test_a_401_mid_session_goes_to_login_and_back(server: Server, open_page) -> 
     page.click("button[type=submit]")
     page.wait_for_url("**/ui/images")
     expect(page.get_by_test_id("image-search")).to_be_visible()
+
+
+def test_drop_files_onto_the_listing_uploads_them(server: Server, open_page) -> None:
+    home = _home_with(server, ["existing.txt"])
+    page = open_page(server).page
+    login(page, server.url)
+    page.goto(server.url + "/ui/files/users/admin/work")
+    expect(page.get_by_test_id("listing")).to_be_visible()
+    # a drop as the browser delivers it (the files built in the page: a test cannot drag
+    # from the desktop)
+    page.evaluate("""() => {
+        const dt = new DataTransfer();
+        dt.items.add(new File(["dropped one"], "dropped-1.txt", {type: "text/plain"}));
+        dt.items.add(new File([new Uint8Array(300000)], "dropped-2.bin"));
+        const target = document.querySelector(".files");
+        target.dispatchEvent(new DragEvent("dragover", {dataTransfer: dt, bubbles: true,
+                                                        cancelable: true}));
+        target.dispatchEvent(new DragEvent("drop", {dataTransfer: dt, bubbles: true,
+                                                    cancelable: true}));
+    }""")
+    expect(page.locator("[data-testid=upload-item][data-state=done]")).to_have_count(2)
+    assert (home / "dropped-1.txt").read_text() == "dropped one"
+    assert (home / "dropped-2.bin").stat().st_size == 300000
+    expect(page.locator("[data-testid=item][data-path='users/admin/work/dropped-2.bin']")
+           ).to_be_visible()
