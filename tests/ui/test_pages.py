@@ -105,7 +105,7 @@ def _t_keys(src: Path) -> set[str]:
     keys: set[str] = set()
     for f in list(src.rglob("*.js")) + list(src.rglob("*.jsx")):
         # t("a.b") literally; t("a.b_" + x) is a prefix checked below
-        keys |= set(re.findall(r'\bt\(\s*"([a-z]+\.[a-z0-9_]*[a-z0-9])"\s*[,)]', f.read_text()))
+        keys |= set(re.findall(r'\btn?\(\s*"([a-z]+\.[a-z0-9_]*[a-z0-9])"\s*[,)]', f.read_text()))
     return keys
 
 

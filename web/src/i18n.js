@@ -31,3 +31,9 @@ export function t(key, vars) {
   if (vars) s = s.replace(/\{(\w+)\}/g, (m, k) => (k in vars ? String(vars[k]) : m));
   return s;
 }
+
+/** t() with a count: "key_one" when n is 1 and the language has that form (English). */
+export function tn(key, n, vars) {
+  const one = key + "_one";
+  return t(n === 1 && one in DICTS[lang] ? one : key, { n, ...(vars || {}) });
+}

@@ -2,7 +2,7 @@
 import { useEffect, useMemo, useRef, useState } from "preact/hooks";
 import { api } from "../api.js";
 import { encodePath, navigate, serviceUrl } from "../base.js";
-import { t } from "../i18n.js";
+import { t, tn } from "../i18n.js";
 import { bytes, date } from "../format.js";
 import { errorToast, toast } from "../store.js";
 import { Empty, Icon, Spinner, ask } from "../components.jsx";
@@ -251,7 +251,7 @@ function Browser({ path, me, onTrash }) {
   const move = async () => {
     const list = targets();
     if (!list.length) return;
-    const dest = await ask({ title: t("files.move_n", { n: list.length }), label: t("files.move_to"), value: path, ok: t("files.move") });
+    const dest = await ask({ title: tn("files.move_n", list.length), label: t("files.move_to"), value: path, ok: t("files.move") });
     if (dest === null || dest === undefined) return;
     const folder = dest.trim().replace(/^\/+|\/+$/g, "");
     if (folder === path) return;
@@ -263,20 +263,20 @@ function Browser({ path, me, onTrash }) {
       } catch (err) { errorToast(err); break; }
     }
     await reload();
-    if (moved) toast(t("files.moved", { n: moved, folder: folder || t("files.root") }));
+    if (moved) toast(tn("files.moved", moved, { folder: folder || t("files.root") }));
   };
 
   const remove = async () => {
     const list = targets();
     if (!list.length) return;
-    const ok = await ask({ title: t("files.delete"), message: list.length === 1 ? t("files.delete_one", { name: list[0].name }) : t("files.delete_n", { n: list.length }), ok: t("files.delete"), danger: true });
+    const ok = await ask({ title: t("files.delete"), message: list.length === 1 ? t("files.delete_one", { name: list[0].name }) : tn("files.delete_n", list.length), ok: t("files.delete"), danger: true });
     if (!ok) return;
     let n = 0;
     for (const e of list) {
       try { await api("api/fs/delete", { method: "POST", json: { path: e.path } }); n++; } catch (err) { errorToast(err); break; }
     }
     await reload();
-    if (n) toast(t("files.trashed", { n }));
+    if (n) toast(tn("files.trashed", n));
   };
 
   const addFiles = (list) => {
@@ -353,7 +353,7 @@ function Browser({ path, me, onTrash }) {
             {writable ? <button type="button" class="btn" onClick={move} data-testid="move-sel"><Icon name="move" />{t("files.move")}</button> : null}
             {writable ? <button type="button" class="btn danger" onClick={remove} data-testid="delete-sel"><Icon name="trash" />{t("files.delete")}</button> : null}
           </div>
-        ) : <span class="muted small">{loading ? "" : t("files.count", { n: total })}</span>}
+        ) : <span class="muted small">{loading ? "" : tn("files.count", total)}</span>}
       </div>
 
       <Unfinished folder={path} />

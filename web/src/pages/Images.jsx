@@ -3,7 +3,7 @@
 import { useEffect, useLayoutEffect, useRef, useState } from "preact/hooks";
 import { api } from "../api.js";
 import { serviceUrl } from "../base.js";
-import { t, getLang } from "../i18n.js";
+import { t, tn, getLang } from "../i18n.js";
 import { Empty, Icon, Spinner } from "../components.jsx";
 import { Viewer } from "../viewer.jsx";
 
@@ -172,7 +172,7 @@ export function Images() {
           <option value="size:desc">{t("files.sort_largest")}</option>
         </select>
         <span class="muted small count" data-testid="image-count">
-          {total === null ? "" : t(total === 1 ? "images.count_one" : "images.count", { n: fmt.format(total) })}{indexing ? " · " + t("images.indexing") : ""}
+          {total === null ? "" : tn("images.count", total, { n: fmt.format(total) })}{indexing ? " · " + t("images.indexing") : ""}
         </span>
       </form>
       {showFilters ? (

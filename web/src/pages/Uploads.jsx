@@ -1,5 +1,5 @@
 import { useEffect, useRef, useState } from "preact/hooks";
-import { t } from "../i18n.js";
+import { t, tn } from "../i18n.js";
 import { bytes, duration, percent, rate } from "../format.js";
 import { errorToast } from "../store.js";
 import { Bar, Icon } from "../components.jsx";
@@ -16,13 +16,16 @@ export function UploadPanel() {
   const [open, setOpen] = useState(true);
   if (!items.length) return null;
   const running = items.filter((x) => x.state === "uploading" || x.state === "queued");
+  const done = items.filter((x) => x.state === "done").length;
+  const problems = items.filter((x) => ["error", "conflict", "paused"].includes(x.state)).length;
   const sent = items.reduce((a, x) => a + x.sent, 0);
   const size = items.reduce((a, x) => a + x.size, 0);
   return (
     <section class="uploads" aria-label={t("up.title")} data-testid="uploads">
       <header>
         <button type="button" class="link" onClick={() => setOpen(!open)} aria-expanded={open}>
-          {running.length ? t("up.running", { n: running.length, p: percent(sent, size) }) : t("up.finished", { n: items.length })}
+          {running.length ? t("up.running", { n: running.length, p: percent(sent, size) })
+            : [done ? tn("up.finished", done) : "", problems ? t("up.attention", { n: problems }) : ""].filter(Boolean).join(" · ")}
         </button>
         <span class="grow" />
         <button type="button" class="btn small" onClick={() => up.clearFinished()}>{t("up.clear")}</button>
@@ -50,15 +53,16 @@ export function UploadPanel() {
                   <span class="up-actions">
                     {x.state === "uploading" ? <button type="button" class="icon-btn" onClick={() => up.pause(x)} aria-label={t("up.pause")} title={t("up.pause")}><Icon name="pause" size={14} /></button> : null}
                     {x.state === "paused" || x.state === "error" ? <button type="button" class="icon-btn" onClick={() => up.resume(x)} aria-label={t("up.resume")} title={t("up.resume")}><Icon name="play" size={14} /></button> : null}
-                    {x.state === "conflict" ? (
-                      <>
-                        <button type="button" class="btn small" onClick={() => up.resume(x, "overwrite")}>{t("up.replace")}</button>
-                        <button type="button" class="btn small" onClick={() => up.resume(x, "rename")}>{t("up.keep_both")}</button>
-                      </>
-                    ) : null}
                     {x.state !== "done" ? <button type="button" class="icon-btn" onClick={() => up.cancel(x)} aria-label={t("up.cancel")} title={t("up.cancel")}><Icon name="close" size={14} /></button> : null}
                   </span>
                 </div>
+                {x.state === "conflict" ? (
+                  <div class="up-line up-choice">
+                    <span class="grow" />
+                    <button type="button" class="btn small" onClick={() => up.resume(x, "overwrite")} data-testid="up-replace">{t("up.replace")}</button>
+                    <button type="button" class="btn small primary" onClick={() => up.resume(x, "rename")} data-testid="up-keep-both">{t("up.keep_both")}</button>
+                  </div>
+                ) : null}
               </li>
             );
           })}
