@@ -14,12 +14,15 @@ from fastapi import FastAPI
 from filebrowser import Settings, current_user
 from filebrowser import create_app as create_filebrowser
 
+from .ui import install as install_pages
+
 log = logging.getLogger("atelier")
 
 
 def create_app(settings: Settings) -> FastAPI:
     app = create_filebrowser(settings)
     fb = app.state.fb
+    install_pages(app)  # the web pages under /ui/
     try:
         from modelzoo.residency import ResidencySettings, build_router
     except ImportError as exc:  # the residency API is optional (no torch, or not built yet)

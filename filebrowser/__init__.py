@@ -26,15 +26,17 @@ if TYPE_CHECKING:
     from .app import create_app
     from .cli import add_server_options, register, settings_from
     from .core import FileBrowser
+    from .errors import AtelierError
     from .settings import Settings
 
 _WHERE = {
-    "create_app": "app", "FileBrowser": "core", "Settings": "settings",
+    "create_app": "app", "FileBrowser": "core", "Settings": "settings", "AtelierError": "errors",
     "Principal": "access.auth", "current_user": "access.auth",
     "add_server_options": "cli", "register": "cli", "settings_from": "cli",
 }
 
 __all__ = [
+    "AtelierError",
     "FileBrowser",
     "Principal",
     "Settings",
