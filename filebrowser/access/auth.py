@@ -43,6 +43,7 @@ CSRF_HEADER = "X-CSRF-Token"
 TOKEN_PREFIX = "atl_"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _TOUCH_EVERY = 60.0  # seconds between last_seen writes for one session
+SESSION_HANDLE = 16  # hex digits of a session's row key that name it in the API
 
 
 def _sha(value: str) -> str:
@@ -116,6 +117,34 @@ class Authenticator:
         with self.engine.begin() as conn:
             conn.execute(db.sessions.delete().where(db.sessions.c.id_hash == session_hash))
 
+    def list_sessions(self, user: User | None, current: str | None = None) -> list[dict]:
+        """Live browser sessions of ``user`` (everyone's for None). The id is the first
+        16 hex digits of the row key, a handle that can end a session but never open one."""
+        t = db.now()
+        q = sa.select(db.sessions, db.users.c.name.label("user")).join(
+            db.users, db.users.c.id == db.sessions.c.user_id).where(
+            db.sessions.c.last_seen > t - self.settings.session_idle_hours * 3600,
+            db.sessions.c.created > t - self.settings.session_max_days * 86400,
+        ).order_by(db.sessions.c.last_seen.desc())
+        if user is not None:
+            q = q.where(db.sessions.c.user_id == user.id)
+        with self.engine.connect() as conn:
+            rows = conn.execute(q).all()
+        return [{"id": r.id_hash[:SESSION_HANDLE], "user": r.user, "created": r.created,
+                 "last_seen": r.last_seen, "current": r.id_hash == current} for r in rows]
+
+    def end_session(self, user: User | None, handle: str) -> None:
+        """End the session ``handle`` names, if it is ``user``'s (anyone's for None)."""
+        if len(handle) != SESSION_HANDLE or not all(c in "0123456789abcdef" for c in handle):
+            raise NotFound("no such session")
+        q = db.sessions.delete().where(db.sessions.c.id_hash.startswith(handle))
+        if user is not None:
+            q = q.where(db.sessions.c.user_id == user.id)
+        with self.engine.begin() as conn:
+            n = conn.execute(q).rowcount
+        if not n:
+            raise NotFound("no such session")
+
     def _from_session(self, request: Request, sid: str) -> Principal | None:
         h = _sha(sid)
         with self.engine.connect() as conn:
@@ -150,17 +179,25 @@ class Authenticator:
             tid = result.inserted_primary_key[0] if result.inserted_primary_key else None
         return {"id": tid, "token": token, "name": name, "created": t, "expires": expires}
 
-    def list_tokens(self, user: User) -> list[dict]:
+    def list_tokens(self, user: User | None) -> list[dict]:
+        """``user``'s tokens; everyone's (with a ``user`` field) for None."""
+        q = sa.select(db.tokens, db.users.c.name.label("user")).join(
+            db.users, db.users.c.id == db.tokens.c.user_id).order_by(db.tokens.c.id)
+        if user is not None:
+            q = q.where(db.tokens.c.user_id == user.id)
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(db.tokens).where(db.tokens.c.user_id == user.id)
-                                .order_by(db.tokens.c.id)).all()
+            rows = conn.execute(q).all()
         return [{"id": r.id, "name": r.name, "created": r.created, "last_used": r.last_used,
-                 "expires": r.expires} for r in rows]
+                 "expires": r.expires, **({} if user is not None else {"user": r.user})}
+                for r in rows]
 
-    def revoke_token(self, user: User, token_id: int) -> None:
+    def revoke_token(self, user: User | None, token_id: int) -> None:
+        """Revoke one of ``user``'s tokens (anyone's for None)."""
+        q = db.tokens.delete().where(db.tokens.c.id == token_id)
+        if user is not None:
+            q = q.where(db.tokens.c.user_id == user.id)
         with self.engine.begin() as conn:
-            n = conn.execute(db.tokens.delete().where(
-                db.tokens.c.id == token_id, db.tokens.c.user_id == user.id)).rowcount
+            n = conn.execute(q).rowcount
         if not n:
             raise NotFound("no such token")
 

@@ -94,13 +94,28 @@ def create_token(body: TokenBody, p: Annotated[Principal, Depends(current_user_o
 
 
 @router.get("/tokens")
-def list_tokens(p: CurrentUser, fb: FB) -> list[dict]:
-    return fb.auth.list_tokens(p.user)
+def list_tokens(p: CurrentUser, fb: FB, all_users: bool = False) -> list[dict]:
+    """Your API tokens; admins with ``all_users=true``: everyone's, with a ``user`` field."""
+    return fb.auth.list_tokens(None if all_users and p.is_admin else p.user)
 
 
 @router.delete("/tokens/{token_id}")
 def revoke_token(token_id: int, p: CurrentUser, fb: FB) -> dict:
-    fb.auth.revoke_token(p.user, token_id)
+    """Revoke one of your tokens (admins: anyone's)."""
+    fb.auth.revoke_token(None if p.is_admin else p.user, token_id)
+    return {"ok": True}
+
+
+@router.get("/sessions")
+def list_sessions(p: CurrentUser, fb: FB, all_users: bool = False) -> list[dict]:
+    """Live browser sessions: yours; admins with ``all_users=true``: everyone's."""
+    return fb.auth.list_sessions(None if all_users and p.is_admin else p.user, p.session_hash)
+
+
+@router.delete("/sessions/{handle}")
+def end_session(handle: str, p: CurrentUser, fb: FB) -> dict:
+    """End a browser session: one of yours (admins: anyone's)."""
+    fb.auth.end_session(None if p.is_admin else p.user, handle)
     return {"ok": True}
 
 

@@ -163,3 +163,42 @@ def test_users_admin_only(server: Server) -> None:
     assert r.status_code == 409
     assert admin.delete(f"{server.url}/api/users/ann").status_code == 200
     assert ann.get(f"{server.url}/api/me").status_code == 401
+
+
+def test_sessions_listed_and_ended_by_owner_or_admin(server: Server) -> None:
+    server.add_user("ann")
+    server.add_user("bob")
+    ann, ann_csrf = login(server, "ann", "user-pass-123")
+    bob, bob_csrf = login(server, "bob", "user-pass-123")
+    mine = ann.get(f"{server.url}/api/sessions").json()
+    assert [(s["user"], s["current"]) for s in mine] == [("ann", True)]
+    handle = mine[0]["id"]
+    assert len(handle) == 16 and ann.cookies["atelier_session"] not in handle
+    # a user sees only their own, even when asking for all, and cannot end another's
+    assert {s["user"] for s in bob.get(f"{server.url}/api/sessions",
+                                       params={"all_users": "true"}).json()} == {"bob"}
+    r = bob.delete(f"{server.url}/api/sessions/{handle}", headers={"X-CSRF-Token": bob_csrf})
+    assert r.status_code == 404 and r.json()["error"] == "not_found"
+    assert ann.get(f"{server.url}/api/me").status_code == 200
+    # an admin lists everyone's and ends ann's: her cookie stops working at once
+    admin = server.session()
+    everyone = admin.get(f"{server.url}/api/sessions", params={"all_users": "true"}).json()
+    assert {"ann", "bob"} <= {s["user"] for s in everyone}
+    assert admin.delete(f"{server.url}/api/sessions/{handle}").json() == {"ok": True}
+    assert ann.get(f"{server.url}/api/me").status_code == 401
+    assert admin.delete(f"{server.url}/api/sessions/{handle}").status_code == 404
+    assert admin.delete(f"{server.url}/api/sessions/..%2f").status_code == 404
+
+
+def test_admins_list_and_revoke_any_token(server: Server) -> None:
+    ann = server.add_user("ann")
+    own = ann.get(f"{server.url}/api/tokens", params={"all_users": "true"}).json()
+    assert own and all("user" not in t for t in own)  # a user: only their own rows
+    admin = server.session()
+    rows = admin.get(f"{server.url}/api/tokens", params={"all_users": "true"}).json()
+    anns = [t for t in rows if t["user"] == "ann"]
+    assert len(anns) == 1
+    other = [t for t in rows if t["user"] == "admin"][0]
+    assert ann.delete(f"{server.url}/api/tokens/{other['id']}").status_code == 404
+    assert admin.delete(f"{server.url}/api/tokens/{anns[0]['id']}").json() == {"ok": True}
+    assert ann.get(f"{server.url}/api/me").status_code == 401
