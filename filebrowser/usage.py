@@ -24,7 +24,7 @@ from sqlalchemy.engine import Engine
 from . import db, fs
 from .trash import Trash
 
-UPLOAD_OPS = ("upload", "tus", "dav_put", "copy")
+UPLOAD_OPS = ("upload", "tus", "dav_put", "copy", "generate")  # generate: saved images
 DOWNLOAD_OPS = ("download", "zip", "dav_get", "share_download")
 
 
