@@ -220,6 +220,7 @@ def applied(pipe: Any, nets: Networks, style: str) -> Iterator[dict[str, Any]]:
     """Load the job's networks; yield what was used (for infotext); restore in finally."""
     added: list[tuple[Any, Any, str]] = []
     lora_names: list[str] = []
+    lora_tried = False  # a load that fails half way may have patched some layers
     own_vae = None
     used: dict[str, Any] = {"embeddings": [], "loras": [], "vae": None}
     try:
@@ -230,6 +231,7 @@ def applied(pipe: Any, nets: Networks, style: str) -> Iterator[dict[str, Any]]:
                 used["embeddings"].append((name, path))
         for i, (ref, path) in enumerate(nets.loras):
             adapter = f"atelier_{i}"
+            lora_tried = True
             try:
                 pipe.load_lora_weights(str(path), adapter_name=adapter)
             except (ValueError, RuntimeError, KeyError) as exc:
@@ -251,6 +253,6 @@ def applied(pipe: Any, nets: Networks, style: str) -> Iterator[dict[str, Any]]:
     finally:
         if own_vae is not None:
             pipe.vae = own_vae
-        if lora_names:
+        if lora_tried:
             pipe.unload_lora_weights()
         _unload_tokens(pipe, added)

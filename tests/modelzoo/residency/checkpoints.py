@@ -363,3 +363,79 @@ def to_single_file(pipeline_dir: Path, family: str, dest: Path,
     dest.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in sd.items()}, str(dest), metadata=metadata)
     return dest
+
+
+# ---- add-ons: LoRA, embedding, VAE -----------------------------------------------------
+
+def _lora_unet(pipeline_dir: Path, seed: int) -> dict[str, Any]:
+    """peft LoRA weights (lora_A/lora_B) for the tiny UNet's attention, non-zero."""
+    import diffusers
+    import torch
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    unet = diffusers.UNet2DConditionModel.from_pretrained(pipeline_dir, subfolder="unet")
+    unet.add_adapter(LoraConfig(r=4, lora_alpha=4,
+                                target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in unet.named_parameters():
+            if "lora" in name:  # peft starts lora_B at zero: a LoRA that does nothing
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    return dict(get_peft_model_state_dict(unet))
+
+
+def make_lora(pipeline_dir: Path, dest: Path, *, kohya: bool = False, seed: int = 1) -> Path:
+    """A LoRA file for the tiny SD 1 UNet, in diffusers form or as kohya's sd-scripts
+    write it (``lora_unet_<module path with _>.lora_down.weight`` + ``.alpha``)."""
+    import diffusers
+    import torch
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from safetensors.torch import save_file
+
+    sd = _lora_unet(pipeline_dir, seed)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if not kohya:
+        diffusers.StableDiffusionPipeline.save_lora_weights(
+            dest.parent, unet_lora_layers=convert_state_dict_to_diffusers(sd),
+            safe_serialization=True, weight_name=dest.name)
+        return dest
+    out: dict[str, Any] = {}
+    for k, v in sd.items():
+        module, _, kind = k.rpartition(".lora_")
+        name = "lora_unet_" + module.replace(".", "_")
+        out[f"{name}.lora_{'down' if kind.startswith('A') else 'up'}.weight"] = v
+        out[f"{name}.alpha"] = torch.tensor(4.0)  # alpha = rank: scale 1, as peft's
+    save_file({k: v.contiguous() for k, v in out.items()}, str(dest),
+              metadata={"ss_network_module": "networks.lora"})
+    return dest
+
+
+def make_embedding(dest: Path, vectors: int = 2, width: int = 32, seed: int = 5,
+                   xl: bool = False) -> Path:
+    import torch
+    from safetensors.torch import save_file
+
+    g = torch.Generator().manual_seed(seed)
+    if xl:
+        tensors = {"clip_l": torch.randn((vectors, width), generator=g),
+                   "clip_g": torch.randn((vectors, 48), generator=g)}
+    else:
+        tensors = {"emb_params": torch.randn((vectors, width), generator=g)}
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(dest))
+    return dest
+
+
+def make_vae(dest_folder: Path, dest_file: Path, seed: int = 9) -> None:
+    """The same new VAE twice: a diffusers folder and an A1111 single file (LDM keys)."""
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(seed)
+    vae = _vae()
+    vae.save_pretrained(dest_folder, safe_serialization=True)
+    ldm = vae_to_ldm(vae.state_dict(), len(vae.config.down_block_types))
+    plain = {k.removeprefix("first_stage_model."): v.contiguous() for k, v in ldm.items()}
+    dest_file.parent.mkdir(parents=True, exist_ok=True)
+    save_file(plain, str(dest_file))

@@ -59,6 +59,18 @@ class Server:
         self.thread.join(30)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    """Tiny models gain nothing from intra-op threads, and on a shared 2-core machine
+    torch's default (one thread per core, spinning) runs them 10x slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     """Built once: diffusers folders and single files of four families + their configs."""
