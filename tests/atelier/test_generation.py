@@ -24,7 +24,7 @@ def _env(size: int) -> dict[str, str]:
             "ATELIER_GPU_RAM_BUDGET": str(size * 4), "ATELIER_GPU_RAM_RESERVE": "0",
             "ATELIER_GPU_RESERVE_BASE": "0", "ATELIER_GPU_RESERVE_EXTRA": "0",
             "ATELIER_GPU_RESERVE_PER_MEGAPIXEL": "0", "ATELIER_GPU_MAX_STEPS": "2000",
-            "ATELIER_GPU_PREFETCH": "false"}
+            "ATELIER_GPU_PREFETCH": "false", "OMP_NUM_THREADS": "1"}
 
 
 @pytest.fixture

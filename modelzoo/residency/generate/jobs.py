@@ -50,7 +50,8 @@ PING = 15.0
 
 
 class Job:
-    def __init__(self, jid: str, principal: Any, req: GenerationRequest, *, save: bool) -> None:
+    def __init__(self, jid: str, principal: Any, req: GenerationRequest, *, save: bool,
+                 keep_images: bool = False) -> None:
         self.id = jid
         self.principal = principal
         self.user: str = principal.name
@@ -69,6 +70,7 @@ class Job:
         self.result: dict[str, Any] | None = None
         self.error: dict[str, Any] | None = None
         self.status = 200  # the HTTP status a waiting caller gets for an error
+        self.keep_images = keep_images  # a caller waits for the PNG bytes (wait=true, sdapi)
         self.pngs: list[bytes] = []
         self.control = Control(self._on_progress)
         self.placement_future: Future[Any] | None = None
@@ -218,9 +220,12 @@ class JobManager:
             job.changed()
 
     # ---- submit / dispatch ---------------------------------------------------------
-    def submit(self, principal: Any, req: GenerationRequest, *, save: bool = True) -> Job:
-        """Queue a checked request (blocking: database write; call from a thread)."""
-        job = Job("g_" + secrets.token_urlsafe(12), principal, req, save=save)
+    def submit(self, principal: Any, req: GenerationRequest, *, save: bool = True,
+               keep_images: bool = False) -> Job:
+        """Queue a checked request (blocking: database write; call from a thread).
+        ``keep_images``: hold the PNG bytes for a caller that waits (it releases them)."""
+        job = Job("g_" + secrets.token_urlsafe(12), principal, req, save=save,
+                  keep_images=keep_images or not save)
         with self._cond:
             if self._closed:
                 raise QueueFull("the service is shutting down")
@@ -324,7 +329,11 @@ class JobManager:
         try:
             run, switch = fut.result()
         except (CancelledError, Cancelled):
-            self._end(job, "cancelled")
+            if self._closed and not job.control.cancelled:  # the service stopped
+                self._end(job, "interrupted", error={"error": "interrupted",
+                                                     "message": "the service stopped"})
+            else:
+                self._end(job, "cancelled")
             return
         except ResidencyError as exc:
             job.status = exc.status
@@ -345,7 +354,8 @@ class JobManager:
         try:
             for out in run.outputs:
                 data = png_bytes(out.image, out.infotext)
-                job.pngs.append(data)
+                if job.keep_images:
+                    job.pngs.append(data)
                 item: dict[str, Any] = {"seed": out.seed, "subseed": out.subseed,
                                         "infotext": out.infotext, "bytes": len(data),
                                         "path": None}
@@ -489,11 +499,16 @@ class JobManager:
             job.unsubscribe(ev)
 
     def close(self) -> None:
+        """Stop: queued jobs end ``interrupted``; a running one stops at its next step and
+        keeps the images it made (the GPU workers stop after this)."""
         with self._cond:
             self._closed = True
             queued = [self.jobs[j] for j in self.queue.order() if j in self.jobs]
             for j in queued:
                 self.queue.remove(j.id)
+            for job in self.jobs.values():
+                if job.state == "running":
+                    job.control.interrupted = True
             self._cond.notify_all()
         for job in queued:
             self._end(job, "interrupted", error={"error": "interrupted",

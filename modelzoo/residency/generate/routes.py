@@ -95,12 +95,15 @@ def build_generate_router(gen: GenerateService, current_user: Any) -> APIRouter:
 
         def submit() -> Job:
             req = gen.build(kind, data, user.name)
-            return gen.submit(user, req, save=True, device=body.device)
+            return gen.submit(user, req, save=True, device=body.device, keep_images=wait)
 
         job = await run_in_threadpool(submit)
         if wait:
             await job.wait()
-            return wait_response(job)
+            try:
+                return wait_response(job)
+            finally:
+                job.pngs = []  # answered: the bytes live on in the saved files
         snap = await run_in_threadpool(gen.jobs.snapshot, job)
         return JSONResponse({"id": snap["id"], "state": snap["state"],
                              "position": snap["position"]}, status_code=202)

@@ -150,10 +150,16 @@ def build_sdapi_router(gen: GenerateService, current_user: Any) -> APIRouter:
 
         def submit() -> Job:
             req = gen.build(kind, data, user.name)
-            return gen.submit(user, req, save=save)
+            return gen.submit(user, req, save=save, keep_images=True)
 
         job = await run_in_threadpool(submit)
         await job.wait()
+        try:
+            return answer(job, body, data)
+        finally:
+            job.pngs = []  # answered: do not hold the bytes for the job's memory life
+
+    def answer(job: Job, body: BaseModel, data: dict[str, Any]) -> Response:
         if job.state in ("failed", "cancelled") and not job.pngs:
             err = job.error or {"error": job.state, "message": f"the job was {job.state}"}
             return JSONResponse({**err, "id": job.id},
@@ -161,7 +167,7 @@ def build_sdapi_router(gen: GenerateService, current_user: Any) -> APIRouter:
         images = ([base64.b64encode(p).decode("ascii") for p in job.pngs]
                   if data.get("send_images", True) else [])
         parameters = {k: v for k, v in body.model_dump().items() if k != "init_images"}
-        if kind == "img2img":
+        if job.req.kind == "img2img":
             parameters["init_images"] = None  # as the WebUI: not echoed back
         info = json.dumps(_js(job, data, gen.version), ensure_ascii=False)
         return JSONResponse({"images": images, "parameters": parameters, "info": info})

@@ -273,6 +273,9 @@ class GenerateService:
         texts = [prompt, negative]
         hires = None
         if kind == "txt2img" and body.get("enable_hr"):
+            if flow:
+                raise InvalidGenerateRequest(f"hires fix is not supported for {fam.label}",
+                                             field="enable_hr")
             hires = self._hires(body, width, height, choice, flow, prompt, negative)
             texts += [hires.prompt, hires.negative_prompt]
         if kind == "txt2img" and not fam.txt2img:
@@ -343,7 +346,7 @@ class GenerateService:
 
     # ---- submit --------------------------------------------------------------------
     def submit(self, principal: Any, req: GenerationRequest, *, save: bool = True,
-               device: str | None = None) -> Job:
+               device: str | None = None, keep_images: bool = False) -> Job:
         """The last checks (memory, quota), then queue (blocking; call from a thread)."""
         w, h = req.out_size
         req.device = device
@@ -354,7 +357,7 @@ class GenerateService:
         spec = self.service.catalog.get(req.model)
         if spec.path.is_file():
             self.hashes.warm(spec.path)  # ready, usually, before the job needs it
-        return self.jobs.submit(principal, req, save=save)
+        return self.jobs.submit(principal, req, save=save, keep_images=keep_images)
 
     def close(self) -> None:
         self.jobs.close()

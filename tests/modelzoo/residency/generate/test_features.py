@@ -83,7 +83,8 @@ def test_lora_tags_load_weigh_and_unload(api, tiny_models: SimpleNamespace,
                         headers=as_user("ann:user"))
     assert r.status_code == 404 and r.json()["error"] == "unknown_network"
     assert r.json()["kind"] == "LoRA" and r.json()["name"] == "nope"
-    r = api.client.post("/api/generate", json={**GEN, "prompt": "x <lora:../../Stable-diffusion/tiny:1>"},
+    escape = "x <lora:../../Stable-diffusion/tiny:1>"
+    r = api.client.post("/api/generate", json={**GEN, "prompt": escape},
                         headers=as_user("ann:user"))
     assert r.status_code == 404
 
