@@ -214,7 +214,9 @@ class Runner:
         return torch.stack(noises), gens
 
     def _device_dtype(self) -> tuple[Any, Any]:
-        module = getattr(self.pipe, "unet", None) or self.pipe.transformer
+        module = getattr(self.pipe, "unet", None)
+        if module is None:
+            module = self.pipe.transformer
         param = next(module.parameters())
         return param.device, param.dtype
 
@@ -308,7 +310,7 @@ class Runner:
         assert h is not None
         cond = self._conditioning(h.prompt or req.prompt,
                                   h.negative_prompt or req.negative_prompt)
-        if h.upscaler in LATENT_UPSCALERS:
+        if h.upscaler in LATENT_UPSCALERS and isinstance(first, torch.Tensor):
             mode, antialias = LATENT_UPSCALERS[h.upscaler]
             scale = getattr(self.pipe, "vae_scale_factor", 8)
             size = (h.height // scale, h.width // scale)
@@ -317,8 +319,11 @@ class Runner:
                 kw["antialias"] = antialias
                 kw["align_corners"] = False
             images: Any = torch.nn.functional.interpolate(first, size=size, **kw)
-        else:
-            resample = getattr(Image.Resampling, IMAGE_UPSCALERS[h.upscaler])
+        else:  # an image upscaler, or an inpainting model (its pipeline takes images)
+            name = IMAGE_UPSCALERS.get(h.upscaler) or {
+                "nearest": "NEAREST", "nearest-exact": "NEAREST", "bicubic": "BICUBIC",
+            }.get(LATENT_UPSCALERS[h.upscaler][0], "BILINEAR")
+            resample = getattr(Image.Resampling, name)
             images = [im.resize((h.width, h.height), resample) for im in first]
         return self._img2img(cond, seeds, images, h.denoising_strength, h.steps or req.steps,
                              h.sampler, h.width, h.height)
@@ -366,7 +371,8 @@ class Runner:
                                            mask)
                 else:
                     hires = req.hires is not None and not self.flow
-                    latent_out = hires and req.hires.upscaler in LATENT_UPSCALERS  # type: ignore[union-attr]
+                    latent_out = (hires and not self.family.inpaint
+                                  and req.hires.upscaler in LATENT_UPSCALERS)  # type: ignore[union-attr]
                     result = self._txt2img(cond, seeds, subseeds, latent_out)
                     if hires and not self.ctl.interrupted:
                         result = self._hires(result, seeds)

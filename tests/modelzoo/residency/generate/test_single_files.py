@@ -136,3 +136,13 @@ def test_config_and_family_refusals_at_submit(gen_api, tmp_path: Path) -> None:
                         headers=as_user("ann:user"))
     assert r.status_code == 400 and "refine" in r.json()["message"]
     assert api.client.get("/api/generate", headers=as_user("ann:user")).json()["jobs"] == []
+
+
+def test_inpainting_model_txt2img_with_hires(gen_api) -> None:
+    api = gen_api(models=("inpaint",))
+    r = api.client.post("/api/generate?wait=true", json={
+        **GEN, "model": "inpaint", "enable_hr": True, "hr_upscaler": "Latent",
+        "hr_second_pass_steps": 2}, headers=as_user("ann:user"))
+    assert r.status_code == 200, r.text
+    img = Image.open(io.BytesIO(base64.b64decode(r.json()["image"])))
+    assert img.size == (128, 128)  # its pipeline takes images: upscaled as an image
