@@ -26,6 +26,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from ...errors import (
+    InvalidCheckpoint,
     InvalidGenerateRequest,
     ModelTooLarge,
     UnknownModel,
@@ -131,10 +132,13 @@ class GenerateService:
                 return self.resolve_model(str(chosen))
             except UnknownModel:
                 pass  # deleted since: fall back like the WebUI does
-        names = self.service.catalog.names()
-        if not names:
-            raise UnknownModel("there are no checkpoints in the models folder")
-        return names[0]
+        for name in self.service.catalog.names():  # the first one that can run
+            try:
+                self.family(name)
+            except InvalidCheckpoint:
+                continue
+            return name
+        raise UnknownModel("there are no usable checkpoints in the models folder")
 
     def family(self, model: str) -> Family:
         return self.service.catalog.family(model)

@@ -88,8 +88,10 @@ def test_models_and_options_switch_the_checkpoint_per_user(gen_api) -> None:
     models = api.client.get("/sdapi/v1/sd-models", headers=ANN).json()
     assert [m["model_name"] for m in models] == ["sd15", "tiny"]
     assert set(models[0]) >= {"title", "model_name", "hash", "sha256", "filename", "config"}
+    (api.models / "0-broken.safetensors").write_bytes(b"<!DOCTYPE html><html></html>")
     opts = api.client.get("/sdapi/v1/options", headers=ANN).json()
-    assert opts["sd_model_checkpoint"].startswith("sd15")  # the first, as the WebUI's
+    # the first checkpoint that can run, as the WebUI's default
+    assert opts["sd_model_checkpoint"].startswith("sd15")
     r = api.client.post("/sdapi/v1/options", json={"sd_model_checkpoint": "tiny"}, headers=ANN)
     assert r.status_code == 200 and r.json() is None
     gpu = api.client.get("/api/gpu", headers=ANN).json()
@@ -108,7 +110,9 @@ def test_models_and_options_switch_the_checkpoint_per_user(gen_api) -> None:
                       .json()["info"])
     assert info["sd_model_name"] == "sd15" and info["sd_model_hash"]
     # the title with its hash, as clients copy it from sd-models, resolves too
-    titled = api.client.get("/sdapi/v1/sd-models", headers=ANN).json()[0]["title"]
+    listed = api.client.get("/sdapi/v1/sd-models", headers=ANN).json()
+    assert [m["family"] for m in listed] == [None, "sd1", "sd-folder"]  # broken: listed
+    titled = listed[1]["title"]
     assert titled.startswith("sd15.safetensors [")
     r = api.client.post("/sdapi/v1/options", json={"sd_model_checkpoint": titled}, headers=ANN)
     assert r.status_code == 200
