@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from atelier_io.lazy import exports
 
 if TYPE_CHECKING:
-    from .access.auth import Principal, current_user
+    from .access.auth import Principal, current_user, current_user_or_basic
     from .app import create_app
     from .cli import add_server_options, register, settings_from
     from .core import FileBrowser
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 _WHERE = {
     "create_app": "app", "FileBrowser": "core", "Settings": "settings", "AtelierError": "errors",
     "Principal": "access.auth", "current_user": "access.auth",
+    "current_user_or_basic": "access.auth",
     "add_server_options": "cli", "register": "cli", "settings_from": "cli",
 }
 
@@ -43,6 +44,7 @@ __all__ = [
     "add_server_options",
     "create_app",
     "current_user",
+    "current_user_or_basic",
     "register",
     "settings_from",
 ]

@@ -89,9 +89,17 @@ class LockTimeout(FetchError, TimeoutError):
 #   ├── UnknownDevice (404, LookupError)
 #   ├── ModelBusy (409, RuntimeError)              unloading a model that is running
 #   ├── InvalidCheckpoint (422, ValueError)        truncated file, HTML posing as safetensors
+#   │   ├── UnsupportedModel (422)                 a family we cannot run (LoRA, VAE, pix2pix...)
+#   │   └── ModelConfigMissing (422)               no local diffusers config for its family
+#   ├── UnknownJob (404, LookupError)              no such generation job (or not yours)
+#   ├── UnknownNetwork (404, LookupError)          a LoRA / embedding / VAE not in its folder
+#   ├── InvalidNetwork (422, ValueError)           a LoRA / embedding that does not fit the model
+#   ├── JobNotFinished (409, RuntimeError)         cancelling a job that has finished
+#   ├── QueueFull (429)                            the generation queue is at its bound
 #   ├── BackendUnavailable (503, ImportError)      torch/diffusers missing
 #   ├── ModelTooLarge (507, MemoryError)           cannot fit even with everything evicted
-#   └── OutOfDeviceMemory (507, MemoryError)       CUDA OOM again after one eviction + retry
+#   ├── OutOfDeviceMemory (507, MemoryError)       CUDA OOM again after one eviction + retry
+#   └── StorageQuotaExceeded (507, OSError)        the images would exceed the owner's quota
 
 
 class ResidencyError(ModelZooError):
@@ -143,3 +151,35 @@ class ModelTooLarge(ResidencyError, MemoryError):
 
 class OutOfDeviceMemory(ResidencyError, MemoryError):
     status, code, message = 507, "out_of_memory", "device out of memory after eviction and retry"
+
+
+class UnsupportedModel(InvalidCheckpoint):
+    status, code, message = 422, "unsupported_model", "this kind of model cannot be run here"
+
+
+class ModelConfigMissing(InvalidCheckpoint):
+    status, code, message = 422, "missing_config", "no local diffusers config for this model"
+
+
+class UnknownJob(ResidencyError, LookupError):
+    status, code, message = 404, "unknown_job", "no such generation job"
+
+
+class UnknownNetwork(ResidencyError, LookupError):
+    status, code, message = 404, "unknown_network", "no such LoRA, embedding or VAE"
+
+
+class InvalidNetwork(ResidencyError, ValueError):
+    status, code, message = 422, "invalid_network", "the LoRA, embedding or VAE does not fit"
+
+
+class JobNotFinished(ResidencyError, RuntimeError):
+    status, code, message = 409, "job_state", "the job is not in a state that allows this"
+
+
+class QueueFull(ResidencyError):
+    status, code, message = 429, "queue_full", "the generation queue is full; retry later"
+
+
+class StorageQuotaExceeded(ResidencyError, OSError):
+    status, code, message = 507, "quota_exceeded", "this would exceed your storage quota"

@@ -25,7 +25,7 @@ from .. import db
 from ..files import fs
 from ..files.trash import Trash
 
-UPLOAD_OPS = ("upload", "tus", "dav_put", "copy")
+UPLOAD_OPS = ("upload", "tus", "dav_put", "copy", "generate")  # generate: saved images
 DOWNLOAD_OPS = ("download", "zip", "dav_get", "share_download")
 
 

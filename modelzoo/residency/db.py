@@ -1,7 +1,13 @@
-"""Generation records: who used which GPU for how long (SQLAlchemy Core, own MetaData).
+"""The residency tables (SQLAlchemy Core, own MetaData).
 
-One row per generation; usage splits GPU seconds (inference) and switch seconds (loading
-the model) per user, beside the bytes of images written, for bill splitting.
+    residency_generations   one row per finished generation: who used which GPU for how
+                            long (inference vs switch seconds) and the image bytes written,
+                            for bill splitting
+    residency_jobs          generation jobs: queued -> running -> done | failed |
+                            cancelled | interrupted; the request, progress and result
+    residency_file_hashes   sha256 / addnet / legacy hashes per file version (hashes.py)
+    residency_options       per-user A1111 options (/sdapi/v1/options): the checkpoint,
+                            VAE and clip skip a user's requests default to
 """
 
 from __future__ import annotations
@@ -29,6 +35,44 @@ generations = sa.Table(
     sa.Column("image_path", sa.String(4096), nullable=False),
     sa.Column("image_bytes", sa.BigInteger, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
+)
+
+
+jobs = sa.Table(
+    "residency_jobs", metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("user", sa.String(255), nullable=False, index=True),
+    sa.Column("kind", sa.String(16), nullable=False),  # txt2img | img2img
+    sa.Column("model", sa.String(1024), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False, index=True),
+    sa.Column("request", sa.JSON, nullable=False),  # without init images (they can be MBs)
+    sa.Column("step", sa.Integer, nullable=False, default=0),
+    sa.Column("total", sa.Integer, nullable=False, default=0),
+    sa.Column("device", sa.String(64)),
+    sa.Column("result", sa.JSON),
+    sa.Column("error", sa.JSON),
+    sa.Column("created_at", sa.Float, nullable=False, index=True),
+    sa.Column("started_at", sa.Float),
+    sa.Column("finished_at", sa.Float),
+    sa.Column("replica", sa.String(255), nullable=False, default=""),  # who runs it
+)
+
+file_hashes = sa.Table(
+    "residency_file_hashes", metadata,
+    sa.Column("path", sa.String(4096), primary_key=True),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("mtime_ns", sa.BigInteger, nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("addnet", sa.String(64)),
+    sa.Column("legacy", sa.String(8)),
+    sa.Column("computed_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+options = sa.Table(
+    "residency_options", metadata,
+    sa.Column("user", sa.String(255), primary_key=True),
+    sa.Column("key", sa.String(128), primary_key=True),
+    sa.Column("value", sa.JSON),
 )
 
 
