@@ -182,7 +182,6 @@ def _run(args: argparse.Namespace, screen: Any) -> int:
                                                    base_sub)
                     folder = root / vfolder
                     relocate = {"models_root": "models", "base_subfolder": base_sub}
-                folder.mkdir(parents=True, exist_ok=True)
                 plan = download.plan(res, folder, root=root, index=index,
                                      readable=["models", "users"] if root else [],
                                      conflict=args.conflict, name=args.name,
@@ -190,6 +189,7 @@ def _run(args: argparse.Namespace, screen: Any) -> int:
                 if args.dry_run:
                     _print_plan(plan, args.json)
                     continue
+                folder.mkdir(parents=True, exist_ok=True)
                 _execute(plan, sources, fs, index, root, headers, display, args)
             except KeyboardInterrupt:
                 display.stop()

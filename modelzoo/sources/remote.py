@@ -170,8 +170,9 @@ class Probe:
 
 def probe(sess: requests.Session, url: str, *, what: str,
           origin_headers: OriginHeaders | None = None, on_error: ErrorMapper = default_errors,
-          first: int = FIRST_BYTES, extra_headers: Mapping[str, str] | None = None,
+          first: int | None = None, extra_headers: Mapping[str, str] | None = None,
           max_redirects: int = 10) -> Probe:
+    first = first or FIRST_BYTES
     current = url
     for _ in range(max_redirects + 1):
         h = headers_for(current, origin_headers)
