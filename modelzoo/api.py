@@ -100,10 +100,10 @@ class SettingsBody(BaseModel):
 def build_router(settings: ZooSettings, *, engine: sa.Engine, root: Path, current_user: Any,
                  home_of: Callable[[Any], str] = lambda u: f"users/{u.name}",
                  check_quota: Callable[[Any, int], None] | None = None,
-                 fetch_settings: Any = None, ping_seconds: float = 15.0,
-                 start_runner: bool = True) -> APIRouter:
+                 fetch_settings: Any = None, start_runner: bool = True) -> APIRouter:
     """The routes; ``router.zoo`` is the running :class:`ModelZoo`."""
     zoo = ModelZoo(settings, engine, root, fetch_settings=fetch_settings)
+    ping_seconds = settings.models_events_ping_seconds
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

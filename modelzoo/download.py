@@ -225,6 +225,7 @@ def execute(p: Plan, *, origin_headers: Callable[[Any], Mapping[str, Mapping[str
     todo = [t for t in p.targets if t.reuse is None]
     total = p.size
     done_before = 0
+    reused_all = bool(todo)
     for t in todo:
         f = t.file
         headers = dict(origin_headers(f.auth))
@@ -243,10 +244,13 @@ def execute(p: Plan, *, origin_headers: Callable[[Any], Mapping[str, Mapping[str
                        settings=fetch_settings, validator=True if f.model else NotAPage(),
                        compute_sha256=True, cancel=cancel)
         done_before += result.size
+        reused_all = reused_all and result.reused
         out.fetched += result.fetched
         out.resumed += result.resumed
         if result.sha256:
             out.sha256[t.path] = result.sha256
+    if todo and reused_all:  # another replica fetched them while we waited on the lock
+        out.reused = True
     if p.relocate is not None and todo:
         _relocate(p, root)
     for t in p.targets:

@@ -89,6 +89,9 @@ class ZooSettings(BaseSettings):
                     "another replica takes it over (and resumes its partial file).")
     models_poll_seconds: float = Field(
         1.0, gt=0, description="How often the job runner looks for queued jobs.")
+    models_events_ping_seconds: float = Field(
+        15.0, gt=0, description="Seconds between keep-alive comments on the job event "
+                                "stream (GET /api/models/events).")
     models_replica_id: str | None = Field(
         None, description="This replica's name in job claims; default host name and state "
                           "folder, stable across restarts so its jobs resume at once.")
