@@ -39,9 +39,13 @@ def _add_models(app: FastAPI) -> None:
         except FileQuotaExceeded as e:
             raise QuotaExceeded(e.message) from None
 
-    app.include_router(build_router(zoo_settings, engine=fb.engine, root=fb.root,
-                                    current_user=current_user, home_of=home_of,
-                                    check_quota=check_quota, fetch_settings=FetchSettings()))
+    router = build_router(zoo_settings, engine=fb.engine, root=fb.root,
+                          current_user=current_user, home_of=home_of,
+                          check_quota=check_quota, fetch_settings=FetchSettings())
+    app.include_router(router)
+    # `atelier serve` calls these when a stop begins: the job event streams end then
+    zoo = router.zoo  # type: ignore[attr-defined]
+    app.state.on_exit = [*getattr(app.state, "on_exit", []), zoo.closing.set]
 
 
 def create_app(settings: Settings) -> FastAPI:

@@ -183,7 +183,7 @@ def build_router(settings: ZooSettings, *, engine: sa.Engine, root: Path, curren
             last_ping = time.monotonic()
             try:
                 yield "retry: 3000\n\n"
-                while not await request.is_disconnected():
+                while not zoo.closing.is_set() and not await request.is_disconnected():
                     try:
                         job = await asyncio.wait_for(queue.get(), timeout=1.0)
                         sent[job["id"]] = float(job.get("updated") or time.time())

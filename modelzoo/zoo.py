@@ -79,6 +79,7 @@ class ModelZoo:
                                 poll=settings.models_poll_seconds,
                                 on_cancelled=self.remove_partials)
         self.scanner = Scanner(self)
+        self.closing = threading.Event()   # set when the service stops: streams end
         self._local = threading.local()
 
     # -- pieces -------------------------------------------------------------------------
@@ -97,6 +98,7 @@ class ModelZoo:
         self.runner.start()
 
     def close(self) -> None:
+        self.closing.set()
         self.runner.stop()
         self.scanner.stop()
 

@@ -70,3 +70,16 @@ def test_two_replicas_run_a_job_once_and_both_see_it(
     assert zoo_env.traffic.sent < 1.5 * len(data)
     assert {j["id"] for j in sa_.get(f"{a.url}/api/models/jobs").json()["jobs"]} == \
         {j["id"] for j in jobs}
+
+
+def test_a_stop_is_not_held_up_by_open_event_streams(spawn_server: Callable[..., Server],
+                                                     civitai: CivitaiStandIn) -> None:
+    srv = spawn_server(env=_env(civitai))
+    s = srv.session()
+    with s.get(f"{srv.url}/api/models/events", stream=True, timeout=30) as stream:
+        assert stream.status_code == 200
+        srv.stop()       # SIGTERM, then SIGKILL if it has not exited within 10 s
+        # uvicorn re-raises the SIGTERM it handled (-15); -9 would be our SIGKILL
+        assert srv.proc is not None and srv.proc.returncode in (0, -15)
+        rest = b"".join(stream.iter_content(None))   # the stream ended, not cut
+        assert rest == b"" or rest.startswith((b"retry", b":", b"event"))
