@@ -27,12 +27,17 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from . import naming, placement, sidecars
-from .errors import DestinationExists, NotAModel
+from .errors import DestinationExists, NotAModel, RemoteAuthRequired
 from .library.index import Index, hash_file
 from .sniff import OTHER, sniff_bytes
 from .sources.model import RemoteFile, Resolution
 
 Conflict = str  # "rename" | "overwrite" | "fail"
+TOKEN_SETTINGS = {
+    "civitai": "ATELIER_CIVITAI_TOKEN (or CIVITAI_TOKEN, or the Models settings page)",
+    "hf": "HF_TOKEN (or ATELIER_HF_TOKEN, or the Models settings page)",
+    "modelscope": "ATELIER_MODELSCOPE_TOKEN",
+}
 
 
 @dataclass
@@ -239,10 +244,18 @@ def execute(p: Plan, *, origin_headers: Callable[[Any], Mapping[str, Mapping[str
                     base + fp.total if fp.total is not None and len(todo) == 1 else None)
                 progress(Progress(base + fp.done, whole, fp.speed, fp.connections, name))
 
-        result = fetch(f.urls, t.path, size=f.size if f.size_exact else None,
-                       sha256=f.sha256, headers=engine_headers(headers), progress=report,
-                       settings=fetch_settings, validator=True if f.model else NotAPage(),
-                       compute_sha256=True, cancel=cancel)
+        try:
+            result = fetch(f.urls, t.path, size=f.size if f.size_exact else None,
+                           sha256=f.sha256, headers=engine_headers(headers), progress=report,
+                           settings=fetch_settings,
+                           validator=True if f.model else NotAPage(),
+                           compute_sha256=True, cancel=cancel)
+        except RemoteAuthRequired as e:
+            where = TOKEN_SETTINGS.get(f.auth or "")
+            if where is None:
+                raise
+            raise RemoteAuthRequired(f"{e.message}; the token is set in {where}",
+                                     url=e.url) from None
         done_before += result.size
         reused_all = reused_all and result.reused
         out.fetched += result.fetched

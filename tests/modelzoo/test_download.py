@@ -230,3 +230,19 @@ def test_a_type_read_only_after_the_download_moves_the_file(
         assert not list((root / "models/Other").iterdir())
     finally:
         site.running.stop()
+
+
+def test_a_token_refused_at_download_time_names_its_setting(civitai: CivitaiStandIn,
+                                                            root: Path) -> None:
+    from modelzoo.errors import RemoteAuthRequired
+
+    add_lora(civitai)
+    civitai.versions[130072].require_auth = True
+    sources = civitai_sources(civitai, civitai.token)
+    res = sources.resolve("civitai:4201")
+    plan = download.plan(res, root / "models/Lora", root=root)
+    civitai.token = "rotated"            # the key was revoked after the resolve
+    with pytest.raises(RemoteAuthRequired, match="ATELIER_CIVITAI_TOKEN"):
+        download.execute(plan, origin_headers=sources.origin_headers, fetch_settings=quick(),
+                         root=root)
+    assert not [p for p in (root / "models/Lora").iterdir()]

@@ -23,31 +23,46 @@ def _env(civ: CivitaiStandIn) -> dict[str, str]:
             "ATELIER_FETCH_PIECE_SIZE": "65536"}
 
 
+def settled(civ: CivitaiStandIn) -> int:
+    """Wait until the dead process's connections stopped streaming (a killed client's
+    sockets are noticed by the server only after some more writes)."""
+    last = -1
+    while civ.traffic.sent != last:
+        last = civ.traffic.sent
+        time.sleep(0.5)
+    return last
+
+
 @pytest.mark.parametrize("how", ["sigterm", "kill9"])
 def test_a_restart_mid_download_resumes_from_the_partial(
         spawn_server: Callable[..., Server], civitai: CivitaiStandIn, tmp_path: Path,
         how: str) -> None:
     data = add_lora(civitai, size=4 * MB)
-    civitai.rate = 384 * 1024
+    civitai.rate = 64 * 1024          # per connection: ~0.5 MB/s with the default 8
     srv = spawn_server(env=_env(civitai))
     s = srv.session()
     job = s.post(f"{srv.url}/api/models/jobs", json={"ref": "civitai:4201"}).json()
     deadline = time.monotonic() + 60
-    while s.get(f"{srv.url}/api/models/jobs/{job['id']}").json()["done"] < 1.5 * MB:
+    while s.get(f"{srv.url}/api/models/jobs/{job['id']}").json()["done"] < MB:
         assert time.monotonic() < deadline
         time.sleep(0.1)
     srv.kill9() if how == "kill9" else srv.stop()
     part = tmp_path / "nas/models/Lora/.detail_tweaker.safetensors.part"
     assert part.exists()
     civitai.rate = 0
-    sent = civitai.traffic.sent
+    settled(civitai)
+    restarted = time.monotonic()
     again = spawn_server(env=_env(civitai))
     s2 = again.session()
     done = wait_job(s2, again.url, job["id"])
     assert done["state"] == "done", done
-    assert done["resumed"] >= MB, done
+    assert done["resumed"] >= MB // 2, done
     assert (tmp_path / "nas/models/Lora/detail_tweaker.safetensors").read_bytes() == data
-    assert civitai.traffic.sent - sent < len(data) - MB
+    # after the restart only a short probe reads from byte 0; the resumed pieces are kept
+    after = [r for r in civitai.traffic.requests("/signed/") if r["t"] > restarted]
+    firsts = [int(r["headers"]["range"].split("-")[1]) for r in after
+              if r["headers"].get("range", "").startswith("bytes=0-")]
+    assert after and all(end < 512 * 1024 for end in firsts), firsts
     assert not part.exists()
 
 
