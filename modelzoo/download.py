@@ -176,7 +176,7 @@ def plan(res: Resolution, folder: Path, *, root: Path | None = None,
 class NotAPage:
     """For config files (JSON, YAML, text) of a repo: anything but an HTML page."""
 
-    def check_content_type(self, content_type: str, name: str) -> None:
+    def check_content_type(self, content_type: str, name: str, head: bytes = b"") -> None:
         if content_type.split(";")[0].strip().lower() in ("text/html", "application/xhtml+xml"):
             raise NotAModel(f"{name}: the server sent an HTML page instead of the file")
 
@@ -215,6 +215,7 @@ class Outcome:
     fetched: int = 0
     resumed: int = 0
     reused: bool = False
+    found: set[str] = field(default_factory=set)   # targets another process had fetched
 
 
 def execute(p: Plan, *, origin_headers: Callable[[Any], Mapping[str, Mapping[str, str]]],
@@ -258,6 +259,8 @@ def execute(p: Plan, *, origin_headers: Callable[[Any], Mapping[str, Mapping[str
                                      url=e.url) from None
         done_before += result.size
         reused_all = reused_all and result.reused
+        if result.reused:
+            out.found.add(t.path)
         out.fetched += result.fetched
         out.resumed += result.resumed
         if result.sha256:

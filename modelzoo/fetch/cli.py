@@ -253,7 +253,8 @@ def _execute(plan: Plan, sources: Any, fs: Any, index: Any, root: Path | None,
         path = t.path
         if t.reuse is not None and not t.same_name:  # the same bytes elsewhere on the NAS
             path = str(root / t.reuse) if root is not None else t.reuse
-        line = path + (" (already there)" if t.reuse is not None else "")
+        there = t.reuse is not None or t.path in out.found
+        line = path + (" (already there)" if there else "")
         digest = out.sha256.get(t.path) or t.file.sha256
         if digest:
             line += f"  sha256 {digest}"
