@@ -1,5 +1,8 @@
 """ModelZoo: fetch models (Civitai, Hugging Face, ModelScope, URLs) and keep them resident.
 
-Subpackages: ``fetch`` (the segmented, resumable, verified download engine) and
-``residency`` (GPU-aware model switching). torch and diffusers are imported lazily.
+Subpackages: ``sources`` (references and the catalogues), ``fetch`` (the segmented,
+resumable, verified download engine), ``jobs`` (the persistent download queue),
+``library`` (the models on the NAS: hashes, identification, listing) and ``residency``
+(GPU-aware model switching); ``download`` joins them (resolve -> place -> engine) and
+``api`` serves them. torch and diffusers are imported lazily.
 """

@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import io
+import ipaddress
 import os
+import socket
 import time
+from collections.abc import Iterable
 from pathlib import Path
+from urllib.parse import urljoin, urlsplit
 
 import requests
 import sqlalchemy as sa
@@ -37,36 +41,69 @@ def to_png(data: bytes, max_side: int) -> bytes:
     return out.getvalue()
 
 
-def fetch_image(sess: requests.Session, url: str, max_bytes: int) -> bytes:
-    """The image at ``url`` (redirects followed, no token), at most ``max_bytes``."""
-    if not url.lower().startswith(("http://", "https://")):
-        raise RemoteNotFound(f"not an http(s) image URL: {url[:100]}")
+def _private(host: str) -> bool:
+    """Whether ``host`` resolves to a loopback, private, link-local or reserved address."""
     try:
-        resp = sess.get(url, headers={"User-Agent": remote.USER_AGENT}, stream=True,
-                        timeout=remote.TIMEOUT)
-    except requests.RequestException as e:
-        raise RemoteError(f"preview image: cannot reach it ({e})", url=url) from None
-    with resp:
-        if resp.status_code >= 400:
-            raise RemoteNotFound(f"preview image: HTTP {resp.status_code}", url=url)
-        ctype = resp.headers.get("content-type", "").split(";")[0].strip().lower()
-        if ctype and not ctype.startswith("image/") and ctype != "application/octet-stream":
-            raise RemoteError(f"preview image: the server sent {ctype}", url=url)
-        out = bytearray()
-        for chunk in resp.iter_content(64 * 1024):
-            out += chunk
-            if len(out) > max_bytes:
-                raise RemoteError(f"preview image larger than {max_bytes} bytes", url=url)
-    return bytes(out)
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except OSError:
+        return True  # unresolvable: nothing to fetch anyway
+    for info in infos:
+        addr = ipaddress.ip_address(str(info[4][0]).split("%")[0])
+        if (addr.is_private or addr.is_loopback or addr.is_link_local or addr.is_reserved
+                or addr.is_multicast or addr.is_unspecified):
+            return True
+    return False
+
+
+def fetch_image(sess: requests.Session, url: str, max_bytes: int,
+                trusted: Iterable[str] = ()) -> bytes:
+    """The image at ``url``, at most ``max_bytes``, no token sent.
+
+    The URL comes from a catalogue's answer, not from us: it may only lead to a public
+    address, or to one of the ``trusted`` origins (the configured catalogues themselves,
+    which may be a proxy on the local network). Each redirect hop is checked the same way.
+    """
+    allowed = {remote.origin(t) for t in trusted}
+    current = url
+    for _ in range(6):
+        parts = urlsplit(current)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise RemoteNotFound(f"not an http(s) image URL: {current[:100]}")
+        if remote.origin(current) not in allowed and _private(parts.hostname):
+            raise RemoteNotFound(f"preview image on a private address refused: "
+                                 f"{parts.hostname}")
+        try:
+            resp = sess.get(current, headers={"User-Agent": remote.USER_AGENT}, stream=True,
+                            timeout=remote.TIMEOUT, allow_redirects=False)
+        except requests.RequestException as e:
+            raise RemoteError(f"preview image: cannot reach it ({e})", url=url) from None
+        if resp.status_code in remote.REDIRECTS and "location" in resp.headers:
+            current = urljoin(current, resp.headers["location"])
+            resp.close()
+            continue
+        with resp:
+            if resp.status_code >= 400:
+                raise RemoteNotFound(f"preview image: HTTP {resp.status_code}", url=url)
+            ctype = resp.headers.get("content-type", "").split(";")[0].strip().lower()
+            if ctype and not ctype.startswith("image/") and ctype != "application/octet-stream":
+                raise RemoteError(f"preview image: the server sent {ctype}", url=url)
+            out = bytearray()
+            for chunk in resp.iter_content(64 * 1024):
+                out += chunk
+                if len(out) > max_bytes:
+                    raise RemoteError(f"preview image larger than {max_bytes} bytes", url=url)
+        return bytes(out)
+    raise RemoteError("preview image: too many redirects", url=url)
 
 
 class Previews:
     def __init__(self, engine: sa.Engine, cache_dir: Path, max_side: int = 768,
-                 max_bytes: int = 20 * 1024 * 1024) -> None:
+                 max_bytes: int = 20 * 1024 * 1024, trusted: Iterable[str] = ()) -> None:
         self.engine = engine
         self.cache_dir = cache_dir
         self.max_side = max_side
         self.max_bytes = max_bytes
+        self.trusted = list(trusted)
 
     @staticmethod
     def _key(kind: str, value: str) -> str:
@@ -107,7 +144,12 @@ class Previews:
         cached = self.cache_dir / f"{key}.png"
         if cached.is_file():
             return cached
-        png = to_png(fetch_image(sess, url, self.max_bytes), self.max_side)
+        data = fetch_image(sess, url, self.max_bytes, self.trusted)
+        try:
+            png = to_png(data, self.max_side)
+        except Exception as e:  # not an image, a decompression bomb, a broken file
+            raise RemoteError(f"preview image: not a readable image ({type(e).__name__})",
+                              url=url) from None
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
         try:

@@ -68,7 +68,9 @@ class ModelZoo:
         self.index = Index(engine, self.root)
         self.previews = Previews(engine, settings.state_dir / "model-previews",
                                  settings.models_preview_max_side,
-                                 settings.models_preview_max_bytes)
+                                 settings.models_preview_max_bytes,
+                                 trusted=[settings.civitai_url, settings.hf_endpoint,
+                                          settings.modelscope_url])
         self.jobs = JobStore(engine)
         self.hub = EventHub()
         self.owner = owner or settings.models_replica_id or (

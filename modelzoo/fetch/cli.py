@@ -239,9 +239,10 @@ def _execute(plan: Plan, sources: Any, fs: Any, index: Any, root: Path | None,
 
     def preview(url: str) -> bytes | None:
         try:
-            return to_png(fetch_image(sources.sess, url, sources.settings
-                                      .models_preview_max_bytes),
-                          sources.settings.models_preview_max_side)
+            st = sources.settings
+            return to_png(fetch_image(sources.sess, url, st.models_preview_max_bytes,
+                                      [st.civitai_url, st.hf_endpoint, st.modelscope_url]),
+                          st.models_preview_max_side)
         except Exception:  # a model without its card is still a model
             return None
 

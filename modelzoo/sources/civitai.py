@@ -35,6 +35,7 @@ from ..errors import (
     RemoteError,
     RemoteNotFound,
 )
+from ..placement import is_model_name
 from ..sniff import sniff_bytes
 from . import remote
 from .model import RemoteFile, Resolution
@@ -226,7 +227,8 @@ class Civitai:
             model_id=mid, version_id=vid, type=str(mtype),
             base_model=version.get("baseModel"),
             files=[RemoteFile(name=name, path=name, urls=[url], size=size, size_exact=exact,
-                              sha256=sha, primary=True, auth="civitai")],
+                              sha256=sha, primary=True, auth="civitai",
+                              model=is_model_name(name))],
             preview_url=self.preview_url(version),
             trigger_words=[str(w).strip() for w in version.get("trainedWords") or []
                            if str(w).strip()],

@@ -58,7 +58,8 @@ def fetch(sources: Sources, text: str, root: Path, index: Index | None, **plan_k
 def _png(sources: Sources, url: str) -> bytes | None:
     from modelzoo.previews import fetch_image, to_png
 
-    return to_png(fetch_image(sources.sess, url, 10_000_000), 32)
+    return to_png(fetch_image(sources.sess, url, 10_000_000, [sources.settings.civitai_url]),
+                  32)
 
 
 def civitai_sources(civ: CivitaiStandIn, token: str | None = None) -> Sources:
