@@ -15,6 +15,7 @@ import requests
 from ...conftest import Server
 from ..standins import files
 from ..standins.civitai import CivitaiStandIn
+from ..standins.huggingface import HFile, HfStandIn, HRepo
 from .conftest import add_lora, wait_job
 
 CONTRACT_RESOLVE = {"ref", "source", "name", "version", "model_id", "version_id", "type",
@@ -51,6 +52,9 @@ def test_resolve_shows_what_a_reference_is(models_server: Server,
     assert s.get(f"{models_server.url}/api/models/preview/..%2F..%2Fetc").status_code == 404
     assert requests.post(f"{models_server.url}/api/models/resolve",
                          json={"ref": "civitai:4201"}).status_code == 401
+    sub = s.post(f"{models_server.url}/api/models/resolve",
+                 json={"ref": "civitai:4201", "base_subfolder": True}).json()
+    assert sub["destination"] == "models/Lora/SDXL 1.0/detail_tweaker.safetensors"
 
 
 @pytest.mark.parametrize(("setup", "ref", "status", "code", "words"), [
@@ -159,7 +163,6 @@ def test_settings_tokens_are_write_only_and_used(models_server: Server,
     assert zoo_env.token not in r.text and r.json()["hf_mirrors"] == ["https://hf-mirror.com"]
     bad = s.put(f"{models_server.url}/api/models/settings", json={"hf_mirrors": ["ftp://x"]})
     assert bad.status_code == 400
-    time.sleep(2.1)  # settings are cached two seconds per replica
     r = s.post(f"{models_server.url}/api/models/jobs", json={"ref": "civitai:4201"})
     assert r.status_code == 201, r.text
     assert wait_job(s, models_server.url, r.json()["id"])["state"] == "done"
@@ -222,3 +225,32 @@ def test_progress_as_server_sent_events(make_server: Callable[..., Server],
             e["id"] == ann_job["id"] and e["state"] in ("done", "failed") for e in ev))
         assert {e["user"] for e in theirs_events} == {"ann"}
     assert requests.get(f"{srv.url}/api/models/events", timeout=10).status_code == 401
+
+
+def test_hugging_face_through_the_service(make_server: Callable[..., Server], hf: HfStandIn,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_ENDPOINT", hf.url)
+    monkeypatch.setenv("ATELIER_MODELS_POLL_SECONDS", "0.2")
+    monkeypatch.setenv("ATELIER_FETCH_RESERVE_BYTES", "0")
+    unet = files.safetensors({"conv_in.weight": ("F16", [320, 4, 3, 3])}, pad=100_000)
+    hf.add(HRepo("acme/tiny-sdxl", [
+        HFile("model_index.json", b'{"_class_name": "StableDiffusionXLPipeline"}', lfs=False),
+        HFile("unet/diffusion_pytorch_model.safetensors", unet)], gated=True,
+        tags=["diffusers:StableDiffusionXLPipeline"]))
+    srv = make_server()
+    s = srv.session()
+    r = s.post(f"{srv.url}/api/models/jobs", json={"ref": "hf:acme/tiny-sdxl"})
+    assert r.status_code == 401 and "HF_TOKEN" in r.json()["message"], r.text
+    r = s.put(f"{srv.url}/api/models/settings", json={"hf_token": hf.token})
+    assert r.json()["hf_token_set"] is True
+    doc = s.post(f"{srv.url}/api/models/resolve", json={"ref": "hf:acme/tiny-sdxl"}).json()
+    assert (doc["type"], doc["base_model"], doc["destination"]) == (
+        "Diffusers", "SDXL 1.0", "models/diffusers/acme/tiny-sdxl")
+    assert {f["name"] for f in doc["files"]} == {"model_index.json",
+                                                 "unet/diffusion_pytorch_model.safetensors"}
+    job = s.post(f"{srv.url}/api/models/jobs", json={"ref": "hf:acme/tiny-sdxl"}).json()
+    done = wait_job(s, srv.url, job["id"])
+    assert done["state"] == "done" and done["destination"] == "models/diffusers/acme/tiny-sdxl"
+    folder = srv.root / "models/diffusers/acme/tiny-sdxl"
+    assert (folder / "unet/diffusion_pytorch_model.safetensors").read_bytes() == unet
+    assert (folder / "model_index.json").is_file()
