@@ -274,7 +274,7 @@ def execute(p: Plan, *, origin_headers: Callable[[Any], Mapping[str, Mapping[str
             out.paths.append(t.vpath or t.path)
         else:
             out.paths.append(t.reuse)
-    _finish(p, out, index, preview_png)
+    complete(p, out, index, preview_png)
     return out
 
 
@@ -313,7 +313,7 @@ def _relocate(p: Plan, root: Path | None) -> None:
     p.folder, p.vfolder = str(folder), vfolder
 
 
-def _finish(p: Plan, out: Outcome, index: Index | None,
+def complete(p: Plan, out: Outcome, index: Index | None,
             preview_png: Callable[[str], bytes | None] | None) -> None:
     """Sidecars for a single model file; hashes and what we know into the library."""
     res = p.resolution

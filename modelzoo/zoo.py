@@ -162,7 +162,7 @@ class ModelZoo:
                   "destination": plan.destination, "size": size, "preview": preview}
         if plan.reused:
             outcome = download.Outcome(plan, reused=True)
-            download._finish(plan, outcome, self.index, self._preview_png)
+            download.complete(plan, outcome, self.index, self.preview_png)
             job = self.jobs.create(user=caller.name, ref=res.ref, request=req.to_dict(),
                                    plan=plan.to_dict(), state="done", reused=True,
                                    done=0, **fields)
@@ -221,7 +221,7 @@ class ModelZoo:
 
     # -- the runner's side --------------------------------------------------------------
 
-    def _preview_png(self, url: str) -> bytes | None:
+    def preview_png(self, url: str) -> bytes | None:
         return self.previews.png_for(url, remote.session())
 
     def _execute(self, job: dict[str, Any], plan: download.Plan, cancel: threading.Event,
@@ -230,4 +230,4 @@ class ModelZoo:
         return download.execute(plan, origin_headers=sources.origin_headers,
                                 fetch_settings=self.fetch_settings, progress=progress,
                                 cancel=cancel, index=self.index, root=self.root,
-                                preview_png=self._preview_png)
+                                preview_png=self.preview_png)

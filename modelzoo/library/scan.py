@@ -181,7 +181,7 @@ class Scanner:
         full = self.zoo.index.real(vpath)
         png = None
         if res.preview_url and not sidecars.read(full).get("preview"):
-            png = self.zoo._preview_png(res.preview_url)
+            png = self.zoo.preview_png(res.preview_url)
         try:
             sidecars.write(full, res, sha256=digest, preview_png=png)
         except OSError:
