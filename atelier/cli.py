@@ -22,8 +22,20 @@ def _serve(args: argparse.Namespace) -> int:
     app = create_app(settings)
     print(f"atelier: serving {settings.root.resolve()} on http://{settings.host}:{settings.port}",
           file=sys.stderr, flush=True)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level,
-                http="httptools", loop="uvloop", timeout_keep_alive=30)
+
+    class Server(uvicorn.Server):
+        """Tells the app a stop began: event streams (GET /api/models/events) never end
+        on their own, and uvicorn waits for open connections before it stops."""
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            for hook in getattr(app.state, "on_exit", []):
+                hook()
+            super().handle_exit(sig, frame)
+
+    config = uvicorn.Config(app, host=settings.host, port=settings.port,
+                            log_level=args.log_level, http="httptools", loop="uvloop",
+                            timeout_keep_alive=30, timeout_graceful_shutdown=10)
+    Server(config).run()
     return 0
 
 

@@ -26,11 +26,12 @@ if TYPE_CHECKING:
     from .app import create_app
     from .cli import add_server_options, register, settings_from
     from .core import FileBrowser
-    from .errors import AtelierError
+    from .errors import AtelierError, QuotaExceeded
     from .settings import Settings
 
 _WHERE = {
     "create_app": "app", "FileBrowser": "core", "Settings": "settings", "AtelierError": "errors",
+    "QuotaExceeded": "errors",
     "Principal": "access.auth", "current_user": "access.auth",
     "current_user_or_basic": "access.auth",
     "add_server_options": "cli", "register": "cli", "settings_from": "cli",
@@ -40,6 +41,7 @@ __all__ = [
     "AtelierError",
     "FileBrowser",
     "Principal",
+    "QuotaExceeded",
     "Settings",
     "add_server_options",
     "create_app",

@@ -1,7 +1,8 @@
 """The ModelZoo error tree.
 
     ModelZooError
-    (sections below add their classes: FETCH ERRORS, RESIDENCY ERRORS)
+    (sections below add their classes: FETCH ERRORS, SOURCE ERRORS, JOB ERRORS,
+    RESIDENCY ERRORS)
     ├── FetchError (502)                          fetch: base of every download failure
     │   ├── RemoteError (502, ConnectionError)    the server failed after all retries
     │   │   ├── RemoteNotFound (404, FileNotFoundError)
@@ -77,6 +78,65 @@ class InsufficientSpace(FetchError, OSError):
 
 class LockTimeout(FetchError, TimeoutError):
     status, code = 423, "lock_timeout"
+
+
+# SOURCE ERRORS (references and the remote catalogues: Civitai, Hugging Face, ModelScope)
+#
+#   FetchError
+#   ├── BadReference (400, ValueError)       a reference in no accepted form; lists them
+#   └── RemoteError
+#       ├── EarlyAccess (403, PermissionError)  Civitai early access not bought
+#       └── Archived (410, FileNotFoundError)   Civitai archived the version's files
+
+
+class BadReference(FetchError, ValueError):
+    status, code = 400, "bad_reference"
+
+
+class EarlyAccess(RemoteError, PermissionError):
+    status, code = 403, "early_access"
+
+
+class Archived(RemoteError, FileNotFoundError):
+    status, code = 410, "archived"
+
+
+# JOB ERRORS (the download queue, the library and who may write where)
+#
+#   JobError (400)                             a request the queue cannot take
+#   ├── JobNotFound (404, LookupError)         no such job, or not yours
+#   ├── JobConflict (409)                      pause a finished job, retry a running one...
+#   ├── NotAllowed (403, PermissionError)      viewers fetching, a destination outside yours
+#   ├── DestinationExists (409, FileExistsError)  another file under that name (conflict=fail)
+#   └── QuotaExceeded (507, OSError)           the download would not fit in your quota
+
+
+class JobError(ModelZooError):
+    status, code = 400, "invalid_request"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class JobNotFound(JobError, LookupError):
+    status, code = 404, "job_not_found"
+
+
+class JobConflict(JobError):
+    status, code = 409, "job_conflict"
+
+
+class NotAllowed(JobError, PermissionError):
+    status, code = 403, "forbidden"
+
+
+class DestinationExists(JobError, FileExistsError):
+    status, code = 409, "destination_exists"
+
+
+class QuotaExceeded(JobError, OSError):
+    status, code = 507, "quota_exceeded"
 
 
 
