@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import io
 import shutil
 import threading
@@ -110,6 +111,12 @@ def test_generate_returns_image_saves_it_with_infotext_and_records_usage(api) ->
         saved.stat().st_size + (api.outputs / "ann" / again["path"]).stat().st_size)
     everyone = api.client.get("/api/gpu/usage", headers=_as("bob:admin")).json()["users"]
     assert [u["user"] for u in everyone] == ["ann", "bob"]
+    days = mine[0]["by_day"]  # per UTC day, for bill splitting (two days across midnight)
+    today = dt.datetime.now(dt.UTC).date()
+    assert {d["day"] for d in days} <= {today.isoformat(),
+                                        (today - dt.timedelta(days=1)).isoformat()}
+    assert sum(d["generations"] for d in days) == 2
+    assert sum(d["gpu_seconds"] for d in days) == pytest.approx(mine[0]["gpu_seconds"])
     forbidden = api.client.get("/api/gpu/usage?name=bob", headers=_as("ann:user"))
     assert forbidden.status_code == 403 and forbidden.json()["error"] == "forbidden"
 
