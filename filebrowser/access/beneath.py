@@ -133,6 +133,58 @@ def _split(text: str) -> list[str]:
     return [p for p in text.split("/") if p not in ("", ".")]
 
 
+class _Walk:
+    """The folders opened so far: ``fds[i + 1]`` is the folder ``real[:i + 1]`` and
+    ``fds[0]`` the root. Each was opened with O_NOFOLLOW from the one before it (or by
+    one ``openat2`` refusing links, which leaves the ones above it -1 until needed),
+    so ``real`` is a real location and '..' is its textual parent."""
+
+    def __init__(self, root_fd: int) -> None:
+        self.fds = [os.dup(root_fd)]
+        self.real: list[str] = []
+
+    def fd(self, i: int = -1) -> int:
+        """Descriptor ``i`` (negative: from the end), opened now if it was skipped."""
+        i %= len(self.fds)
+        if self.fds[i] < 0:
+            j = max(k for k in range(i) if self.fds[k] >= 0)
+            for k in range(j + 1, i + 1):
+                self.fds[k] = os.open(self.real[k - 1], PATH_FLAGS | os.O_DIRECTORY,
+                                      dir_fd=self.fds[k - 1])
+        return self.fds[i]
+
+    def push(self, name: str, fd: int) -> None:
+        self.real.append(name)
+        self.fds.append(fd)
+
+    def skip_to(self, names: list[str], fd: int) -> None:
+        """``names`` opened at once; ``fd`` is the last one's."""
+        for name in names[:-1]:
+            self.real.append(name)
+            self.fds.append(-1)
+        self.push(names[-1], fd)
+
+    def up(self) -> None:
+        if not self.real:
+            raise Unreachable()  # above the root
+        self.real.pop()
+        fd = self.fds.pop()
+        if fd >= 0:
+            os.close(fd)
+
+    def take(self, i: int) -> int:
+        """Descriptor ``i``, now the caller's."""
+        fd = self.fd(i)
+        self.fds[i] = -2  # owned elsewhere: neither reopened nor closed here
+        return fd
+
+    def close(self) -> None:
+        for fd in self.fds:
+            if fd >= 0:
+                os.close(fd)
+        self.fds = []
+
+
 def resolve(root_fd: int, root_aliases: Iterable[str], parts: list[str],
             check: Callable[[str], bool], *, follow: bool = True,
             must_exist: bool = True) -> Resolved:
@@ -146,120 +198,110 @@ def resolve(root_fd: int, root_aliases: Iterable[str], parts: list[str],
     Raises :class:`Unreachable` for everything else.
     """
     aliases = tuple(a.rstrip("/") for a in root_aliases)
-    # (component, is the asked last one); the flag survives restarts after links
+    # (component, is the asked last one); the flag survives the links followed
     pending: deque[tuple[str, bool]] = deque((p, i == len(parts) - 1)
                                              for i, p in enumerate(parts))
     hops = 0
     asked_name = ""
-    while True:  # one pass from the root; a symlink starts another
-        cur = os.dup(root_fd)
-        real: list[str] = []
-        try:
-            # fast path: every folder before the last component in one openat2
-            if len(pending) > 1:
-                folders = [p for p, _ in list(pending)[:-1]]
-                prefixes = ["/".join(folders[:i + 1]) for i in range(len(folders))]
-                if all(check(p) for p in prefixes):
-                    fd = openat2.open_dirs(cur, prefixes[-1])
-                    if fd is not None:
-                        os.close(cur)
-                        cur = fd
-                        real = folders
-                        for _ in folders:
-                            pending.popleft()
-            restart = False
-            while pending:
-                name, is_asked_last = pending.popleft()
-                last = not pending
+    w = _Walk(root_fd)
+    try:
+        _fast_forward(w, pending, check)
+        while pending:
+            name, is_asked_last = pending.popleft()
+            last = not pending
+            if name == "..":  # only ever from a link's target, as the kernel reads it
+                w.up()
+                continue
+            try:
+                fd = os.open(name, PATH_FLAGS, dir_fd=w.fd())
+            except FileNotFoundError:
+                spelled = nfc_match(w.fd(), name)
+                if spelled is None:
+                    return _missing(w, name, is_asked_last, last, pending, check,
+                                    must_exist, asked_name)
+                name = spelled
+                fd = os.open(name, PATH_FLAGS, dir_fd=w.fd())
+            if is_asked_last:
+                asked_name = name
+            s = os.fstat(fd)
+            if st.S_ISLNK(s.st_mode) and (follow or not last):
+                hops += 1
                 try:
-                    fd = os.open(name, PATH_FLAGS, dir_fd=cur)
-                except FileNotFoundError:
-                    spelled = nfc_match(cur, name)
-                    if spelled is None:
-                        if last and not must_exist:
-                            new = unicodedata.normalize("NFC", name)
-                            if is_asked_last:
-                                asked_name = new
-                            if not check("/".join([*real, new])):
-                                raise Unreachable() from None
-                            out = Resolved(None, cur, new, (*real, new), None,
-                                           asked_name or new)
-                            cur = -1
-                            return out
-                        if not must_exist:  # a missing folder on the way: no parent
-                            rest = [unicodedata.normalize("NFC", p)
-                                    for p in (name, *(q for q, _ in pending))]
-                            if not check("/".join([*real, *rest])):
-                                raise Unreachable() from None
-                            return Resolved(None, None, rest[-1], (*real, *rest), None,
-                                            rest[-1])
-                        raise Unreachable() from None
-                    name = spelled
-                    try:
-                        fd = os.open(name, PATH_FLAGS, dir_fd=cur)
-                    except OSError:
-                        raise Unreachable() from None
-                except OSError:
-                    raise Unreachable() from None
-                if is_asked_last:
-                    asked_name = name
-                s = os.fstat(fd)
-                if st.S_ISLNK(s.st_mode) and (follow or not last):
-                    hops += 1
-                    try:
-                        target = os.readlink("", dir_fd=fd)
-                    except OSError:
-                        raise Unreachable() from None
-                    finally:
-                        os.close(fd)
-                    if hops > MAX_HOPS:
-                        raise Unreachable()
-                    pending.extendleft(reversed(_follow(real, target, aliases)))
-                    restart = True
-                    break
-                real.append(name)
-                if not check("/".join(real)):
+                    target = os.readlink("", dir_fd=fd)
+                finally:
                     os.close(fd)
+                if hops > MAX_HOPS:
                     raise Unreachable()
-                if last:
-                    out = Resolved(fd, cur, name, tuple(real), s, asked_name or name)
-                    cur = -1
-                    return out
-                if not st.S_ISDIR(s.st_mode):
-                    os.close(fd)
-                    raise Unreachable()
-                os.close(cur)
-                cur = fd
-            if not restart:  # nothing asked: the root itself
-                if not check(""):
-                    raise Unreachable()
-                out = Resolved(cur, None, "", (), os.fstat(cur), "")
-                cur = -1
-                return out
-        finally:
-            if cur >= 0:
-                os.close(cur)
-
-
-def _follow(real: list[str], target: str, aliases: tuple[str, ...]) -> list[tuple[str, bool]]:
-    """The components, from the root, of a link's target; ``real`` is the folder the link
-    sits in (no links in it, so '..' is its textual parent). Raises if it leaves the root."""
-    if target.startswith("/"):
-        for alias in aliases:
-            if target == alias or target.startswith(alias + "/"):
-                base: list[str] = []
-                target = target[len(alias):]
-                break
-        else:
-            raise Unreachable()
-    else:
-        base = list(real)
-    for part in _split(target):
-        if part == "..":
-            if not base:
+                if target.startswith("/"):  # from the root (if it is inside the root)
+                    target = _under_root(target, aliases)
+                    while w.real:
+                        w.up()
+                pending.extendleft(reversed([(p, False) for p in _split(target)]))
+                _fast_forward(w, pending, check)
+                continue
+            if not check("/".join([*w.real, name])):
+                os.close(fd)
                 raise Unreachable()
-            base.pop()
-        else:
-            base.append(part)
-    # the target's components, then whatever followed the link (kept by the caller)
-    return [(p, False) for p in base]
+            if last:
+                return Resolved(fd, w.take(-1), name, (*w.real, name), s,
+                                asked_name or name)
+            if not st.S_ISDIR(s.st_mode):
+                os.close(fd)
+                raise Unreachable()
+            w.push(name, fd)
+        # the walk ended on a folder (the root, or a link's '..'): that is the result
+        if not check("/".join(w.real)):
+            raise Unreachable()
+        fd = w.take(-1)
+        parent = w.take(-2) if w.real else None
+        return Resolved(fd, parent, w.real[-1] if w.real else "", tuple(w.real),
+                        os.fstat(fd), asked_name)
+    except OSError:
+        raise Unreachable() from None
+    finally:
+        w.close()
+
+
+def _fast_forward(w: _Walk, pending: deque[tuple[str, bool]],
+                  check: Callable[[str], bool]) -> None:
+    """Open every plain folder component before the last in one ``openat2`` call."""
+    folders: list[str] = []
+    for name, _ in list(pending)[:-1]:
+        if name == "..":
+            break
+        folders.append(name)
+    if not folders:
+        return
+    prefixes = ["/".join([*w.real, *folders[:i + 1]]) for i in range(len(folders))]
+    if not all(check(p) for p in prefixes):
+        return  # the slow walk refuses at the right place
+    fd = openat2.open_dirs(w.fd(), "/".join(folders))
+    if fd is None:
+        return
+    w.skip_to(folders, fd)
+    for _ in folders:
+        pending.popleft()
+
+
+def _missing(w: _Walk, name: str, is_asked_last: bool, last: bool,
+             pending: deque[tuple[str, bool]], check: Callable[[str], bool],
+             must_exist: bool, asked_name: str) -> Resolved:
+    """A name not found: the place to create it (``must_exist=False``), else refused."""
+    if must_exist:
+        raise Unreachable()
+    rest = [unicodedata.normalize("NFC", p) for p in (name, *(q for q, _ in pending))]
+    if ".." in rest or not check("/".join([*w.real, *rest])):
+        raise Unreachable()
+    if not last:  # a missing folder on the way: no parent to create in
+        return Resolved(None, None, rest[-1], (*w.real, *rest), None, rest[-1])
+    new = rest[0]
+    return Resolved(None, w.take(-1), new, (*w.real, new), None,
+                    new if is_asked_last else (asked_name or new))
+
+
+def _under_root(target: str, aliases: tuple[str, ...]) -> str:
+    """An absolute link target as a path below the root; refused if it is not."""
+    for alias in aliases:
+        if target == alias or target.startswith(alias + "/"):
+            return target[len(alias):]
+    raise Unreachable()

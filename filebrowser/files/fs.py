@@ -80,8 +80,10 @@ def entry_of(h: Handle) -> Entry:
 
 
 def stat_entry(real: Path) -> Entry:
+    """The entry itself (a symlink is described, never followed: its target may be
+    somewhere the caller may not see)."""
     try:
-        s = os.stat(real)
+        s = os.stat(real, follow_symlinks=False)
     except FileNotFoundError:
         raise NotFound() from None
     is_dir = st.S_ISDIR(s.st_mode)

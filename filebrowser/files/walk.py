@@ -139,11 +139,11 @@ def size(top: Handle, scope: Scope) -> int:
 
 def listing(folder: Handle, scope: Scope, link_ok: Callable[[str], bool] | None = None,
             ) -> Iterator[tuple[str, bool, bool]]:
-    """``(name, is_dir, is_link)`` of each entry of one folder the caller may see,
-    unsorted, in one ``getdents`` pass (the kernel's entry types: nothing is stat'ed
-    but links; ``is_dir`` of a link is its target's). ``link_ok(name)`` decides
-    whether a symlink is shown (whether its target is in scope); without it links are
-    left out."""
+    """``(name, is_dir, is_link)`` of each folder and regular file of one folder the
+    caller may see, unsorted, in one ``getdents`` pass (the kernel's entry types:
+    nothing is stat'ed but links; ``is_dir`` of a link is its target's).
+    ``link_ok(name)`` decides whether a symlink is shown (whether its target is in
+    scope); without it links are left out."""
     only = scope.children_of(folder.vpath)
     if only is not None:
         only_real = scope.children_of(folder.real)
@@ -159,10 +159,13 @@ def listing(folder: Handle, scope: Scope, link_ok: Callable[[str], bool] | None 
                     if e.is_symlink():
                         if link_ok is None or not link_ok(name):
                             continue
-                        yield name, e.is_dir(), True
+                        is_dir, link = e.is_dir(), True
                     else:
-                        yield name, e.is_dir(follow_symlinks=False), False
+                        is_dir, link = e.is_dir(follow_symlinks=False), False
+                    if not is_dir and not e.is_file():
+                        continue  # sockets, devices, FIFOs: nothing a client can open
                 except OSError:
                     continue
+                yield name, is_dir, link
     finally:
         os.close(rd)

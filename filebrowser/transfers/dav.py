@@ -25,11 +25,13 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import errno
 import hashlib
 import hmac
 import os
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -42,7 +44,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 from wsgidav import util as dav_util
-from wsgidav.dav_error import HTTP_FORBIDDEN, DAVError
+from wsgidav.dav_error import (
+    HTTP_CONFLICT,
+    HTTP_FORBIDDEN,
+    HTTP_INSUFFICIENT_STORAGE,
+    HTTP_NOT_FOUND,
+    DAVError,
+)
 from wsgidav.dav_provider import DAVCollection, DAVNonCollection
 from wsgidav.dc.base_dc import BaseDomainController
 from wsgidav.fs_dav_provider import FileResource, FilesystemProvider, FolderResource
@@ -80,6 +88,26 @@ def _principal(environ: dict[str, Any]) -> Principal:
     return p
 
 
+@contextlib.contextmanager
+def _as_dav_errors() -> Iterator[None]:
+    """Our errors (and the OS's, when a path changed under a request) as WsgiDAV's, so
+    it answers their status instead of a 500."""
+    try:
+        yield
+    except AtelierError as exc:
+        raise DAVError(exc.status, exc.message) from None
+    except FileNotFoundError:
+        raise DAVError(HTTP_NOT_FOUND) from None
+    except FileExistsError:
+        raise DAVError(HTTP_CONFLICT) from None
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DAVError(HTTP_INSUFFICIENT_STORAGE) from None
+        if exc.errno in (errno.ENOTDIR, errno.ELOOP):
+            raise DAVError(HTTP_CONFLICT) from None
+        raise
+
+
 class _Jailed:
     """Mixin: a resource built from a checked handle, whose every disk access goes
     through the jail again with the caller's scope (WsgiDAV's own code would open its
@@ -99,9 +127,10 @@ class _Jailed:
         self.name = h.vpath.rpartition("/")[2]
 
     def _open(self, vpath: str | None = None, **kw: Any) -> Handle:
-        h: Handle = self.provider.fb.jail.open(
-            _principal(self.environ).scope, (vpath if vpath is not None else self.path)
-            .strip("/"), **kw)
+        with _as_dav_errors():
+            h: Handle = self.provider.fb.jail.open(
+                _principal(self.environ).scope, (vpath if vpath is not None else self.path)
+                .strip("/"), **kw)
         return h
 
     def _dest(self, dest_path: str) -> Handle:
@@ -118,13 +147,14 @@ class _Jailed:
         is recoverable."""
         p = _principal(self.environ)
         fb = self.provider.fb
-        with self._open(write=True, follow=False) as h:
+        with self._open(write=True, follow=False) as h, _as_dav_errors():
             fb.trash.put(p.name, h.vpath, h.entry)
         self.remove_all_properties(recursive=True)  # type: ignore[attr-defined]
         self.remove_all_locks(recursive=True)  # type: ignore[attr-defined]
 
     def move_recursive(self, dest_path: str) -> None:
-        with self._open(write=True, follow=False) as src, self._dest(dest_path) as dst:
+        with self._open(write=True, follow=False) as src, self._dest(dest_path) as dst, \
+                _as_dav_errors():
             if src.is_dir and is_within(parent_of(dst.real), src.real):
                 raise DAVError(HTTP_FORBIDDEN)
             fs.move(src.entry, dst.folder, dst.name, "fail")
@@ -147,7 +177,7 @@ class _Jailed:
         secs = time_stamp if isinstance(time_stamp, int) else \
             dav_util.parse_time_string(time_stamp)
         if not dry_run:
-            with self._open(dest_path, write=True) as h:
+            with self._open(dest_path, write=True) as h, _as_dav_errors():
                 os.utime(h.path, (secs, secs))
         return True
 
@@ -168,18 +198,19 @@ class JailFolder(_Jailed, FolderResource):
 
     def create_collection(self, name: str) -> None:
         with self._open(dav_util.join_uri(self.path, name), write=True,
-                        must_exist=False) as h:
+                        must_exist=False) as h, _as_dav_errors():
             os.mkdir(h.name, dir_fd=h.parent_fd)
 
     def create_empty_resource(self, name: str) -> Any:
         path = dav_util.join_uri(self.path, name)
-        with self._open(path, write=True, must_exist=False, follow=False) as h:
+        with self._open(path, write=True, must_exist=False, follow=False) as h, \
+                _as_dav_errors():
             os.close(os.open(h.name, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644,
                              dir_fd=h.parent_fd))
         return self.provider.get_resource_inst(path, self.environ)
 
     def copy_move_single(self, dest_path: str, *, is_move: bool) -> None:
-        with self._dest(dest_path) as dst:
+        with self._dest(dest_path) as dst, _as_dav_errors():
             if not dst.exists:
                 os.mkdir(dst.name, dir_fd=dst.parent_fd)
         self._copy_props(dest_path, is_move)
@@ -191,12 +222,12 @@ class JailFile(_Jailed, FileResource):
         self._from(h)
 
     def get_content(self) -> Any:
-        with self._open() as h:
+        with self._open() as h, _as_dav_errors():
             return os.fdopen(h.open_file(), "rb")
 
     def copy_move_single(self, dest_path: str, *, is_move: bool) -> None:
         p = _principal(self.environ)
-        with self._open() as src, self._dest(dest_path) as dst:
+        with self._open() as src, self._dest(dest_path) as dst, _as_dav_errors():
             fs.copy(src, p.scope, dst.folder, dst.name, "overwrite")
         self._copy_props(dest_path, is_move)
 
@@ -405,7 +436,8 @@ class DavApp:
         try:
             h = self.fb.jail.open(p.scope, clean(rel.strip("/")))
         except NotFound:
-            return None  # WsgiDAV answers (404, or OPTIONS-style for the root)
+            # answered here: WsgiDAV would look again, and might find something else
+            return error_response(NotFound())
         with h:
             if not h.is_file:
                 return None  # folders: WsgiDAV's directory page
