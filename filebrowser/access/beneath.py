@@ -108,9 +108,23 @@ class Resolved:
         self.fd = self.parent = None
 
 
+# The only characters whose NFC form is ASCII (Unicode 14: GREEK QUESTION MARK, GREEK
+# VARIA, KELVIN SIGN). An ASCII name without ';', '`' or 'K' has no other spelling.
+_ASCII_FROM = frozenset(";`K")
+
+
 def nfc_match(dir_fd: int, name: str) -> str | None:
-    """The entry of the folder whose NFC form equals ``name``'s, if exactly one."""
+    """The entry of the folder whose NFC form equals ``name``'s (``name`` itself is
+    missing), if there is exactly one."""
     want = unicodedata.normalize("NFC", name)
+    if want != name:
+        try:
+            os.stat(want, dir_fd=dir_fd, follow_symlinks=False)
+            return want
+        except OSError:
+            pass
+    if want.isascii() and not _ASCII_FROM.intersection(want):
+        return None  # no entry can be a look-alike: skip reading a big folder
     found = None
     try:
         rd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=dir_fd)
@@ -118,8 +132,8 @@ def nfc_match(dir_fd: int, name: str) -> str | None:
         return None
     try:
         for other in os.listdir(rd):
-            if other == name or (other.isascii() and want.isascii()):
-                continue  # an ASCII name is its own NFC form
+            if other.isascii() or other == name:
+                continue  # an ASCII entry is its own NFC form: checked above
             if unicodedata.normalize("NFC", other) == want:
                 if found is not None:
                     return None  # two look-alikes already: only the exact name counts

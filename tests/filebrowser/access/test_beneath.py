@@ -152,3 +152,16 @@ def test_a_swapped_folder_is_not_followed_by_an_open_handle(jail: Jail) -> None:
         os.symlink("../bob", ann / "out")
         assert sorted(os.listdir(h.path)) == ["deep"]
         assert not (h.path / "secret.txt").exists()
+
+
+def test_names_that_normalise_to_ascii(jail: Jail) -> None:
+    """KELVIN SIGN is NFC 'K': an entry spelled with it is found by 'K', and 'K' is
+    found by it."""
+    kelvin = "\u212aelvin.txt"
+    (jail.root / "users/ann" / kelvin).write_bytes(b"kelvin")
+    assert read(jail, ANN, "users/ann/Kelvin.txt") == b"kelvin"
+    with jail.open(ANN, "users/ann/Kelvin.txt", write=True, must_exist=False) as h:
+        assert h.exists and h.name == kelvin
+    (jail.root / "users/ann/Kx.txt").write_bytes(b"ascii")
+    with jail.open(ANN, "users/ann/\u212ax.txt") as h:
+        assert h.name == "Kx.txt"
