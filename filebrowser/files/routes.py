@@ -1,7 +1,8 @@
 """The file API under ``/api/fs``: list, stat, mkdir, move, copy, trash, download, upload.
 
-Every path goes through :meth:`Jail.resolve` first. Handlers are plain ``def`` so
-FastAPI runs their disk work in its thread pool, never on the event loop.
+Every path is opened by :meth:`Jail.open` first and used through its handle, never looked
+up again by name. Handlers are plain ``def`` so FastAPI runs their disk work in its
+thread pool, never on the event loop.
 """
 
 from __future__ import annotations
