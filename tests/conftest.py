@@ -51,7 +51,7 @@ def wait_http(url: str, timeout: float = 30.0) -> None:
         try:
             requests.get(url, timeout=1)
             return
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # a busy machine: try again
             time.sleep(0.05)
     raise RuntimeError(f"{url} did not come up")
 

@@ -11,11 +11,13 @@ from pydantic import BaseModel, Field
 from starlette.responses import StreamingResponse
 
 from ..access.auth import CurrentUser, Principal
+from ..access.jail import Handle
 from ..core import FileBrowser
 from ..deps import FB
 from ..errors import InvalidInput
 from .responses import SAFE_HEADERS, content_disposition
-from .zipstream import Member, safe_component, stream_zip, walk
+from .walk import walk
+from .zipstream import Member, members, safe_component, stream_zip
 
 router = APIRouter(prefix="/api/fs", tags=["files"])
 MAX_SELECTION = 10_000
@@ -27,34 +29,40 @@ class ZipBody(BaseModel):
 
 
 def _zip(fb: FileBrowser, p: Principal, paths: list[str], name: str | None) -> StreamingResponse:
-    tops = []
-    for raw in paths:
-        vpath, real = fb.jail.resolve(p.scope, raw)  # 404 before anything is streamed
-        tops.append((vpath, real))
+    tops: list[Handle] = []
+    try:
+        for raw in paths:
+            tops.append(fb.jail.open(p.scope, raw))  # 404 before anything is streamed
+    except BaseException:
+        for h in tops:
+            h.close()
+        raise
     if not name:
-        name = (os.path.basename(tops[0][0]) or "atelier") if len(tops) == 1 else "atelier"
+        name = (os.path.basename(tops[0].vpath) or "atelier") if len(tops) == 1 else "atelier"
         name += ".zip"
     sent = 0
 
-    def members() -> Iterator[Member]:
+    def all_members() -> Iterator[Member]:
         seen: set[str] = set()
-        for vpath, real in tops:
-            base = safe_component(os.path.basename(vpath) or "root")
+        for top in tops:
+            base = safe_component(os.path.basename(top.vpath) or "root")
             arc, n = base, 1
             while arc in seen:  # two selections with one name: "x (1)"
                 stem, ext = os.path.splitext(base)
                 arc, n = f"{stem} ({n}){ext}", n + 1
             seen.add(arc)
-            yield from walk(real, arc)
+            yield from members(walk(top, p.scope), arc)
 
     def body() -> Iterator[bytes]:
         nonlocal sent
         try:
-            for chunk in stream_zip(members()):
+            for chunk in stream_zip(all_members()):
                 sent += len(chunk)
                 yield chunk
         finally:
-            fb.usage.record(p.name, "zip", ",".join(v for v, _ in tops)[:4000], sent)
+            for h in tops:
+                h.close()
+            fb.usage.record(p.name, "zip", ",".join(h.vpath for h in tops)[:4000], sent)
 
     headers = {**SAFE_HEADERS, "Content-Disposition": content_disposition(name, False),
                "Cache-Control": "no-store"}

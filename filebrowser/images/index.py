@@ -52,7 +52,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from .. import db
-from ..access.jail import INTERNAL_PREFIX, Scope
+from ..access.jail import Scope, addressable
 from ..files.fs import IMAGE_EXTS, MODEL_EXTS
 from .infotext import GenParams
 from .meta import read_meta
@@ -129,7 +129,8 @@ def kind_of_name(name: str) -> str | None:
 
 
 def _skip(name: str) -> bool:
-    return name.startswith(".") or name.lower().startswith(INTERNAL_PREFIX)
+    """Dot-files, and names no client could address (as listings and walks leave out)."""
+    return name.startswith(".") or not addressable(name)
 
 
 def _join(folder: str, name: str) -> str:

@@ -6,7 +6,6 @@ pool) and queries run in FastAPI's thread pool, never on the event loop.
 
 from __future__ import annotations
 
-import os
 from typing import Literal
 
 from fastapi import APIRouter, Query, Request
@@ -30,14 +29,15 @@ router = APIRouter(tags=["images"])
 def info(p: CurrentUser, fb: FB, path: str = Query(..., max_length=8192)) -> dict:
     """A file's details; for images the dimensions and generation parameters (A1111,
     ComfyUI, sidecar .txt), read from metadata chunks only, never the pixels."""
-    vpath, real = fb.jail.resolve(p.scope, path)
-    if real.is_dir():
-        raise InvalidInput("this is a folder")
-    entry = fs.stat_entry(real).to_json(parent_of(vpath)) | {"path": vpath}
-    out = image_info(real, entry)
-    if entry["kind"] == "image":
-        out["thumb"] = thumb_url(vpath, version_of(os.stat(real)))
-    return out
+    with fb.jail.open(p.scope, path) as h:
+        if not h.is_file:
+            raise InvalidInput("this is a folder" if h.is_dir else "not a regular file")
+        assert h.stat is not None
+        entry = fs.entry_of(h).to_json(parent_of(h.vpath)) | {"path": h.vpath}
+        out = image_info(h, entry)
+        if entry["kind"] == "image":
+            out["thumb"] = thumb_url(h.vpath, version_of(h.stat))
+        return out
 
 
 @router.get("/api/fs/thumb", responses={200: {"content": {"image/webp": {}}}})
@@ -49,8 +49,8 @@ def thumb(request: Request, p: CurrentUser, fb: FB, images: ImagesDep,
           ) -> Response:
     """A WebP thumbnail (256 px grid or 1024 px preview), or a placeholder if the image
     cannot be read."""
-    _, real = fb.jail.resolve(p.scope, path)
-    return thumb_response(request, images.thumbs, real, int(size), v)
+    with fb.jail.open(p.scope, path) as h:
+        return thumb_response(request, images.thumbs, h, int(size), v, fb.root)
 
 
 @router.get("/api/search")

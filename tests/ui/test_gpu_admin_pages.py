@@ -91,8 +91,8 @@ def test_admin_users_quota_usage_chart_and_csv(gpu_server: Server, open_page) ->
                 files={"files": ("u.bin", b"x" * 300_000)}, timeout=30)
     assert up.status_code == 201
     # the generated image counts as written bytes too, like an upload
-    image_bytes = (gpu_server.root / "users" / "admin" / "outputs" / r.json()["path"]).stat().st_size
-    uploaded = 300_000 + image_bytes
+    outputs = gpu_server.root / "users" / "admin" / "outputs"
+    uploaded = 300_000 + (outputs / r.json()["path"]).stat().st_size
     page.get_by_test_id("tab-usage").click()
     usage = page.get_by_test_id("usage")
     admin_row = usage.locator("[data-testid=usage-row]", has_text="admin")
