@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from pathlib import Path
 
 from fastapi import FastAPI
 
@@ -42,10 +41,9 @@ def _quota_room(fb: FileBrowser) -> Callable[[Principal], int | None]:
     return room
 
 
-def _record_image(fb: FileBrowser) -> Callable[[Principal, Path, int], None]:
-    def record(p: Principal, path: Path, nbytes: int) -> None:
-        vpath = path.resolve().relative_to(fb.root).as_posix()
-        fb.usage.record(p.name, "generate", vpath, nbytes)
+def _record_image(fb: FileBrowser) -> Callable[[Principal, str, int], None]:
+    def record(p: Principal, rel: str, nbytes: int) -> None:
+        fb.usage.record(p.name, "generate", f"users/{p.name}/outputs/{rel}", nbytes)
 
     return record
 
@@ -79,7 +77,7 @@ def _add_generation(app: FastAPI, fb: FileBrowser) -> None:
         return
     settings = ResidencySettings(models_dir=fb.root / "models" / "Stable-diffusion")
     app.include_router(build_router(settings, engine=fb.engine, current_user=current_user,
-                                    outputs_dir=fb.outputs_dir, quota_room=_quota_room(fb),
+                                    open_outputs=fb.open_outputs, quota_room=_quota_room(fb),
                                     record_image=_record_image(fb),
                                     sdapi_user=current_user_or_basic))
 

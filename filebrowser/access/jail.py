@@ -37,7 +37,7 @@ import stat as st
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import BadPath, NotFound, ReadOnly
+from ..errors import BadPath, Conflict, NotFound, ReadOnly
 from . import beneath
 
 MAX_NAME_BYTES = 255
@@ -271,6 +271,21 @@ class Jail:
     def virtual(self, real: Path | str) -> str:
         rel = os.path.relpath(real, self.root)
         return "" if rel == "." else rel.replace(os.sep, "/")
+
+    def makedirs(self, scope: Scope, path: str) -> None:
+        """``mkdir -p``: each missing folder created, in turn, in its checked parent."""
+        parts = clean(path).split("/")
+        for i in range(1, len(parts) + 1):
+            with self.open(scope, "/".join(parts[:i]), must_exist=False) as h:
+                if h.exists:
+                    if not h.is_dir:
+                        raise Conflict(f"{h.vpath!r} exists and is not a folder")
+                    continue
+            with self.open(scope, "/".join(parts[:i]), write=True, must_exist=False) as h:
+                if not h.has_folder:
+                    raise NotFound()  # removed meanwhile
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(h.name, dir_fd=h.parent_fd)
 
     def open(self, scope: Scope, raw: str, *, write: bool = False, follow: bool = True,
              must_exist: bool = True) -> Handle:

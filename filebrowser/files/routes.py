@@ -7,7 +7,6 @@ thread pool, never on the event loop.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 from typing import Annotated, Literal
@@ -101,22 +100,6 @@ def stat(p: CurrentUser, fb: FB, path: str = Query(..., max_length=8192)) -> dic
         return _json_handle(h) | {"writable": p.scope.can_write(h.vpath)}
 
 
-def _makedirs(fb: FileBrowser, p: Principal, path: str) -> None:
-    """``mkdir -p``: each missing folder created, in turn, in its checked parent."""
-    parts = path.split("/")
-    for i in range(1, len(parts) + 1):
-        with fb.jail.open(p.scope, "/".join(parts[:i]), must_exist=False) as h:
-            if h.exists:
-                if not h.is_dir:
-                    raise Conflict(f"{h.vpath!r} exists and is not a folder")
-                continue
-        with fb.jail.open(p.scope, "/".join(parts[:i]), write=True, must_exist=False) as h:
-            if not h.has_folder:
-                raise NotFound()  # removed meanwhile
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(h.name, dir_fd=h.parent_fd)
-
-
 @router.post("/mkdir", status_code=201)
 def mkdir(body: PathBody, p: CurrentUser, fb: FB) -> dict:
     """Create a folder and any missing parents (``mkdir -p``)."""
@@ -125,7 +108,7 @@ def mkdir(body: PathBody, p: CurrentUser, fb: FB) -> dict:
         raise Conflict("the root exists")
     if not p.scope.can_see(vpath):
         raise NotFound()
-    _makedirs(fb, p, vpath)
+    fb.jail.makedirs(p.scope, vpath)
     with fb.jail.open(p.scope, vpath) as h:
         fb.usage.record(p.name, "mkdir", h.vpath)
         return _json_handle(h)

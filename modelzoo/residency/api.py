@@ -21,7 +21,6 @@ import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -63,21 +62,23 @@ class PinBody(BaseModel):
 
 
 def build_router(settings: ResidencySettings, *, engine: sa.Engine, current_user: Any,
-                 outputs_dir: Callable[[Any], Path],
+                 open_outputs: Callable[[Any], int],
                  quota_room: Callable[[Any], int | None] | None = None,
-                 record_image: Callable[[Any, Path, int], None] | None = None,
+                 record_image: Callable[[Any, str, int], None] | None = None,
                  sdapi_user: Any = None) -> APIRouter:
     """Routes of the GPU residency service; ``router.service`` holds the running service,
     ``router.generate`` the job queue.
 
-    ``quota_room(user)`` (bytes the user may still store, None: unlimited) and
-    ``record_image(user, path, nbytes)`` (book a saved image like an upload) come from
+    ``open_outputs(user)`` (a directory descriptor of the user's outputs folder, opened
+    beneath the NAS root within what they may write), ``quota_room(user)`` (bytes the
+    user may still store, None: unlimited) and ``record_image(user, rel, nbytes)`` (book
+    a saved image like an upload; ``rel`` relative to the outputs folder) come from
     FileBrowser through the service edge; modelzoo never imports it.
     """
     db.create(engine)
     service = ResidencyService.from_settings(settings)
-    storage = Storage(outputs_dir, quota_room or (lambda user: None),
-                      record_image or (lambda user, path, nbytes: None))
+    storage = Storage(open_outputs, quota_room or (lambda user: None),
+                      record_image or (lambda user, rel, nbytes: None))
     gen = GenerateService(settings, service, engine, storage, version=VERSION)
 
     @asynccontextmanager

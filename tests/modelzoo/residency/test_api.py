@@ -25,6 +25,7 @@ from modelzoo.residency.catalog import ModelCatalog
 from modelzoo.residency.settings import ResidencySettings
 
 from .checkpoints import write_family
+from .conftest import outputs_opener
 
 
 def current_user(x_user: str | None = Header(None)) -> SimpleNamespace:
@@ -67,7 +68,7 @@ def api(tmp_path: Path, models_dir: Path, tiny_pipeline_dir: Path, write_ckpt) -
     outputs = tmp_path / "outputs"
     app = FastAPI()
     router = build_router(settings, engine=engine, current_user=current_user,
-                          outputs_dir=lambda user: outputs / user.name)
+                          open_outputs=outputs_opener(outputs))
     app.include_router(router)
     server = Server(app)
     client = httpx.Client(base_url=server.url, timeout=120)
