@@ -22,8 +22,12 @@ def _serve(args: argparse.Namespace) -> int:
     app = create_app(settings)
     print(f"atelier: serving {settings.root.resolve()} on http://{settings.host}:{settings.port}",
           file=sys.stderr, flush=True)
+    # proxy_headers=False: uvicorn would believe X-Forwarded-For from 127.0.0.1 and
+    # rewrite the client address, letting any local process pose as a trusted gateway;
+    # the app decides which forwarded headers to believe (filebrowser/access/peers.py).
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level,
-                http="httptools", loop="uvloop", timeout_keep_alive=30)
+                http="httptools", loop="uvloop", timeout_keep_alive=30,
+                proxy_headers=False)
     return 0
 
 

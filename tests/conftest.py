@@ -126,7 +126,8 @@ def make_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
         app = create_app(s)
         port = free_port()
         config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                http="httptools", loop="asyncio", lifespan="on")
+                                http="httptools", loop="asyncio", lifespan="on",
+                                proxy_headers=False)  # as `atelier serve` runs it
         uv = uvicorn.Server(config)
         thread = threading.Thread(target=uv.run, daemon=True)
         thread.start()

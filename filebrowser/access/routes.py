@@ -59,8 +59,7 @@ def health() -> dict:
 @router.post("/login")
 def login(body: LoginBody, request: Request, response: Response, fb: FB) -> dict:
     """Check the password and open a browser session (cookie). Public."""
-    addr = request.client.host if request.client else "-"
-    user = fb.auth.check_password(body.username, body.password, addr)
+    user = fb.auth.check_password(body.username, body.password, fb.auth.client_addr(request))
     sid, csrf = fb.auth.open_session(user)
     max_age = int(fb.settings.session_max_days * 86400)
     secure = fb.settings.cookie_secure

@@ -82,7 +82,8 @@ def _cookie(share_id: int) -> str:
 
 
 def _addr(request: Request) -> str:
-    return request.client.host if request.client else "-"
+    addr: str = request.app.state.auth.client_addr(request)  # the forwarded client behind
+    return addr  # a trusted proxy, else the peer (access/peers.py)
 
 
 def _open(request: Request, token: str, store: ShareStore) -> tuple[ShareAccess, Any]:

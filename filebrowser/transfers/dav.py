@@ -211,8 +211,7 @@ class DavApp:
             if row is not None and user is not None and \
                     hmac.compare_digest(row.password_hash or "", hit[2]):
                 return self.fb.auth.principal(user, "basic")
-        addr = request.client.host if request.client else "-"
-        user = self.fb.auth.check_password(name, secret, addr)
+        user = self.fb.auth.check_password(name, secret, self.fb.auth.client_addr(request))
         with self.fb.engine.connect() as conn:
             stored = conn.execute(sa.select(db.users.c.password_hash).where(
                 db.users.c.id == user.id)).scalar_one()
