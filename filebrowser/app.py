@@ -18,6 +18,7 @@ from .core import FileBrowser
 from .errors import install_handlers
 from .files import routes as files_routes
 from .files import zip_routes
+from .guards import FiniteJson, JsonErrors
 from .images import routes as images_routes
 from .images.service import Images
 from .settings import Settings
@@ -47,6 +48,8 @@ def create_app(settings: Settings, fb: FileBrowser | None = None) -> FastAPI:
     app.state.fb = fb
     app.state.auth = fb.auth
     install_handlers(app)
+    app.add_middleware(FiniteJson)
+    app.add_middleware(JsonErrors)  # added last: the outermost, so it sees every error
     for router in (access_routes.router, files_routes.router, usage_routes.router,
                    tus_routes.router, zip_routes.router, images_routes.router,
                    shares_routes.router, shares_routes.public):

@@ -58,7 +58,16 @@ def _zip(fb: FileBrowser, p: Principal, paths: list[str], name: str | None) -> S
 
     headers = {**SAFE_HEADERS, "Content-Disposition": content_disposition(name, False),
                "Cache-Control": "no-store"}
-    return StreamingResponse(body(), media_type="application/zip", headers=headers)
+    # The first member is opened and read here, before the answer starts: a failure
+    # now is still a proper error; once the first byte is out, it can only cut the stream.
+    stream = body()
+    first = next(stream, b"")
+
+    def primed() -> Iterator[bytes]:
+        yield first
+        yield from stream
+
+    return StreamingResponse(primed(), media_type="application/zip", headers=headers)
 
 
 @router.get("/zip")

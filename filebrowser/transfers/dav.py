@@ -353,8 +353,7 @@ class DavApp:
                 principal=p.name)
         except DAVError:
             raise Locked("this resource is locked") from None
-        length = request.headers.get("content-length")
-        size = int(length) if length and length.isdigit() else None
+        size = _content_length(request)
         old = os.stat(real).st_size if exists else 0
         if size is not None:
             self.fb.check_quota(p, size - old)
@@ -368,9 +367,8 @@ class DavApp:
         vpath, folder, tmp, existed, room = await run_in_threadpool(
             self._put_begin, request, p, rel)
         fd = await run_in_threadpool(os.open, tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
-        length = request.headers.get("content-length")
         direct = use_direct(self.fb.settings.upload_direct_io, folder,
-                            int(length) if length and length.isdigit() else None)
+                            _content_length(request))
         out = Appender(tmp, fd, 0, direct)
 
         def write(chunks: list[bytes]) -> None:
@@ -413,6 +411,11 @@ class DavApp:
             await run_in_threadpool(_unlink, tmp)
             raise
         return Response(status_code=204 if existed else 201)
+
+
+def _content_length(request: Request) -> int | None:
+    value = request.headers.get("content-length", "").strip()
+    return int(value) if value.isascii() and value.isdigit() else None  # not "²"
 
 
 def _unlink(path: Path) -> None:

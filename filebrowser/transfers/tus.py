@@ -111,9 +111,14 @@ def parse_checksum(header: str | None) -> tuple[str, bytes] | None:
 
 
 def parse_int(header: str | None, name: str) -> int | None:
+    """A header holding a non-negative decimal integer (None if absent; 400 if not one).
+
+    ASCII digits only: ``str.isdigit`` also accepts ``²`` or ``٣``, which ``int``
+    refuses or reads; a header arrives as Latin-1, so ``²`` is one byte away."""
     if header is None:
         return None
-    if not header.isdigit():
+    header = header.strip()
+    if not (header.isascii() and header.isdigit()) or len(header) > 20:
         raise BadRequest(f"{name} must be a non-negative integer")
     return int(header)
 
