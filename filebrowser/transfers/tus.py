@@ -6,7 +6,8 @@ mismatch, 412 on another version) and the extensions creation, creation-with-upl
 creation-defer-length, termination, checksum (sha1 as the spec requires, plus
 sha256; a bad chunk answers 460 and is discarded) and expiration (``Upload-Expires``,
 sliding: every accepted PATCH extends it). ``Upload-Metadata`` carries ``filename``
-(or ``name``), ``folder`` (the target folder, created if missing) and ``conflict``
+(or ``name``), ``folder`` (the target folder, created if missing; without it, the
+caller's home ``users/<name>``) and ``conflict``
 (``fail`` | ``rename`` | ``overwrite``, default ``fail``).
 
 On disk, in the target folder (same filesystem, so the final rename is atomic)::
@@ -332,7 +333,9 @@ class TusStore:
         policy = meta.get("conflict", "fail")
         if policy not in POLICIES:
             raise BadRequest(f"conflict must be one of {', '.join(POLICIES)}")
-        folder_v, folder = self.fb.jail.resolve(p.scope, clean(meta.get("folder", "")),
+        # no folder named: the caller's home (the root is read-only to all but admins)
+        folder_raw = meta["folder"] if "folder" in meta else f"users/{p.name}"
+        folder_v, folder = self.fb.jail.resolve(p.scope, clean(folder_raw),
                                                 write=True, must_exist=False)
         if length is not None and length > self.settings.tus_max_size:
             raise PayloadTooLarge(f"uploads are limited to {self.settings.tus_max_size} bytes",
