@@ -2,13 +2,15 @@
 
 The features sit in their own subpackages (access, files, usage, transfers, images,
 shares); this module is the only one that knows them all. Background work (the image
-index writer, the thumbnail pool) starts and stops with the app's lifespan.
+index writer, the thumbnail pool, the sweep of stale temporary files) starts and stops
+with the app's lifespan.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from typing import Any
 
 from fastapi import FastAPI
@@ -18,6 +20,7 @@ from .core import FileBrowser
 from .errors import install_handlers
 from .files import routes as files_routes
 from .files import zip_routes
+from .files.tmpsweep import TempSweeper, sweep_forever
 from .guards import FiniteJson, JsonErrors
 from .images import routes as images_routes
 from .images.service import Images
@@ -67,4 +70,20 @@ def create_app(settings: Settings, fb: FileBrowser | None = None) -> FastAPI:
             images.stop()
 
     chain_lifespan(app, run_images)
+
+    sweeper = TempSweeper(fb.root, settings.tmp_stale_seconds,
+                          lambda uid: tus_routes.store_of(app).exists(uid))
+    app.state.tmp_sweeper = sweeper
+
+    @asynccontextmanager
+    async def sweep_temps(_: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(sweep_forever(sweeper, settings.tmp_sweep_seconds))
+        try:
+            yield
+        finally:
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
+
+    chain_lifespan(app, sweep_temps)
     return app

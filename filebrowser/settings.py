@@ -74,6 +74,13 @@ class Settings(BaseSettings):
         30.0, ge=0, description="Resumable uploads check the quota against a walk of the home at "
         "most this old (the service's own writes count at once; files other programs put "
         "in the home, after at most this long).")
+    tmp_stale_seconds: float = Field(
+        6 * 3600.0, ge=0, description="A hidden temporary file (.atelier-tmp-*) untouched "
+        "this long, and not locked by a live writer, was left by a killed process and is "
+        "removed.")
+    tmp_sweep_seconds: float = Field(
+        3600.0, ge=0, description="How often the NAS is swept for stale temporary files "
+        "(also once at start); 0: only at start.")
     upload_direct_io: Literal["auto", "on", "off"] = Field(
         "auto", description="Write big uploads (tus, WebDAV PUT) with O_DIRECT, past the "
         "page cache: auto = on local disk filesystems (ext4, xfs, btrfs, f2fs) for uploads "

@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import fcntl
 import hashlib
 import hmac
 import os
@@ -439,6 +440,7 @@ class DavApp:
         vpath, folder, tmp, existed, room, tokens = await run_in_threadpool(
             self._put_begin, request, p, rel)
         fd = await run_in_threadpool(os.open, tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX)  # a new file: at once. The stale-file sweep keeps off
         direct = use_direct(self.fb.settings.upload_direct_io, folder,
                             _content_length(request))
         out = Appender(tmp, fd, 0, direct)

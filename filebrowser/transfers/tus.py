@@ -249,6 +249,10 @@ class TusStore:
         with self.engine.begin() as conn:
             conn.execute(uploads.delete().where(uploads.c.id == uid))
 
+    def exists(self, uid: str) -> bool:
+        """Whether an upload (finished or not) has this id: its partial file is its own."""
+        return self._get(uid) is not None
+
     def list(self, p: Principal) -> list[Upload]:
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(uploads).where(uploads.c.user == p.name)
