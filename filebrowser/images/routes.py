@@ -103,7 +103,10 @@ def search_images(
 def index_status(p: CurrentUser, images: ImagesDep) -> dict:
     if images.index is None or images.service is None:
         return {"enabled": False}
-    return {"enabled": True, "counts": images.index.counts(), **dict(images.service.iter_status())}
+    # the flags first, then the counts: a client polling until "scanning" is false then
+    # sees at least the numbers of the finished scan
+    status = dict(images.service.iter_status())
+    return {"enabled": True, "counts": images.index.counts(), **status}
 
 
 @router.post("/api/search/reindex", status_code=202)
