@@ -13,9 +13,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-
-def default_state_dir() -> Path:
-    return Path.home() / ".local" / "state" / "atelier"
+from .statedir import default_state_dir
 
 
 class Settings(BaseSettings):
@@ -24,9 +22,10 @@ class Settings(BaseSettings):
     root: Path = Field(
         Path("./nas"), description="The NAS folder served (models/, outputs/, users/).")
     state_dir: Path = Field(
-        default_factory=default_state_dir,
+        default_factory=lambda data: default_state_dir(data.get("root", Path("./nas"))),
         description="Local state outside the NAS: the SQLite database and caches. "
-        "SQLite must sit on local disk, never on NFS.",
+        "SQLite must sit on local disk, never on NFS. Default: one folder per root, "
+        "~/.local/state/atelier/<root name>-<hash of its real path>.",
     )
     db_url: str | None = Field(
         None, description="SQLAlchemy URL; default sqlite:///<state_dir>/atelier.db. "
