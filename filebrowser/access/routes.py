@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Request, Response
+from fastapi import Path as PathParam
 from pydantic import BaseModel, Field
 
+from ..db import BIGINT_MAX
 from ..deps import FB
 from ..errors import Forbidden, InvalidInput
 from .auth import (
@@ -29,20 +31,21 @@ class LoginBody(BaseModel):
 
 class TokenBody(BaseModel):
     name: str = Field("cli", min_length=1, max_length=128)
-    ttl_days: float | None = Field(None, gt=0, description="Expiry in days; none: until revoked.")
+    ttl_days: float | None = Field(None, gt=0, le=36500,
+                                   description="Expiry in days; none: until revoked.")
 
 
 class NewUser(BaseModel):
     name: str
     password: str | None = None
     role: Literal["admin", "user", "viewer"] = "user"
-    quota_bytes: int | None = Field(None, ge=0)
+    quota_bytes: int | None = Field(None, ge=0, le=BIGINT_MAX)
 
 
 class UserPatch(BaseModel):
     password: str | None = None
     role: Literal["admin", "user", "viewer"] | None = None
-    quota_bytes: int | None = Field(None, ge=0)
+    quota_bytes: int | None = Field(None, ge=0, le=BIGINT_MAX)
     clear_quota: bool = False
 
 
@@ -98,7 +101,8 @@ def list_tokens(p: CurrentUser, fb: FB) -> list[dict]:
 
 
 @router.delete("/tokens/{token_id}")
-def revoke_token(token_id: int, p: CurrentUser, fb: FB) -> dict:
+def revoke_token(token_id: Annotated[int, PathParam(ge=1, le=BIGINT_MAX)], p: CurrentUser,
+                 fb: FB) -> dict:
     fb.auth.revoke_token(p.user, token_id)
     return {"ok": True}
 

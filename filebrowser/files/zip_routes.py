@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -27,23 +28,26 @@ class ZipBody(BaseModel):
 
 
 def _zip(fb: FileBrowser, p: Principal, paths: list[str], name: str | None) -> StreamingResponse:
-    tops = []
+    tops: dict[str, Path] = {}  # a path selected twice is zipped once
     for raw in paths:
         vpath, real = fb.jail.resolve(p.scope, raw)  # 404 before anything is streamed
-        tops.append((vpath, real))
+        tops.setdefault(vpath, real)
     if not name:
-        name = (os.path.basename(tops[0][0]) or "atelier") if len(tops) == 1 else "atelier"
+        name = (os.path.basename(next(iter(tops))) or "atelier") if len(tops) == 1 \
+            else "atelier"
         name += ".zip"
     sent = 0
 
     def members() -> Iterator[Member]:
         seen: set[str] = set()
-        for vpath, real in tops:
+        tried: dict[str, int] = {}  # per name, the last "(n)" tried: no quadratic search
+        for vpath, real in tops.items():
             base = safe_component(os.path.basename(vpath) or "root")
-            arc, n = base, 1
+            arc, n = base, tried.get(base, 1)
             while arc in seen:  # two selections with one name: "x (1)"
                 stem, ext = os.path.splitext(base)
                 arc, n = f"{stem} ({n}){ext}", n + 1
+            tried[base] = n
             seen.add(arc)
             yield from walk(real, arc)
 
@@ -54,7 +58,7 @@ def _zip(fb: FileBrowser, p: Principal, paths: list[str], name: str | None) -> S
                 sent += len(chunk)
                 yield chunk
         finally:
-            fb.usage.record(p.name, "zip", ",".join(v for v, _ in tops)[:4000], sent)
+            fb.usage.record(p.name, "zip", ",".join(tops)[:4000], sent)
 
     headers = {**SAFE_HEADERS, "Content-Disposition": content_disposition(name, False),
                "Cache-Control": "no-store"}

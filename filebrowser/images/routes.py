@@ -14,6 +14,7 @@ from fastapi.responses import Response
 
 from ..access.auth import AdminUser, CurrentUser
 from ..access.jail import parent_of
+from ..db import BIGINT_MAX
 from ..deps import FB
 from ..errors import InvalidInput, Unavailable
 from ..files import fs
@@ -70,8 +71,8 @@ def search_images(
     kind: Literal["image", "model"] | None = None,
     after: str | None = Query(None, max_length=40, description="mtime >=, epoch or ISO"),
     before: str | None = Query(None, max_length=40, description="mtime <, epoch or ISO"),
-    min_size: int | None = Query(None, ge=0),
-    max_size: int | None = Query(None, ge=0),
+    min_size: int | None = Query(None, ge=0, le=BIGINT_MAX),
+    max_size: int | None = Query(None, ge=0, le=BIGINT_MAX),
     sort: Literal["mtime", "relevance", "name", "size"] = "mtime",
     order: Literal["asc", "desc"] = "desc",
     limit: int = Query(100, ge=1, le=1000),

@@ -23,11 +23,13 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.background import BackgroundTask
 
 from ..access.auth import CurrentUser
+from ..db import BIGINT_MAX
 from ..deps import FB
 from ..errors import InvalidInput
 from ..files import fs
@@ -69,7 +71,8 @@ def list_shares(p: CurrentUser, fb: FB, all_users: bool = False) -> list[dict]:
 
 
 @router.delete("/{share_id}")
-def revoke_share(share_id: int, p: CurrentUser, fb: FB) -> dict:
+def revoke_share(share_id: Annotated[int, PathParam(ge=1, le=BIGINT_MAX)], p: CurrentUser,
+                 fb: FB) -> dict:
     fb.shares.revoke(p, share_id)
     return {"ok": True}
 
