@@ -16,6 +16,7 @@ from . import __version__
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from .protocol import JsonErrorsHttpTools
     from .service import create_app
 
     settings = filebrowser.settings_from(args, host=args.host, port=args.port)
@@ -26,7 +27,7 @@ def _serve(args: argparse.Namespace) -> int:
     # rewrite the client address, letting any local process pose as a trusted gateway;
     # the app decides which forwarded headers to believe (filebrowser/access/peers.py).
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level,
-                http="httptools", loop="uvloop", timeout_keep_alive=30,
+                http=JsonErrorsHttpTools, loop="uvloop", timeout_keep_alive=30,
                 proxy_headers=False)
     return 0
 

@@ -17,7 +17,7 @@ from fastapi import FastAPI
 
 from .access import routes as access_routes
 from .core import FileBrowser
-from .errors import install_handlers
+from .errors import ERROR_RESPONSES, install_handlers
 from .files import routes as files_routes
 from .files import zip_routes
 from .files.tmpsweep import TempSweeper, sweep_forever
@@ -47,7 +47,7 @@ def create_app(settings: Settings, fb: FileBrowser | None = None) -> FastAPI:
     fb = fb or FileBrowser(settings)
     fb.ensure_admin()
     app = FastAPI(title="Atelier", summary="Files, models and GPUs for SD WebUI",
-                  version="0.1.0")
+                  version="0.1.0", responses=ERROR_RESPONSES)
     app.state.fb = fb
     app.state.auth = fb.auth
     install_handlers(app)

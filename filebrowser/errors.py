@@ -36,6 +36,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from atelier_io.diskwrite import DiskFull
@@ -191,6 +192,23 @@ def status_json(status: int, message: str | None = None,
 
 
 INTERNAL_MESSAGE = "internal error; the server log has the details"
+
+
+class ErrorBody(BaseModel):
+    """What every 4xx/5xx answer holds (some add fields, e.g. ``needed`` on a quota)."""
+
+    model_config = ConfigDict(extra="allow")
+    error: str = Field(description="a stable code: not_found, read_only, quota_exceeded...")
+    message: str = Field(description="what went wrong, for a person")
+
+
+# Documented on every route (the app's ``responses``), so the OpenAPI says what clients
+# get, and a schema check (tests/atelier/test_api_fuzz.py) holds every error to it.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "4XX": {"model": ErrorBody, "description": "The request cannot be served as sent"},
+    "5XX": {"model": ErrorBody, "description": "The service failed (logged) or is short "
+            "of space or a backend"},
+}
 
 
 def install_handlers(app: FastAPI) -> None:

@@ -26,6 +26,16 @@ SAFE_HEADERS = {"X-Content-Type-Options": "nosniff",
                 "Cross-Origin-Resource-Policy": "same-origin"}
 
 
+# What a file download documents in the OpenAPI (its type depends on the file).
+FILE_RESPONSES: dict[int | str, dict] = {
+    200: {"description": "The file's bytes",
+          "content": {t: {} for t in ("application/octet-stream", *INLINE_TYPES.values())}},
+    206: {"description": "The ranges asked for (Range)",
+          "content": {"application/octet-stream": {}, "multipart/byteranges": {}}},
+    304: {"description": "Not modified (If-None-Match)"},
+}
+
+
 class _BigChunkFileResponse(FileResponse):
     chunk_size = 1024 * 1024  # starlette's 64 KiB costs a thread hop per 64 KiB
 

@@ -21,7 +21,7 @@ from ..core import FileBrowser
 from ..deps import FB
 from ..errors import Conflict, Forbidden, InvalidInput, NotFound, ReadOnly
 from . import fs
-from .responses import file_response, range_bytes
+from .responses import FILE_RESPONSES, file_response, range_bytes
 
 router = APIRouter(prefix="/api/fs", tags=["files"])
 
@@ -181,7 +181,7 @@ def trash_empty(p: CurrentUser, fb: FB) -> dict:
     return {"purged": len(items)}
 
 
-@router.get("/download")
+@router.get("/download", response_class=Response, responses=FILE_RESPONSES)
 def download(request: Request, p: CurrentUser, fb: FB,
              path: str = Query(..., max_length=8192), inline: bool = False) -> Response:
     """The raw file; resumable with Range. ``inline=true`` shows safe image types in place."""

@@ -20,6 +20,8 @@ from .zipstream import Member, safe_component, stream_zip, walk
 
 router = APIRouter(prefix="/api/fs", tags=["files"])
 MAX_SELECTION = 10_000
+ZIP_RESPONSES: dict[int | str, dict] = {
+    200: {"description": "A zip, streamed", "content": {"application/zip": {}}}}
 
 
 class ZipBody(BaseModel):
@@ -74,7 +76,7 @@ def _zip(fb: FileBrowser, p: Principal, paths: list[str], name: str | None) -> S
     return StreamingResponse(primed(), media_type="application/zip", headers=headers)
 
 
-@router.get("/zip")
+@router.get("/zip", response_class=StreamingResponse, responses=ZIP_RESPONSES)
 def zip_get(p: CurrentUser, fb: FB,
             path: Annotated[list[str], Query(max_length=MAX_SELECTION)],
             name: str | None = Query(None, max_length=200)) -> StreamingResponse:
@@ -84,7 +86,7 @@ def zip_get(p: CurrentUser, fb: FB,
     return _zip(fb, p, path, name)
 
 
-@router.post("/zip")
+@router.post("/zip", response_class=StreamingResponse, responses=ZIP_RESPONSES)
 def zip_post(body: ZipBody, p: CurrentUser, fb: FB) -> StreamingResponse:
     """The same for a selection too long for a URL."""
     return _zip(fb, p, body.paths, body.name)

@@ -41,7 +41,8 @@ def info(p: CurrentUser, fb: FB, path: str = Query(..., max_length=8192)) -> dic
     return out
 
 
-@router.get("/api/fs/thumb", responses={200: {"content": {"image/webp": {}}}})
+@router.get("/api/fs/thumb", response_class=Response,
+            responses={200: {"content": {"image/webp": {}}}})
 def thumb(request: Request, p: CurrentUser, fb: FB, images: ImagesDep,
           path: str = Query(..., max_length=8192),
           size: Literal["256", "1024"] = Query("256", description=f"one of {SIZES}"),

@@ -33,7 +33,7 @@ from ..db import BIGINT_MAX
 from ..deps import FB
 from ..errors import InvalidInput
 from ..files import fs
-from ..files.responses import file_response, range_bytes
+from ..files.responses import FILE_RESPONSES, file_response, range_bytes
 from ..images.responses import image_info, thumb_response, thumb_url
 from ..images.service import ImagesDep
 from ..images.thumbs import version_of
@@ -169,7 +169,7 @@ def share_list(token: str, share: Share, fb: FB,
     return {"path": rel, "entries": out, "next": nxt, "total": total}
 
 
-@public.get("/{token}/file")
+@public.get("/{token}/file", response_class=Response, responses=FILE_RESPONSES)
 def share_file(request: Request, share: Share, fb: FB,
                path: str = Query("", max_length=8192), inline: bool = False) -> Response:
     """Download a shared file (Range supported); counted as the owner's download."""
@@ -185,7 +185,8 @@ def share_file(request: Request, share: Share, fb: FB,
     return file_response(request, real, inline=inline, on_sent=BackgroundTask(sent))
 
 
-@public.get("/{token}/thumb", responses={200: {"content": {"image/webp": {}}}})
+@public.get("/{token}/thumb", response_class=Response,
+            responses={200: {"content": {"image/webp": {}}}})
 def share_thumb(request: Request, share: Share, fb: FB, images: ImagesDep,
                 path: str = Query("", max_length=8192),
                 size: Literal["256", "1024"] = "256",
