@@ -408,7 +408,7 @@ class DavApp:
         try:
             dav_util.evaluate_http_conditionals(_Validated(), int(st.st_mtime), etag, environ)
         except DAVError as exc:
-            raise PreconditionFailed(f"{exc.context_info or 'a precondition failed'}") from None
+            raise PreconditionFailed(exc.context_info or "a precondition failed") from None
         if_dict = environ["wsgidav.conditions.if"]
         if if_dict:
             # tagged lists name their resource by URL: compare as lock URLs do
