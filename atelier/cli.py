@@ -16,6 +16,7 @@ from . import __version__
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from .protocol import JsonErrorsHttpTools
     from .service import create_app
 
     settings = filebrowser.settings_from(args, host=args.host, port=args.port)
@@ -32,9 +33,13 @@ def _serve(args: argparse.Namespace) -> int:
                 hook()
             super().handle_exit(sig, frame)
 
+    # proxy_headers=False: uvicorn would believe X-Forwarded-For from 127.0.0.1 and
+    # rewrite the client address, letting any local process pose as a trusted gateway;
+    # the app decides which forwarded headers to believe (filebrowser/access/peers.py).
     config = uvicorn.Config(app, host=settings.host, port=settings.port,
-                            log_level=args.log_level, http="httptools", loop="uvloop",
-                            timeout_keep_alive=30, timeout_graceful_shutdown=10)
+                            log_level=args.log_level, http=JsonErrorsHttpTools, loop="uvloop",
+                            timeout_keep_alive=30, timeout_graceful_shutdown=10,
+                            proxy_headers=False)
     Server(config).run()
     return 0
 

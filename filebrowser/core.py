@@ -12,7 +12,7 @@ import secrets
 import sys
 from pathlib import Path
 
-from . import db
+from . import db, statedir
 from .access.auth import Authenticator, Principal
 from .access.jail import Jail
 from .access.users import UserStore
@@ -39,6 +39,7 @@ class FileBrowser:
         self.settings = settings
         settings.root.mkdir(parents=True, exist_ok=True)
         make_layout(settings.root)
+        statedir.claim(settings.state_dir, settings.root)  # one state folder, one root
         self.jail = Jail(settings.root)
         self.root = self.jail.root
         self.engine = db.connect(settings.database_url)

@@ -168,7 +168,9 @@ def build_router(settings: ZooSettings, *, engine: sa.Engine, root: Path, curren
     router.add_api_route("/api/models/jobs/{job_id}", action("delete"), methods=["DELETE"],
                          name="delete_job")
 
-    @router.get("/api/models/events")
+    @router.get("/api/models/events", response_class=StreamingResponse,
+                responses={200: {"description": "Server-Sent Events: `event: job`",
+                                 "content": {"text/event-stream": {}}}})
     async def events(request: Request, user: Any = User) -> StreamingResponse:
         c = caller(user)
 

@@ -8,10 +8,12 @@
 - CLI and desktop: ``Authorization: Bearer <token>`` with tokens from ``POST /api/tokens``;
   only their sha256 is stored. Revocation deletes the row, so it acts at once.
 - HTTP Basic: accepted where a route asks for it (token creation, WebDAV).
-- Gateway: the ``proxy_user_header`` is believed only from ``trusted_proxies``.
+- Gateway: the ``proxy_user_header`` is believed only when the TCP peer itself is one
+  of ``trusted_proxies`` (never an address taken from a header: :mod:`.peers`).
 
 Failed logins are counted per user name and per client address in the database
-(so replicas sharing PostgreSQL share the limit) and answered 429 past the limit.
+(so replicas sharing PostgreSQL share the limit) and answered 429 past the limit; the
+address is the peer's, or the forwarded client's behind a trusted proxy (:mod:`.peers`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ import base64
 import binascii
 import hashlib
 import hmac
-import ipaddress
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ from .. import db
 from ..errors import CsrfFailed, NotFound, Unauthorized
 from ..settings import Settings
 from .jail import Scope
+from .peers import Peers
 from .ratelimit import FailureLimit
 from .users import User, UserStore
 
@@ -78,7 +80,7 @@ class Authenticator:
         self.engine = engine
         self.users = users
         self.settings = settings
-        self._proxies = [ipaddress.ip_network(p, strict=False) for p in settings.trusted_proxies]
+        self.peers = Peers(settings.trusted_proxies)
         self.failures = FailureLimit(engine, settings.login_window_seconds)
 
     # -- principals ---------------------------------------------------------------
@@ -218,13 +220,11 @@ class Authenticator:
     # -- gateway ------------------------------------------------------------------
 
     def _trusted(self, addr: str | None) -> bool:
-        if not addr or not self._proxies:
-            return False
-        try:
-            ip = ipaddress.ip_address(addr)
-        except ValueError:
-            return False
-        return any(ip in net for net in self._proxies)
+        return self.peers.trusted(addr)
+
+    def client_addr(self, request: Request) -> str:
+        """The address failed attempts are counted by (see :mod:`.peers`)."""
+        return self.peers.client(request)
 
     def _from_proxy(self, name: str) -> Principal | None:
         try:
@@ -251,11 +251,11 @@ class Authenticator:
             name, _, password = base64.b64decode(header[6:]).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError):
             raise Unauthorized("malformed Basic credentials") from None
-        addr = request.client.host if request.client else "-"
-        return self.principal(self.check_password(name, password, addr), "basic")
+        return self.principal(self.check_password(name, password, self.client_addr(request)),
+                              "basic")
 
     def identify(self, request: Request, *, allow_basic: bool = False) -> Principal:
-        addr = request.client.host if request.client else None
+        addr = Peers.peer(request)  # the TCP peer, never a forwarded address
         proxy_name = request.headers.get(self.settings.proxy_user_header)
         if proxy_name and self._trusted(addr):
             p = self._from_proxy(proxy_name)

@@ -18,6 +18,7 @@ import base64
 import bisect
 import contextlib
 import errno
+import fcntl
 import json
 import os
 import secrets
@@ -277,6 +278,7 @@ def write_stream(folder: Path, name: str, chunks: Iterator[bytes], policy: Confl
     size = 0
     try:
         with open(tmp, "xb") as f:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)  # live: the stale-file sweep keeps off
             for chunk in chunks:
                 size += len(chunk)
                 if max_bytes is not None and size > max_bytes:
@@ -417,8 +419,8 @@ def move(src: Path, dst_folder: Path, name: str, policy: ConflictPolicy) -> str:
 
 
 def tree_size(path: Path, skip_prefix: str | None = None) -> int:
-    """Bytes below ``path`` (or of the file), never following symlinks; files whose names
-    start with ``skip_prefix`` are left out."""
+    """Bytes below ``path`` (or of the file), never following symlinks; files and folders
+    whose names start with ``skip_prefix`` are left out."""
     try:
         s = os.lstat(path)
     except FileNotFoundError:
@@ -431,11 +433,12 @@ def tree_size(path: Path, skip_prefix: str | None = None) -> int:
         try:
             with os.scandir(stack.pop()) as it:
                 for e in it:
+                    if skip_prefix and e.name.startswith(skip_prefix):
+                        continue  # a file, or a folder (a copy in progress) and all in it
                     try:
                         if e.is_dir(follow_symlinks=False):
                             stack.append(e.path)
-                        elif e.is_file(follow_symlinks=False) and not (
-                                skip_prefix and e.name.startswith(skip_prefix)):
+                        elif e.is_file(follow_symlinks=False):
                             total += e.stat(follow_symlinks=False).st_size
                     except OSError:
                         continue

@@ -36,6 +36,16 @@ SAFE_HEADERS = {"X-Content-Type-Options": "nosniff",
                 "Cross-Origin-Resource-Policy": "same-origin"}
 
 
+# What a file download documents in the OpenAPI (its type depends on the file).
+FILE_RESPONSES: dict[int | str, dict] = {
+    200: {"description": "The file's bytes",
+          "content": {t: {} for t in ("application/octet-stream", *INLINE_TYPES.values())}},
+    206: {"description": "The ranges asked for (Range)",
+          "content": {"application/octet-stream": {}, "multipart/byteranges": {}}},
+    304: {"description": "Not modified (If-None-Match)"},
+}
+
+
 class _DescriptorResponse(FileResponse):
     """``FileResponse`` reading an open descriptor it owns (closed when sent, or when
     the response is dropped unsent)."""
@@ -65,9 +75,16 @@ def etag_of(st: os.stat_result) -> str:
 
 
 def content_disposition(name: str, inline: bool) -> str:
+    """The header for a download named ``name``: user input (a zip's ``name``, a file
+    another program wrote), so control characters go first; CR/LF/NUL in a header
+    would split it or make the server drop the connection."""
     kind = "inline" if inline else "attachment"
-    ascii_name = name.encode("ascii", "replace").decode().replace('"', "_").replace("?", "_")
-    return f"{kind}; filename=\"{ascii_name}\"; filename*=UTF-8''{urllib.parse.quote(name)}"
+    name = "".join("_" if ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 else c for c in name)
+    ascii_name = name.encode("ascii", "replace").decode()
+    for c in '"?\\':
+        ascii_name = ascii_name.replace(c, "_")
+    return (f"{kind}; filename=\"{ascii_name}\"; "
+            f"filename*=UTF-8''{urllib.parse.quote(name, safe='')}")
 
 
 def file_response(request: Request, src: Handle, *, inline: bool,

@@ -22,7 +22,7 @@ from ..core import FileBrowser
 from ..deps import FB
 from ..errors import BadPath, Conflict, Forbidden, InvalidInput, NotFound, ReadOnly
 from . import fs, walk
-from .responses import file_response, range_bytes
+from .responses import FILE_RESPONSES, file_response, range_bytes
 
 router = APIRouter(prefix="/api/fs", tags=["files"])
 
@@ -203,7 +203,7 @@ def trash_empty(p: CurrentUser, fb: FB) -> dict:
     return {"purged": len(items)}
 
 
-@router.get("/download")
+@router.get("/download", response_class=Response, responses=FILE_RESPONSES)
 def download(request: Request, p: CurrentUser, fb: FB,
              path: str = Query(..., max_length=8192), inline: bool = False) -> Response:
     """The raw file; resumable with Range. ``inline=true`` shows safe image types in place."""

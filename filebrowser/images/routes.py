@@ -13,6 +13,7 @@ from fastapi.responses import Response
 
 from ..access.auth import AdminUser, CurrentUser
 from ..access.jail import parent_of
+from ..db import BIGINT_MAX
 from ..deps import FB
 from ..errors import InvalidInput, Unavailable
 from ..files import fs
@@ -40,7 +41,8 @@ def info(p: CurrentUser, fb: FB, path: str = Query(..., max_length=8192)) -> dic
         return out
 
 
-@router.get("/api/fs/thumb", responses={200: {"content": {"image/webp": {}}}})
+@router.get("/api/fs/thumb", response_class=Response,
+            responses={200: {"content": {"image/webp": {}}}})
 def thumb(request: Request, p: CurrentUser, fb: FB, images: ImagesDep,
           path: str = Query(..., max_length=8192),
           size: Literal["256", "1024"] = Query("256", description=f"one of {SIZES}"),
@@ -70,8 +72,8 @@ def search_images(
     kind: Literal["image", "model"] | None = None,
     after: str | None = Query(None, max_length=40, description="mtime >=, epoch or ISO"),
     before: str | None = Query(None, max_length=40, description="mtime <, epoch or ISO"),
-    min_size: int | None = Query(None, ge=0),
-    max_size: int | None = Query(None, ge=0),
+    min_size: int | None = Query(None, ge=0, le=BIGINT_MAX),
+    max_size: int | None = Query(None, ge=0, le=BIGINT_MAX),
     sort: Literal["mtime", "relevance", "name", "size"] = "mtime",
     order: Literal["asc", "desc"] = "desc",
     limit: int = Query(100, ge=1, le=1000),
@@ -103,7 +105,10 @@ def search_images(
 def index_status(p: CurrentUser, images: ImagesDep) -> dict:
     if images.index is None or images.service is None:
         return {"enabled": False}
-    return {"enabled": True, "counts": images.index.counts(), **dict(images.service.iter_status())}
+    # the flags first, then the counts: a client polling until "scanning" is false then
+    # sees at least the numbers of the finished scan
+    status = dict(images.service.iter_status())
+    return {"enabled": True, "counts": images.index.counts(), **status}
 
 
 @router.post("/api/search/reindex", status_code=202)

@@ -22,16 +22,18 @@ import time
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.background import BackgroundTask
 
 from ..access.auth import CurrentUser
 from ..access.jail import Handle
+from ..db import BIGINT_MAX
 from ..deps import FB
 from ..errors import InvalidInput
 from ..files import fs
-from ..files.responses import file_response, range_bytes
+from ..files.responses import FILE_RESPONSES, file_response, range_bytes
 from ..images.responses import image_info, thumb_response, thumb_url
 from ..images.service import ImagesDep
 from ..images.thumbs import version_of
@@ -69,7 +71,8 @@ def list_shares(p: CurrentUser, fb: FB, all_users: bool = False) -> list[dict]:
 
 
 @router.delete("/{share_id}")
-def revoke_share(share_id: int, p: CurrentUser, fb: FB) -> dict:
+def revoke_share(share_id: Annotated[int, PathParam(ge=1, le=BIGINT_MAX)], p: CurrentUser,
+                 fb: FB) -> dict:
     fb.shares.revoke(p, share_id)
     return {"ok": True}
 
@@ -82,7 +85,8 @@ def _cookie(share_id: int) -> str:
 
 
 def _addr(request: Request) -> str:
-    return request.client.host if request.client else "-"
+    addr: str = request.app.state.auth.client_addr(request)  # the forwarded client behind
+    return addr  # a trusted proxy, else the peer (access/peers.py)
 
 
 def _open(request: Request, token: str, store: ShareStore) -> tuple[ShareAccess, Any]:
@@ -171,7 +175,7 @@ def share_list(token: str, share: Share, fb: FB,
     return {"path": rel, "entries": out, "next": nxt, "total": total}
 
 
-@public.get("/{token}/file")
+@public.get("/{token}/file", response_class=Response, responses=FILE_RESPONSES)
 def share_file(request: Request, share: Share, fb: FB,
                path: str = Query("", max_length=8192), inline: bool = False) -> Response:
     """Download a shared file (Range supported); counted as the owner's download."""
@@ -189,7 +193,8 @@ def share_file(request: Request, share: Share, fb: FB,
         return file_response(request, h, inline=inline, on_sent=BackgroundTask(sent))
 
 
-@public.get("/{token}/thumb", responses={200: {"content": {"image/webp": {}}}})
+@public.get("/{token}/thumb", response_class=Response,
+            responses={200: {"content": {"image/webp": {}}}})
 def share_thumb(request: Request, share: Share, fb: FB, images: ImagesDep,
                 path: str = Query("", max_length=8192),
                 size: Literal["256", "1024"] = "256",

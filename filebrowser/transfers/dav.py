@@ -8,7 +8,8 @@ or an API token (``atl_...``) as the password. Layers, outermost first::
                     write scope (403 read-only), unseen paths answer 404
                     PUT: streamed natively to a hidden temp file, fsync, atomic rename
                     (no half file ever visible; WsgiDAV would write in place), with
-                    quota, free space and WsgiDAV's locks checked first
+                    quota, free space, the If/If-Match conditions and WsgiDAV's locks
+                    checked first (litmus: 104 of 104)
                     GET/HEAD of a file: served natively (Range, ETag), counted as dav_get
     a2wsgi          everything else, in its thread pool
     WsgiDAV         PROPFIND/PROPPATCH/MKCOL/COPY/MOVE/DELETE/LOCK/UNLOCK; the user comes
@@ -26,6 +27,7 @@ import base64
 import binascii
 import contextlib
 import errno
+import fcntl
 import hashlib
 import hmac
 import os
@@ -34,7 +36,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import sqlalchemy as sa
 from a2wsgi import WSGIMiddleware
@@ -71,16 +73,19 @@ from ..errors import (
     InsufficientStorage,
     Locked,
     NotFound,
+    PreconditionFailed,
     Unauthorized,
     error_response,
 )
 from ..files import fs, walk
+from ..files.responses import etag_of
 
 MOUNT = "/dav"
 USER_HEADER = b"x-atelier-dav-user"
 USER_ENVIRON = "HTTP_X_ATELIER_DAV_USER"
 WRITE_METHODS = frozenset({"PUT", "DELETE", "MKCOL", "MOVE", "PROPPATCH", "LOCK", "UNLOCK"})
 _CACHE_SECONDS = 60.0
+_CONDITIONALS = ("if", "if-match", "if-none-match", "if-unmodified-since")
 
 
 def _principal(environ: dict[str, Any]) -> Principal:
@@ -221,6 +226,11 @@ class JailFile(_Jailed, FileResource):
         DAVNonCollection.__init__(self, path, environ)
         self._from(h)
 
+    def get_etag(self) -> str:
+        # the ETag our native GET and PUT send, so a client's If-Match or If header
+        # means the same thing whichever layer answers
+        return dav_etag(self.file_stat)
+
     def get_content(self) -> Any:
         with self._open() as h, _as_dav_errors():
             return os.fdopen(h.open_file(), "rb")
@@ -230,6 +240,28 @@ class JailFile(_Jailed, FileResource):
         with self._open() as src, self._dest(dest_path) as dst, _as_dav_errors():
             fs.copy(src, p.scope, dst.folder, dst.name, "overwrite")
         self._copy_props(dest_path, is_move)
+
+
+def dav_etag(st: os.stat_result) -> str:
+    """A file's entity tag without quotes (WsgiDAV's form): the quoted one is the ETag."""
+    return etag_of(st).strip('"')
+
+
+def ref_url(vpath: str) -> str:
+    """A path as WsgiDAV keys its locks: quoted, from the share root (``get_ref_url``)."""
+    return quote("/" + vpath.strip("/"))
+
+
+class _Validated:
+    """What WsgiDAV's condition checks ask of a resource: a file has both validators."""
+
+    @staticmethod
+    def support_etag() -> bool:
+        return True
+
+    @staticmethod
+    def support_modified() -> bool:
+        return True
 
 
 class JailProvider(FilesystemProvider):
@@ -325,8 +357,7 @@ class DavApp:
             if row is not None and user is not None and \
                     hmac.compare_digest(row.password_hash or "", hit[2]):
                 return self.fb.auth.principal(user, "basic")
-        addr = request.client.host if request.client else "-"
-        user = self.fb.auth.check_password(name, secret, addr)
+        user = self.fb.auth.check_password(name, secret, self.fb.auth.client_addr(request))
         with self.fb.engine.connect() as conn:
             stored = conn.execute(sa.select(db.users.c.password_hash).where(
                 db.users.c.id == user.id)).scalar_one()
@@ -449,8 +480,8 @@ class DavApp:
 
     # -- PUT: streamed to a temp file, placed atomically --------------------------------------
 
-    def _put_begin(self, request: Request, p: Principal, rel: str) -> tuple[str, Path, Path,
-                                                                             bool, int | None]:
+    def _put_begin(self, request: Request, p: Principal, rel: str
+                   ) -> tuple[str, Path, Path, bool, int | None, list[str]]:
         vpath = clean(rel.strip("/"))
         vpath, real = self.fb.jail.resolve(p.scope, vpath, write=True, must_exist=False)
         folder_v = parent_of(vpath)
@@ -461,17 +492,9 @@ class DavApp:
         if not vpath or not folder.is_dir() or real.is_dir():
             raise Conflict("cannot PUT to a folder")
         exists = os.path.lexists(real)
-        # Class 2: a locked resource (or one inside a locked folder) needs the lock token.
-        env = {"HTTP_IF": request.headers["if"]} if "if" in request.headers else {}
-        dav_util.parse_if_header_dict(env)
-        try:
-            self.dav.lock_manager.check_write_permission(
-                url="/" + vpath, depth="0", token_list=env.get("wsgidav.ifLockTokenList", []),
-                principal=p.name)
-        except DAVError:
-            raise Locked("this resource is locked") from None
-        length = request.headers.get("content-length")
-        size = int(length) if length and length.isdigit() else None
+        tokens = self._check_conditions(request, p, vpath, real if exists else None)
+        self._check_lock(p, vpath, tokens)
+        size = _content_length(request)
         old = os.stat(real).st_size if exists else 0
         if size is not None:
             self.fb.check_quota(p, size - old)
@@ -479,15 +502,65 @@ class DavApp:
         room = None
         if p.user.quota_bytes is not None:
             room = p.user.quota_bytes - self.fb.usage.stored_bytes(p.name) + old
-        return vpath, folder, fs.tmp_name(folder, real.name), exists, room
+        return vpath, folder, fs.tmp_name(folder, real.name), exists, room, tokens
+
+    def _check_conditions(self, request: Request, p: Principal, vpath: str,
+                          real: Path | None) -> list[str]:
+        """The PUT's preconditions, as WsgiDAV evaluates them for its own methods: the HTTP
+        conditionals (If-Match, If-None-Match, If-Unmodified-Since; RFC 9110 13) and the
+        WebDAV ``If`` header (lock tokens and entity tags, RFC 4918 10.4): 412 when they
+        fail. Returns the lock tokens the request submitted."""
+        environ: dict[str, Any] = {"REQUEST_METHOD": "PUT"}
+        for name in _CONDITIONALS:
+            if name in request.headers:
+                environ["HTTP_" + name.upper().replace("-", "_")] = request.headers[name]
+        dav_util.parse_if_header_dict(environ)
+        tokens: list[str] = environ["wsgidav.ifLockTokenList"]
+        if real is None:
+            if "HTTP_IF_MATCH" in environ:
+                raise PreconditionFailed("If-Match: there is no such file")
+            return tokens
+        st = os.stat(real)
+        etag = dav_etag(st)
+        url = ref_url(vpath)
+        try:
+            dav_util.evaluate_http_conditionals(_Validated(), int(st.st_mtime), etag, environ)
+        except DAVError as exc:
+            raise PreconditionFailed(exc.context_info or "a precondition failed") from None
+        if_dict = environ["wsgidav.conditions.if"]
+        if if_dict:
+            # tagged lists name their resource by URL: compare as lock URLs do
+            lists: dict[str, list[Any]] = {}
+            for key, value in if_dict.items():
+                lists.setdefault(key if key == "*" else self._if_resource(key), []).extend(value)
+            held = [lock["token"] for lock in self.dav.lock_manager.get_indirect_url_lock_list(
+                url, principal=p.name)]
+            if not dav_util.test_if_header_dict(_Validated(), lists, url, held, etag):
+                raise PreconditionFailed("the If header's condition failed")
+        return tokens
+
+    @staticmethod
+    def _if_resource(tag: str) -> str:
+        path = unquote(urlsplit(tag).path)
+        if path == MOUNT or path.startswith(MOUNT + "/"):
+            path = path[len(MOUNT):]
+        return ref_url(path.strip("/"))
+
+    def _check_lock(self, p: Principal, vpath: str, tokens: list[str]) -> None:
+        """Class 2: a locked file (or one inside a locked folder) needs its lock token."""
+        try:
+            self.dav.lock_manager.check_write_permission(
+                url=ref_url(vpath), depth="0", token_list=tokens, principal=p.name)
+        except DAVError:
+            raise Locked("this resource is locked") from None
 
     async def _put(self, request: Request, p: Principal, rel: str) -> Response:
-        vpath, folder, tmp, existed, room = await run_in_threadpool(
+        vpath, folder, tmp, existed, room, tokens = await run_in_threadpool(
             self._put_begin, request, p, rel)
         fd = await run_in_threadpool(os.open, tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
-        length = request.headers.get("content-length")
+        fcntl.flock(fd, fcntl.LOCK_EX)  # a new file: at once. The stale-file sweep keeps off
         direct = use_direct(self.fb.settings.upload_direct_io, folder,
-                            int(length) if length and length.isdigit() else None)
+                            _content_length(request))
         out = Appender(tmp, fd, 0, direct)
 
         def write(chunks: list[bytes]) -> None:
@@ -515,21 +588,29 @@ class DavApp:
             return Response(status_code=400)
         written = out.written
 
-        def finish() -> None:
+        def finish() -> str:
             try:
+                # a lock taken by someone else while the body arrived wins over this PUT
+                self._check_lock(p, vpath, tokens)
                 fs.place(tmp, folder, Path(vpath).name, "overwrite")
                 fs.fsync_dir(folder)
             finally:
                 _unlink(tmp)
             self.fb.usage.set_owner(p.name, vpath)
             self.fb.usage.record(p.name, "dav_put", vpath, written)
+            return dav_etag(os.stat(folder / Path(vpath).name))
 
         try:
-            await run_in_threadpool(finish)
+            etag = await run_in_threadpool(finish)
         except BaseException:
             await run_in_threadpool(_unlink, tmp)
             raise
-        return Response(status_code=204 if existed else 201)
+        return Response(status_code=204 if existed else 201, headers={"ETag": f'"{etag}"'})
+
+
+def _content_length(request: Request) -> int | None:
+    value = request.headers.get("content-length", "").strip()
+    return int(value) if value.isascii() and value.isdigit() else None  # not "²"
 
 
 def _unlink(path: Path) -> None:

@@ -73,6 +73,26 @@ def test_selection_and_access(server: Server) -> None:
     assert requests.get(f"{server.url}/api/fs/zip", params={"path": "models"}).status_code == 401
 
 
+def test_a_path_selected_many_times_is_zipped_once(server: Server) -> None:
+    """10,000 copies of one selection (found by schemathesis) took minutes: a quadratic
+    search for "x (n)" names. Now one entry, at once; same-named others still numbered."""
+    ann = server.add_user("ann")
+    (server.root / "users/ann/a.png").write_bytes(b"a")
+    (server.root / "users/ann/d").mkdir()
+    (server.root / "users/ann/d/a.png").write_bytes(b"b")
+    r = ann.post(f"{server.url}/api/fs/zip", timeout=60,
+                 json={"paths": ["users/ann/a.png"] * 9_999 + ["users/ann/d/a.png"]})
+    assert r.status_code == 200, r.text
+    zf = zipfile.ZipFile(io.BytesIO(r.content))
+    assert sorted(zf.namelist()) == ["a (1).png", "a.png"]
+    assert zf.read("a.png") == b"a" and zf.read("a (1).png") == b"b"
+    paths = [f"users/ann/{i}.png" for i in range(3000)]
+    for p in paths:
+        (server.root / p).write_bytes(b"n")
+    r = ann.post(f"{server.url}/api/fs/zip", json={"paths": paths}, timeout=120)
+    assert len(zipfile.ZipFile(io.BytesIO(r.content)).namelist()) == 3000
+
+
 def test_names_cannot_escape_on_extraction(server: Server, tmp_path: Path) -> None:
     s = server.session()
     evil = server.root / "outputs" / "evil"

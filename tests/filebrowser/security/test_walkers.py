@@ -34,6 +34,12 @@ ALLOWED = {
     ("filebrowser/images/index.py", "_list"):
         "the service-wide index: search filters its rows by the caller's scope",
     ("filebrowser/images/thumbs.py", "prune"): "the thumbnail cache in the state folder",
+    ("filebrowser/files/tmpsweep.py", "_temps"):
+        "the service finding its own stale hidden temporary names (.atelier-tmp-*) to remove",
+    ("filebrowser/files/tmpsweep.py", "_newest_mtime"):
+        "the age and size of one of our own stale temporary folders",
+    ("filebrowser/files/tmpsweep.py", "_consider"):
+        "removes one of our own stale temporary folders",
     ("filebrowser/client/cli.py", "plan_push"):
         "the desktop CLI walking the files it uploads, on the user's own computer",
 }
