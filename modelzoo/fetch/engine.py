@@ -1,29 +1,39 @@
 """The fetch engine: one call downloads one file, fast, resumably and verified.
 
-    fetch(urls, dest, size=, sha256=, connections=, headers=, progress=)
+    fetch(urls, dest, size=, sha256=, connections=, headers=, progress=, validator=)
       -> lock .NAME.lock (another replica downloading it? wait, then reuse its file)
-      -> probe every URL (mirrors.py), rank, check size / Content-Type
-      -> segmented: N workers, each with its own session, pull segments from the
+      -> probe every URL (mirrors.py), rank; the validator sees each one's Content-Type
+         and first bytes, so a login page fails before a file exists
+      -> segmented: workers, each with its own session, pull segments from the
          scheduler (segments.py) and pwrite them into .NAME.part; finished pieces are
-         marked in the control file (control.py); a hasher thread follows the contiguous
-         done prefix, so sha256 needs no second pass over the file
+         marked in the control file (control.py) and their write-back to disk starts at
+         once; a hasher thread follows the contiguous done prefix, so sha256 needs no
+         second pass over the file. The worker count is fixed (``connections``) or tuned
+         (tuning.py); mirrors share the workers by speed (mirrors.py)
          single stream: when the server ignores Range or sends no length
       -> size, sha256, validator (validate.py) -> fsync, atomic rename (placement.py)
 
 Failures: a retryable error (drop, stall, 5xx, 429 with Retry-After) costs the connection a
 backoff; a redirect target answering 400/401/403/410 means the signed URL expired, so the
 origin is resolved again; a remote change (If-Range answered 200, other validators)
-restarts from scratch once. Ctrl-C stops the workers, keeps the control file and re-raises
-KeyboardInterrupt: the same call resumes.
+restarts from scratch once. An answer that contradicts itself (Content-Length against
+Content-Range, the whole file for a mid-file range, a body that ends at the same byte short
+of its announced length twice) fails at once: the same request gets the same answer.
+Ctrl-C stops the workers, keeps the control file and re-raises KeyboardInterrupt: the same
+call resumes.
+
+Durability: with ``fsync`` on, each finished piece's pages are handed to the disk at once
+(``posix_fadvise(DONTNEED)`` starts write-back of dirty pages without waiting, the fallback
+PostgreSQL's ``pg_flush_data`` uses where ``sync_file_range`` is missing), so the final
+fsync finds little left to write: 3 ms instead of 50 ms for 128 MiB here.
 """
 
 from __future__ import annotations
 
 import hashlib
-import http.client
+import logging
 import os
 import re
-import socket
 import threading
 import time
 from collections import deque
@@ -32,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import requests
+from atelier_io.http import BodyCutShort
 
 from ..errors import (
     ChecksumMismatch,
@@ -51,21 +61,29 @@ from .segments import Scheduler, Segment
 from .settings import FetchSettings
 from .throttle import Throttle
 from .transport import (
+    NETWORK_ERRORS,
     Expired,
     HostHeaders,
+    Reply,
     Retryable,
-    SessionFactory,
-    finish,
+    Session,
+    as_session_factory,
+    bind_headers,
     make_session_factory,
     open_url,
     raise_for_status,
     range_info,
-    reader,
 )
+from .tuning import Tuner
 from .validate import Validator, validator_for
 
+# what costs a connection a retry (ValueError: http.client on a garbled status line)
+_RETRY: tuple[type[Exception], ...] = (Retryable, ValueError, *NETWORK_ERRORS)
+_RETRY_SINGLE: tuple[type[Exception], ...] = (Retryable, Expired, *NETWORK_ERRORS)
 HASH_CHUNK = 4 * 1024 * 1024
+TICK = 0.05  # seconds between looks of the control loop (tuning, mirrors, cancel)
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+log = logging.getLogger("modelzoo.fetch")
 
 
 @dataclass(frozen=True)
@@ -84,6 +102,16 @@ class FetchProgress:
 
 
 @dataclass(frozen=True)
+class MirrorReport:
+    """What one candidate URL did for the download."""
+
+    origin: str
+    received: int        # bytes it served in this call
+    used: bool           # it served bytes and was not demoted
+    note: str | None     # why it was left out, demoted or unusual, if it was
+
+
+@dataclass(frozen=True)
 class FetchResult:
     path: Path
     size: int
@@ -92,6 +120,8 @@ class FetchResult:
     resumed: int             # bytes already on disk from an earlier run
     reused: bool = False     # the file was already there (another replica fetched it)
     endpoints: tuple[str, ...] = ()
+    connections: int = 0     # most connections open at once
+    mirrors: tuple[MirrorReport, ...] = ()
 
 
 ProgressCallback = Callable[[FetchProgress], None]
@@ -101,32 +131,54 @@ class _Changed(Exception):
     """The remote file changed under us: start over."""
 
 
+class _Retired(Exception):
+    """This worker is one more than the download wants now."""
+
+
 def fetch(urls: str | Sequence[str], dest: str | os.PathLike[str], *,
           size: int | None = None, sha256: str | None = None,
           connections: int | None = None, headers: HostHeaders | None = None,
           progress: ProgressCallback | None = None, settings: FetchSettings | None = None,
-          session_factory: SessionFactory | None = None,
-          validator: Validator | None | bool = True, compute_sha256: bool = False,
-          cancel: threading.Event | None = None) -> FetchResult:
+          session_factory: Callable[[], Any] | None = None,
+          validator: Validator | str | bool | None = True, compute_sha256: bool = False,
+          cancel: threading.Event | None = None,
+          max_connections: int | None = None) -> FetchResult:
     """Download one file from one or more URLs serving the same bytes.
 
     ``dest`` is the file to create, or an existing folder (the name then comes from
-    Content-Disposition or the URL). ``headers`` maps a host name to headers sent only to
-    that host (tokens); redirect targets get none of them. ``validator`` is True for the
-    default by file extension (safetensors header check, no HTML pages as models), None or
-    False for none, or a :class:`Validator`. ``cancel`` stops the download like Ctrl-C.
+    Content-Disposition or the URL). ``headers`` maps an origin (``https://host[:port]``)
+    to headers sent only to it (tokens); a bare host name means the origins of ``urls`` on
+    that host. Redirect targets on other origins get none of them.
+
+    ``validator`` says what is expected: True for the default by file name (safetensors
+    header check; no HTML/JSON/XML page where a binary is expected, even without an
+    extension; JSON for ``.json``), a kind (``"model"``, ``"safetensors"``, ``"json"``,
+    ``"text"``, ``"any"``), a :class:`Validator`, or None/False for no check.
+
+    ``connections`` fixes the number of connections; without it (and without
+    ``ATELIER_FETCH_CONNECTIONS``) the engine starts with a few and adds more while they
+    add speed, up to ``max_connections``. ``cancel`` stops the download like Ctrl-C.
     """
     settings = settings or FetchSettings()
+    update: dict[str, Any] = {}
     if connections is not None:
-        settings = settings.model_copy(update={"connections": connections})
+        update["connections"] = connections
+    if max_connections is not None:
+        update["max_connections"] = max_connections
+    if update:
+        settings = settings.model_copy(update=update)
     url_list = [urls] if isinstance(urls, str) else list(urls)
     if not url_list:
         raise ValueError("at least one URL is required")
     if sha256 is not None and not _SHA256.match(sha256):
         raise ValueError(f"sha256 must be 64 hex digits, got {sha256!r}")
-    job = _Job(url_list, Path(dest), size, sha256.lower() if sha256 else None, headers,
-               progress, settings, session_factory or make_session_factory(settings),
-               validator, compute_sha256 or sha256 is not None, cancel or threading.Event())
+    if isinstance(validator, str):
+        validator_for("x", validator)  # an unknown kind fails now, not after the probe
+    factory = (as_session_factory(session_factory, settings) if session_factory
+               else make_session_factory(settings))
+    job = _Job(url_list, Path(dest), size, sha256.lower() if sha256 else None,
+               bind_headers(headers, url_list), progress, settings, factory, validator,
+               compute_sha256 or sha256 is not None, cancel or threading.Event())
     return job.run()
 
 
@@ -136,23 +188,32 @@ class _Job:
     dest: Path
     size: int | None
     sha256: str | None
-    headers: HostHeaders | None
+    bound: dict[str, dict[str, str]]
     progress: ProgressCallback | None
     settings: FetchSettings
-    factory: SessionFactory
-    validator_arg: Validator | None | bool
+    factory: Callable[[], Session]
+    validator_arg: Validator | str | bool | None
     want_hash: bool
     cancel: threading.Event
     endpoints: list[Endpoint] = field(default_factory=list)
+    probed: list[Endpoint] = field(default_factory=list)
+    _idle: deque[Session] = field(default_factory=deque)
 
     # ---- orchestration -----------------------------------------------------------------
 
     def run(self) -> FetchResult:
         path = self.dest
-        if path.is_dir():
-            self.endpoints = self._probe()
-            name = self._name_from(self.endpoints)
-            path = path / name
+        try:
+            if path.is_dir():
+                self.endpoints = self._probe()
+                name = self._name_from(self.endpoints)
+                path = path / name
+            return self._run_locked(path)
+        finally:
+            while self._idle:
+                self._idle.pop().close()
+
+    def _run_locked(self, path: Path) -> FetchResult:
         path.parent.mkdir(parents=True, exist_ok=True)
         lock = (FileLock(placement.lock_path(path), heartbeat=self.settings.lock_heartbeat,
                          stale_after=self.settings.lock_stale_after)
@@ -165,9 +226,19 @@ class _Job:
                 reused = self._reuse(path, waited)
                 if reused is not None:
                     return reused
+            before: list[Validators | None] = []
             for attempt in range(2):
                 if not self.endpoints or attempt:
                     self.endpoints = self._probe()
+                now = [e.validators for e in self.endpoints]
+                if attempt and now == before:
+                    # Nothing changed after all: the server answers a mid-file range
+                    # with the whole file without telling its validators.
+                    raise RemoteError(
+                        f"{self.urls[0]} answered a mid-file range with the whole file "
+                        f"(HTTP 200) and the same file again on a new try; it does not "
+                        f"serve ranges past the start", url=self.urls[0])
+                before = now
                 try:
                     return _Download(self, path, lock).run()
                 except _Changed:
@@ -179,8 +250,19 @@ class _Job:
             if lock is not None:
                 lock.release()
 
+    def session(self) -> Session:
+        """A warm session left by a probe, else a new one."""
+        try:
+            return self._idle.popleft()
+        except IndexError:
+            return self.factory()
+
     def _probe(self) -> list[Endpoint]:
-        eps = probe_all(self.urls, self.factory, self.settings, self.headers)
+        while self._idle:
+            self._idle.pop().close()
+        eps = probe_all(self.urls, self.factory, self.settings, self.bound,
+                        keep=self._idle.append)
+        self.probed = eps
         usable = rank(eps, self.sha256 is not None)
         if not usable:
             err = next((e.error for e in eps if e.error is not None), None)
@@ -200,11 +282,14 @@ class _Job:
         return name
 
     def validator(self, name: str) -> Validator | None:
-        if self.validator_arg is True:
+        arg = self.validator_arg
+        if arg is True:
             return validator_for(name)
-        if self.validator_arg is False or self.validator_arg is None:
+        if arg is False or arg is None:
             return None
-        return self.validator_arg
+        if isinstance(arg, str):
+            return validator_for(name, arg)
+        return arg
 
     def _reuse(self, path: Path, waited: bool) -> FetchResult | None:
         """The final file exists: reuse it when it is the one asked for."""
@@ -237,20 +322,20 @@ class _Download:
         self.part = placement.part_path(path)
         self.ctl_path = placement.control_path(path)
         self.validator = job.validator(self.name)
-        self.pool = EndpointPool(job.endpoints, self.s.demote_after)
+        self.pool = EndpointPool(job.endpoints, self.s.demote_after, self.s.mirror_keep_ratio)
         self.stop = threading.Event()
         self.error: BaseException | None = None
         self.changed = False
         self.received = 0
         self._recv_lock = threading.Lock()
         self.throttle = Throttle(self.s.bandwidth_limit)
-        self._responses: dict[int, requests.Response] = {}
+        self._replies: dict[int, Reply] = {}
         self._speed: deque[tuple[float, int]] = deque(maxlen=64)
+        self.peak = 0
 
     def run(self) -> FetchResult:
-        primary = self.pool.endpoints[0]
-        if self.validator is not None:
-            self.validator.check_content_type(primary.content_type, self.name)
+        self._check_endpoints()
+        primary = self.pool.usable()[0] if self.pool.usable() else self.pool.endpoints[0]
         remote = primary.validators
         if remote is not None and self.job.size is not None and remote.size != self.job.size:
             raise SizeMismatch(
@@ -260,12 +345,31 @@ class _Download:
             return self._segmented(remote)
         return self._single(primary)
 
+    def _check_endpoints(self) -> None:
+        """What each endpoint's probe saw must be what is expected: endpoints serving a
+        page are set aside; when none is left, the first one's reason is the error."""
+        if self.validator is None:
+            return
+        first: NotAModel | None = None
+        for ep in self.pool.endpoints:
+            size = ep.validators.size if ep.validators is not None else None
+            try:
+                self.validator.check_content_type(ep.content_type, self.name, ep.head)
+                if ep.head:
+                    self.validator.check_start(ep.head, self.name, size)
+            except NotAModel as e:
+                first = first or e
+                self.pool.failure(ep, e, fatal=True)
+        if not self.pool.healthy():
+            assert first is not None
+            raise first
+
     # ---- segmented download ------------------------------------------------------------
 
     def _segmented(self, remote: Validators) -> FetchResult:
         size = remote.size
         ctl = ControlFile.load(self.ctl_path)
-        if ctl is not None and not (ctl.validators.same_as(remote) and self.part.exists()
+        if ctl is not None and not (self._resumable(ctl, remote) and self.part.exists()
                                     and self.part.stat().st_size == size):
             ctl.remove()
             ctl = None
@@ -286,8 +390,9 @@ class _Download:
                     fd = -1
                     self.part.unlink(missing_ok=True)
                     raise
-                ctl = ControlFile.create(self.ctl_path, remote, self.s.piece_size,
-                                         self.pool.endpoints[0].origin)
+                primary = self._primary(remote)
+                ctl = ControlFile.create(self.ctl_path, primary.validators or remote,
+                                         self.s.piece_size, primary.origin)
             try:
                 return self._run_workers(fd, ctl, size)
             except NotAModel:  # nothing worth resuming: leave nothing behind
@@ -298,64 +403,133 @@ class _Download:
             if fd >= 0:
                 os.close(fd)
 
+    def _primary(self, remote: Validators) -> Endpoint:
+        return next((e for e in self.pool.healthy() if e.validators == remote),
+                    self.pool.endpoints[0])
+
+    def _resumable(self, ctl: ControlFile, remote: Validators) -> bool:
+        """The partial belongs to these bytes: same validators as the endpoint that
+        started it (mirrors may differ in ETag), or, with a sha256 to check the result,
+        the same size when that endpoint is not among today's."""
+        starter = next((e for e in self.pool.healthy()
+                        if e.origin == ctl.url and e.validators is not None), None)
+        if starter is not None:
+            assert starter.validators is not None
+            return ctl.validators.same_as(starter.validators)
+        if self.job.sha256 is not None:
+            return ctl.validators.size == remote.size
+        return ctl.validators.same_as(remote)
+
     def _run_workers(self, fd: int, ctl: ControlFile, size: int) -> FetchResult:
         self.fd, self.ctl, self.size = fd, ctl, size
-        sched = self.sched = Scheduler(size, ctl.piece_size, self.s.connections, ctl.done)
+        fixed = self.s.connections
+        cap = fixed or self.s.max_connections
+        start = fixed or min(self.s.initial_connections, cap)
+        self.tuner = None if fixed else Tuner(start, cap, window=self.s.tuning_window)
+        self.target = start
+        self.ceiling = cap          # lowered by each worker that runs out of retries
+        sched = self.sched = Scheduler(size, ctl.piece_size, start, ctl.done)
         resumed = sched.done_bytes
         self.prefix_cond = threading.Condition()
         self.digest: str | None = None
-        self._all_done = threading.Event()
-        self._alive = self.s.connections
-        workers = [threading.Thread(target=self._worker, args=(i,), daemon=True,
-                                    name=f"fetch-{i}") for i in range(self.s.connections)]
+        self._workers: dict[int, threading.Thread] = {}
+        self._alive: set[int] = set()
+        self._warm: set[int] = set()
+        self._next_id = 0
+        self._last_error: BaseException | None = None
+        self._wake = threading.Event()  # a worker ended: the control loop looks at once
         hasher = (threading.Thread(target=self._hasher, daemon=True, name="fetch-hash")
                   if self.job.want_hash else None)
         try:
-            for t in [*workers, *([hasher] if hasher else [])]:
-                t.start()
-            last_sync = time.monotonic()
-            while not self._all_done.wait(self.s.progress_interval):
-                if self.job.cancel.is_set():
-                    raise KeyboardInterrupt
-                if self.lock is not None and self.lock.lost.is_set():
-                    self._fail(FetchError(f"{self.name}: lost the lock to another process"))
-                self._report(size)
-                if self.s.fsync and time.monotonic() - last_sync >= self.s.sync_interval:
-                    os.fdatasync(fd)
-                    ctl.sync()
-                    last_sync = time.monotonic()
-            if self.changed:
-                raise _Changed()
-            if self.error is not None:
-                raise self.error
-            if not sched.complete:
-                last = getattr(self, "_last", None)
-                raise (self._as_error(last) if last is not None else
-                       RemoteError(f"{self.name}: download stopped before the end"))
             if hasher is not None:
-                with self.prefix_cond:
-                    self.prefix_cond.notify_all()
-                hasher.join()
-            self._report(size)
-        except BaseException:
-            self._shutdown(workers, hasher)
-            raise
+                hasher.start()
+            self._spawn()
+            self._control_loop(fd, size)
+            if self.error is None and not self.changed and sched.complete and hasher:
+                hasher.join()  # the done prefix is the whole file now: it finishes
         finally:
-            ctl.close()
+            self._shutdown(hasher)
+        if self.error is not None:
+            raise self.error
+        if self.changed:
+            raise _Changed()
+        if not sched.complete:
+            raise self._last_error or RemoteError(f"{self.name}: incomplete download")
+        if self.job.want_hash and self.digest is None:
+            raise FetchError(f"{self.name}: hashing did not finish")
+        self._report(size)
         return self._finish(fd, size, self.digest, resumed)
 
-    def _shutdown(self, workers: list[threading.Thread], hasher: threading.Thread | None,
-                  ) -> None:
+    def _control_loop(self, fd: int, size: int) -> None:
+        last_sync = last_report = time.monotonic()
+        while True:
+            self._wake.wait(TICK)
+            self._wake.clear()
+            now = time.monotonic()
+            if self.stop.is_set() or self.sched.complete and not self._alive:
+                return
+            if self.job.cancel.is_set():
+                raise KeyboardInterrupt
+            if self.lock is not None and self.lock.lost.is_set():
+                self._fail(FetchError(f"{self.name}: lost the lock to another process"))
+                return
+            self.pool.observe(now)
+            if self.tuner is not None:
+                wanted = self.tuner.update(now, self.received, len(self._warm))
+                if wanted != self.target:
+                    self._warm.clear()
+                self.target = wanted
+            self._spawn()
+            if not self._alive:
+                if self.sched.complete:
+                    return
+                if self.ceiling <= 0 or not self.sched.has_work():
+                    self._fail(self._as_error(self._last_error)
+                               if self._last_error else
+                               RemoteError(f"{self.name}: no connection is left"))
+                    return
+            if now - last_report >= self.s.progress_interval:
+                self._report(size)
+                last_report = now
+            if self.s.fsync and now - last_sync >= self.s.sync_interval:
+                os.fdatasync(fd)
+                self.ctl.sync()
+                last_sync = now
+
+    def _spawn(self) -> None:
+        """Start workers up to the wanted count, while there is work to hand out."""
+        want = min(self.target, self.ceiling)
+        with self._recv_lock:
+            while len(self._alive) < want and not self.stop.is_set():
+                if self._alive and not self.sched.has_work():
+                    break
+                wid = self._next_id
+                self._next_id += 1
+                self._alive.add(wid)
+                t = threading.Thread(target=self._worker, args=(wid,), daemon=True,
+                                     name=f"fetch-{wid}")
+                self._workers[wid] = t
+                t.start()
+            self.peak = max(self.peak, len(self._alive))
+
+    def _retire(self, wid: int) -> bool:
+        """True when this worker is the newest of more than the download wants now."""
+        with self._recv_lock:
+            if len(self._alive) > min(self.target, self.ceiling) and wid == max(self._alive):
+                return True
+            return False
+
+    def _shutdown(self, hasher: threading.Thread | None) -> None:
         self.stop.set()
         with self.prefix_cond:
             self.prefix_cond.notify_all()
-        for resp in list(self._responses.values()):
-            _abort(resp)  # wakes a worker blocked in recv
+        for reply in list(self._replies.values()):
+            reply.abort()  # wakes a worker blocked in recv
         deadline = time.monotonic() + 5
-        for t in [*workers, *([hasher] if hasher else [])]:
+        for t in [*self._workers.values(), *([hasher] if hasher else [])]:
             t.join(max(0.0, deadline - time.monotonic()))
         try:
-            if self.s.fsync:
+            if self.s.fsync and not self.sched.complete:  # what to resume from is durable
                 os.fdatasync(self.fd)
                 self.ctl.sync()
         except OSError:
@@ -363,10 +537,11 @@ class _Download:
         self.ctl.close()
 
     def _worker(self, wid: int) -> None:
-        session = self.job.factory()
+        session = self.job.session()
         buf = memoryview(bytearray(self.s.buffer_size))
         attempts = 0
         expiries = 0
+        cuts: dict[int, int] = {}  # endpoint -> file offset where its body last ended early
         seg = self.sched.take(wid)
         try:
             while seg is not None and not self.stop.is_set():
@@ -375,13 +550,15 @@ class _Download:
                     continue
                 ep = self.pool.pick(wid)
                 if ep is None:
-                    self._fail(self._last_error() or RemoteError("no usable endpoint left"))
+                    self._fail(self._last_endpoint_error() or RemoteError("no usable endpoint"))
                     break
                 before = seg.committed
                 try:
-                    self._stream(session, ep, seg, buf)
+                    self._stream(session, ep, seg, buf, wid)
                     self.pool.success(ep)
                     attempts = expiries = 0
+                except _Retired:
+                    break
                 except Expired as e:
                     ep.expire(ep.resolved)
                     expiries += 1
@@ -398,8 +575,7 @@ class _Download:
                     if not self.pool.failure(ep, e, fatal=True) or not self.pool.healthy():
                         self._fail(e)
                         break
-                except (Retryable, requests.RequestException, OSError, http.client.HTTPException,
-                        ValueError) as e:
+                except _RETRY as e:
                     if self.stop.is_set():
                         break
                     full = (placement.no_space(e, self.name, self.path.parent)
@@ -407,88 +583,138 @@ class _Download:
                     if full is not None:
                         self._fail(full)
                         break
+                    if isinstance(e, BodyCutShort):
+                        if cuts.get(id(ep)) == seg.committed:
+                            same = RemoteError(
+                                f"{ep.origin} ended its answer {e.missing} bytes short at "
+                                f"offset {seg.committed}, twice: it announces bytes it does "
+                                f"not send; retrying will not help", url=ep.origin)
+                            if not self.pool.failure(ep, same, fatal=True) or \
+                                    not self.pool.healthy():
+                                self._fail(same)
+                                break
+                            continue
+                        cuts[id(ep)] = seg.committed
                     if seg.committed > before:
                         attempts = 0
                     attempts += 1
+                    self._last_error = e
                     self.pool.failure(ep, e)
                     if attempts > self.s.retries:
-                        self._give_up(wid, e)
+                        self._give_up(e)
                         break
                     delay = e.delay if isinstance(e, Retryable) else None
                     if delay is None:
                         delay = min(self.s.backoff_max,
                                     self.s.backoff_initial * 2 ** (attempts - 1))
                     self.stop.wait(delay)
+                finally:
+                    self.pool.done(ep)
         finally:
             if seg is not None and not seg.finished:
                 self.sched.release(seg)
             session.close()
             with self._recv_lock:
-                self._alive -= 1
-                if self._alive == 0:
-                    self._all_done.set()
+                self._alive.discard(wid)
+                self._warm.discard(wid)
+            self._wake.set()
 
-    def _stream(self, session: requests.Session, ep: Endpoint, seg: Segment,
-                buf: memoryview) -> None:
+    def _stream(self, session: Session, ep: Endpoint, seg: Segment, buf: memoryview,
+                wid: int) -> None:
         """One ranged GET for the rest of ``seg``, written as it arrives."""
         start, end = seg.committed, seg.end
         extra = {"Range": f"bytes={start}-{end - 1}"}
         if ep.if_range:
             extra["If-Range"] = ep.if_range
-        opened = open_url(session, ep.url(), self.s, self.job.headers, extra)
-        resp = opened.response
-        self._responses[threading.get_ident()] = resp
+        opened = open_url(session, ep.url(), self.s, self.job.bound, extra)
+        reply = opened.reply
+        self._replies[wid] = reply
         fully = False
         try:
-            raise_for_status(resp, opened.url, ep.origin, self.s)
+            raise_for_status(reply, opened.url, ep.origin, self.s)
             ep.update(opened.url)
-            info = range_info(resp)
-            self._check_identity(ep, resp, info.ranged)
+            info = range_info(reply, ep.origin)
+            self._check_identity(ep, reply, info.ranged, start, end)
             if not info.ranged or info.start != start:
-                raise FetchError(f"{ep.origin} stopped honouring Range requests", url=ep.origin)
+                raise RemoteError(f"{ep.origin} answered bytes {info.start}- to a request for "
+                                  f"bytes {start}-; retrying will not help", url=ep.origin)
             if info.total is not None and info.total != self.size:
                 raise _Changed()
-            read = reader(resp)
-            while not self.stop.is_set():
-                want = min(len(buf), seg.end - seg.claimed)
-                if want <= 0:
-                    break
-                n = read(buf[:want])
-                if n <= 0:
-                    raise Retryable(f"{ep.origin}: connection closed early")
-                with self._recv_lock:
-                    self.received += n
-                if seg.claimed == 0 and self.validator is not None:
-                    self.validator.check_start(bytes(buf[:min(n, 4096)]), self.name, self.size)
-                offset = seg.claimed
-                ours = self.sched.claim(seg, n)
-                if ours:
-                    os.pwrite(self.fd, buf[:ours], offset)
-                    pieces = self.sched.commit(seg, ours)
-                    for i in pieces:
-                        self.ctl.mark(i)
-                    if pieces and self.job.want_hash:
-                        with self.prefix_cond:
-                            self.prefix_cond.notify_all()
-                    self.throttle.consume(ours, self.stop)
-                if ours < n:
-                    break  # a thief took the rest of this segment
+            self._read_into(reply, ep, seg, buf, wid)
             fully = seg.committed == end
         finally:
-            self._responses.pop(threading.get_ident(), None)
-            finish(resp, fully)
+            self._replies.pop(wid, None)
+            reply.release(fully)
 
-    def _check_identity(self, ep: Endpoint, resp: requests.Response, ranged: bool) -> None:
-        """A 200 to an If-Range request, or other validators on a 206: the file changed."""
+    def _read_into(self, reply: Reply, ep: Endpoint, seg: Segment, buf: memoryview,
+                   wid: int) -> None:
+        sched, fd, stop, pool = self.sched, self.fd, self.stop, self.pool
+        readinto = reply.readinto
+        writeback = self.s.fsync
+        while not stop.is_set():
+            want = min(len(buf), seg.end - seg.claimed)
+            if want <= 0:
+                return
+            n = readinto(buf[:want])
+            if n <= 0:
+                raise Retryable(f"{ep.origin}: connection closed early")
+            with self._recv_lock:
+                self.received += n
+                ep.received += n
+            if wid not in self._warm:
+                self._warm.add(wid)
+            if seg.claimed == 0 and self.validator is not None:
+                self.validator.check_start(bytes(buf[:min(n, 4096)]), self.name, self.size)
+            offset = seg.claimed
+            ours = sched.claim(seg, n)
+            if ours:
+                os.pwrite(fd, buf[:ours], offset)
+                pieces = sched.commit(seg, ours)
+                if pieces:
+                    for i in pieces:
+                        self.ctl.mark(i)
+                    if writeback:
+                        self._write_back(pieces)
+                    if self.job.want_hash:
+                        with self.prefix_cond:
+                            self.prefix_cond.notify_all()
+                self.throttle.consume(ours, stop)
+            if ours < n:
+                return  # a thief took the rest of this segment
+            if len(self._alive) > self.target and self._retire(wid):
+                raise _Retired()
+            if not ep.usable and pool.should_leave(ep):
+                return  # left out or demoted: the next request goes elsewhere
+
+    def _write_back(self, pieces: list[int]) -> None:
+        """Start writing the finished pieces to disk now (see the module docstring)."""
+        piece = self.sched.piece_size
+        lo = pieces[0] * piece
+        hi = min(self.size, (pieces[-1] + 1) * piece)
+        try:
+            os.posix_fadvise(self.fd, lo, hi - lo, os.POSIX_FADV_DONTNEED)
+        except OSError:
+            pass  # only a hint
+
+    def _check_identity(self, ep: Endpoint, reply: Reply, ranged: bool, start: int,
+                        end: int) -> None:
+        """Other validators than the probe's: the file changed. A 200 carrying the same
+        validators to a mid-file range: the server ignores such ranges (final)."""
         v = ep.validators
-        etag, lm = resp.headers.get("etag"), resp.headers.get("last-modified")
         if v is None:
             return
+        etag, lm = reply.headers.get("etag"), reply.headers.get("last-modified")
         if (v.etag and etag and etag != v.etag) or (
                 v.last_modified and lm and lm != v.last_modified):
             raise _Changed()
-        if not ranged and resp.status_code == 200 and ep.if_range:
-            raise _Changed()
+        if not ranged and reply.status == 200:
+            if (v.etag and etag == v.etag) or (v.last_modified and lm == v.last_modified):
+                raise RemoteError(
+                    f"{ep.origin} answered a request for bytes {start}-{end - 1} with the "
+                    f"whole file (HTTP 200, same ETag): it serves ranges only from the "
+                    f"start; retrying will not help", url=ep.origin)
+            if ep.if_range:
+                raise _Changed()
 
     def _hasher(self) -> None:
         h = hashlib.sha256()
@@ -517,14 +743,14 @@ class _Download:
             self.error = error
         self.stop.set()
 
-    def _give_up(self, wid: int, error: BaseException) -> None:
+    def _give_up(self, error: BaseException) -> None:
         """This connection is out of retries; the download fails when all are."""
-        self._gave_up = getattr(self, "_gave_up", 0) + 1
-        self._last = error
-        if self._gave_up >= self.s.connections:
-            self._fail(self._as_error(error))
+        with self._recv_lock:
+            # no replacement for it: the download fails once every connection gave up
+            self.ceiling = min(self.ceiling, len(self._alive)) - 1
+            self._last_error = error
 
-    def _last_error(self) -> BaseException | None:
+    def _last_endpoint_error(self) -> BaseException | None:
         errors = [e.error for e in self.pool.endpoints if e.error is not None]
         return self._as_error(errors[-1]) if errors else None
 
@@ -559,17 +785,25 @@ class _Download:
         self.ctl_path.unlink(missing_ok=True)  # a partial from a ranged run is of no use
         if known is not None:
             placement.check_space(self.path.parent, known, self.s.reserve_bytes, self.name)
-        session = self.job.factory()
+        session = self.job.session()
         buf = memoryview(bytearray(self.s.buffer_size))
         attempts = 0
+        short_at: int | None = None
+        self.peak = 1
         try:
             while True:
                 try:
                     return self._single_attempt(session, ep, buf, known)
-                except (Retryable, requests.RequestException, http.client.HTTPException,
-                        Expired, OSError) as e:
+                except _RETRY_SINGLE as e:
                     if isinstance(e, FetchError):
                         raise
+                    if isinstance(e, _Short):
+                        if e.got == short_at:
+                            raise RemoteError(
+                                f"{ep.origin}: got {e.got} of {e.announced} bytes, twice: the "
+                                f"server announces a length it does not send; retrying will "
+                                f"not help", url=ep.origin) from None
+                        short_at = e.got
                     attempts += 1
                     if attempts > self.s.retries:
                         raise self._as_error(e) from e
@@ -585,30 +819,32 @@ class _Download:
         finally:
             session.close()
 
-    def _single_attempt(self, session: requests.Session, ep: Endpoint, buf: memoryview,
+    def _single_attempt(self, session: Session, ep: Endpoint, buf: memoryview,
                         known: int | None) -> FetchResult:
-        opened = open_url(session, ep.url(), self.s, self.job.headers)
-        resp = opened.response
+        opened = open_url(session, ep.url(), self.s, self.job.bound)
+        reply = opened.reply
         fd = -1
         ok = False
+        done = 0
         try:
-            raise_for_status(resp, opened.url, ep.origin, self.s)
-            if self.validator is not None:
-                self.validator.check_content_type(resp.headers.get("content-type", ""),
-                                                  self.name)
+            raise_for_status(reply, opened.url, ep.origin, self.s)
             fd = os.open(self.part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             h = hashlib.sha256() if self.job.want_hash else None
-            read = reader(resp)
-            done = 0
             self._single_done = 0
             last = time.monotonic()
             while True:
                 if self.job.cancel.is_set():
                     raise KeyboardInterrupt
-                n = read(buf)
+                try:
+                    n = reply.readinto(buf)
+                except BodyCutShort:
+                    raise _Short(done, known if known is not None else done) from None
                 if n <= 0:
                     break
                 if done == 0 and self.validator is not None:
+                    self.validator.check_content_type(
+                        reply.headers.get("content-type") or "", self.name,
+                        bytes(buf[:min(n, 4096)]))
                     self.validator.check_start(bytes(buf[:min(n, 4096)]), self.name, known)
                 try:
                     os.write(fd, buf[:n])
@@ -618,19 +854,20 @@ class _Download:
                     h.update(buf[:n])
                 done += n
                 self.received += n
+                ep.received += n
                 self._single_done = done
                 self.throttle.consume(n, self.job.cancel)
                 if time.monotonic() - last >= self.s.progress_interval:
                     self._report(known)
                     last = time.monotonic()
             if known is not None and done != known:
-                raise Retryable(f"{ep.origin}: got {done} of {known} bytes")
+                raise _Short(done, known)
             self._report(done)
             result = self._finish(fd, done, h.hexdigest() if h else None, 0)
             ok = True
             return result
         finally:
-            finish(resp, False)
+            reply.release(False)
             if fd >= 0:
                 os.close(fd)
             if not ok:
@@ -656,19 +893,28 @@ class _Download:
             raise
         placement.place(self.part, self.path, fd, durable=self.s.fsync)
         self.ctl_path.unlink(missing_ok=True)
-        return FetchResult(self.path, size, digest, self.received, resumed,
-                           endpoints=tuple(e.origin for e in self.pool.healthy()))
+        healthy = self.pool.healthy()
+        return FetchResult(
+            self.path, size, digest, self.received, resumed,
+            endpoints=tuple(e.origin for e in healthy if e.received > 0 or e.usable),
+            connections=self.peak, mirrors=self._mirrors())
+
+    def _mirrors(self) -> tuple[MirrorReport, ...]:
+        seen = {id(e) for e in self.pool.endpoints}
+        everyone = [*self.pool.endpoints,
+                    *(e for e in self.job.probed if id(e) not in seen)]
+        return tuple(MirrorReport(e.origin, e.received, e.received > 0 and not e.demoted,
+                                  e.note or (str(e.error) if e.error else None))
+                     for e in everyone)
 
 
-def _abort(resp: requests.Response) -> None:
-    """Shut the socket down so a thread blocked reading it wakes up at once."""
-    raw: Any = resp.raw
-    sock = getattr(getattr(raw, "_connection", None), "sock", None)
-    try:
-        if sock is not None:
-            sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
+class _Short(Retryable):
+    """A single stream ended before its announced length."""
+
+    def __init__(self, got: int, announced: int) -> None:
+        super().__init__(f"got {got} of {announced} bytes")
+        self.got = got
+        self.announced = announced
 
 
 def _hash_file(path: Path) -> str:

@@ -132,6 +132,12 @@ class Scheduler:
             self._active.append(seg)
             return seg
 
+    def has_work(self) -> bool:
+        """Whether another worker would get a segment from ``take`` now."""
+        with self._lock:
+            return bool(self._free) or any(s.remaining >= 2 * self.piece_size
+                                           for s in self._active)
+
     def claim(self, seg: Segment, n: int) -> int:
         """Reserve up to ``n`` bytes at ``seg.claimed``; returns how many are still ours."""
         with self._lock:

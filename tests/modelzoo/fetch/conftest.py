@@ -69,6 +69,13 @@ class Knobs:
     stall_after: int | None = None     # stop sending (but keep the socket) after N bytes ...
     stalls: int = 0                    # ... for this many responses
     dead: bool = False                 # reset every connection
+    page: tuple[str, bytes] | None = None  # (Content-Type, body): a 200 page, not the file
+    redirect_to: str | None = None     # /redirect/ sends here (another server) ...
+    set_cookie: str | None = None      # ... with this Set-Cookie on the redirect
+    ranges_from_zero_only: bool = False  # 206 for bytes=0-..., the whole file (200) otherwise
+    range_length_delta: int = 0        # added to a 206's Content-Length (disagrees with
+                                       # its Content-Range)
+    total_rate: int = 0                # bytes/s shared by all responses (a full uplink)
 
 
 class _Server(ThreadingHTTPServer):
@@ -89,6 +96,7 @@ class FileServer:
         self.log: list[dict[str, Any]] = []
         self.sent = 0
         self._lock = threading.Lock()
+        self._bucket = time.monotonic()  # total_rate: when the shared uplink is free again
         handler = type("H", (_Handler,), {"srv": self})
         self.httpd = _Server(("127.0.0.1", 0), handler)
         self.port = self.httpd.server_address[1]
@@ -152,8 +160,10 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         if path.startswith("/redirect/"):
             exp = time.time() + k.signed_ttl
-            loc = srv.url(f"/signed/{srv.name}?exp={exp}", host="localhost")
-            return self._small(302, b"", {"Location": loc})
+            base = k.redirect_to or f"http://localhost:{srv.port}"
+            loc = f"{base}/signed/{srv.name}?exp={exp}"
+            extra = {"Set-Cookie": k.set_cookie} if k.set_cookie else {}
+            return self._small(302, b"", {"Location": loc, **extra})
         if path.startswith("/signed/"):
             exp = float(self.path.split("exp=", 1)[1])
             if time.time() > exp:
@@ -168,6 +178,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._small(status, b'{"error":"slow down"}', extra)
         if k.html:
             return self._small(200, LOGIN_PAGE, {"Content-Type": "text/html; charset=utf-8"})
+        if k.page:
+            return self._small(200, k.page[1], {"Content-Type": k.page[0]})
         self._file(dropping, stalling, rate)
 
     def _small(self, status: int, body: bytes, headers: dict[str, str]) -> None:
@@ -186,7 +198,8 @@ class _Handler(BaseHTTPRequestHandler):
         status = 200
         rng = self.headers.get("Range")
         if_range = self.headers.get("If-Range")
-        if rng and not k.ignore_range and (if_range is None or if_range == srv.etag):
+        if rng and not k.ignore_range and (if_range is None or if_range == srv.etag) \
+                and not (k.ranges_from_zero_only and not rng.startswith("bytes=0-")):
             lo, _, hi = rng.removeprefix("bytes=").partition("-")
             start = int(lo)
             end = min(size, int(hi) + 1) if hi else size
@@ -204,7 +217,8 @@ class _Handler(BaseHTTPRequestHandler):
         if k.chunked:
             self.send_header("Transfer-Encoding", "chunked")
         else:
-            self.send_header("Content-Length", str(end - start + k.length_delta))
+            delta = k.length_delta + (k.range_length_delta if status == 206 else 0)
+            self.send_header("Content-Length", str(end - start + delta))
         self.end_headers()
         limit = end - start
         if dropping and k.drop_after is not None:
@@ -230,8 +244,13 @@ class _Handler(BaseHTTPRequestHandler):
                     self.wfile.write(chunk)
                 with srv._lock:
                     srv.sent += n
+                    if k.total_rate:  # the shared uplink: wait for this chunk's turn
+                        srv._bucket = max(srv._bucket, time.monotonic()) + n / k.total_rate
+                        free_at = srv._bucket
                 pos += n
                 sent += n
+                if k.total_rate:
+                    time.sleep(max(0.0, free_at - time.monotonic()))
                 if rate:
                     ahead = sent / rate - (time.monotonic() - t0)
                     if ahead > 0:
@@ -243,7 +262,7 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
             return
-        if sent < end - start or k.length_delta:
+        if sent < end - start or k.length_delta or k.range_length_delta:
             self.close_connection = True  # the drop: close mid-body
 
 

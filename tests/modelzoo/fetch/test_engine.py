@@ -375,3 +375,79 @@ def test_proxy_from_the_environment(make_server, settings, tools, tmp_path: Path
     fetch("http://files.invalid/f/model.safetensors", tmp_path / "m.safetensors",
           sha256=tools.sha(data), settings=settings)
     assert all(r["proxied"] for r in srv.log)
+
+
+# ---- pages posing as files, whatever the name ---------------------------------------
+
+def test_login_page_saved_under_a_bare_name_is_refused(make_server, settings, tools,
+                                                       tmp_path: Path) -> None:
+    """Civitai's /api/download/models/1002 answering 200 with its login page."""
+    srv = make_server(tools.make_safetensors(1 * MB), name="1002")
+    srv.knobs.html = True
+    with pytest.raises(NotAModel, match="HTML page.*Sign in"):
+        fetch(srv.url("/f/1002"), tmp_path, settings=settings)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_json_error_body_is_refused_with_its_message(make_server, settings, tools,
+                                                     tmp_path: Path) -> None:
+    srv = make_server(tools.make_safetensors(1 * MB), name="1002")
+    srv.knobs.page = ("application/json", b'{"error": "Unauthorized: this model needs a key"}')
+    with pytest.raises(NotAModel, match="Unauthorized: this model needs a key"):
+        fetch(srv.url("/f/1002"), tmp_path / "1002", settings=settings)
+    srv.knobs.page = ("application/octet-stream", b'{"error": "Model is archived"}')
+    with pytest.raises(NotAModel, match="Model is archived"):
+        fetch(srv.url("/f/1002"), tmp_path / "1002", settings=settings)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_model_under_a_bare_name_and_a_config_json_are_fetched(make_server, settings,
+                                                                 tools, tmp_path: Path) -> None:
+    data = tools.make_safetensors(1 * MB)
+    srv = make_server(data, name="1002")
+    fetch(srv.url("/f/1002"), tmp_path, settings=settings)
+    assert (tmp_path / "1002").read_bytes() == data
+    config = b'{"_class_name": "AutoencoderKL", "latent_channels": 4}'
+    cfg = make_server(config, name="config.json")
+    cfg.knobs.content_type = "application/json"
+    fetch(cfg.url(), tmp_path / "vae", settings=settings, validator="json")
+    fetch(cfg.url(), tmp_path / "config.json", settings=settings)
+    assert (tmp_path / "vae").read_bytes() == (tmp_path / "config.json").read_bytes() == config
+    with pytest.raises(NotAModel, match="JSON"):  # the same body where a model is expected
+        fetch(cfg.url(), tmp_path / "model.ckpt", settings=settings)
+    assert not (tmp_path / "model.ckpt").exists()
+
+
+# ---- answers that contradict themselves fail at once --------------------------------
+
+def test_content_length_disagreeing_with_content_range_fails_fast(make_server, settings,
+                                                                  tools, tmp_path: Path) -> None:
+    srv = make_server(tools.make_safetensors(2 * MB))
+    srv.knobs.range_length_delta = 100
+    with pytest.raises(RemoteError, match="Content-Range"):
+        fetch(srv.url(), tmp_path / "m.safetensors", settings=settings)
+    assert len(srv.requests("/f/")) == 1  # no retry can fix it
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_server_without_range_lying_about_its_length_fails_after_one_check(
+        make_server, settings, tools, tmp_path: Path) -> None:
+    data = tools.make_safetensors(300_000)
+    srv = make_server(data)
+    srv.knobs.ignore_range = True
+    srv.knobs.length_delta = 5000  # announces more than it has, every time
+    with pytest.raises(RemoteError, match=r"got \d+ of \d+ bytes, twice"):
+        fetch(srv.url(), tmp_path / "m.safetensors", settings=settings)  # retries=6
+    assert len(srv.requests("/f/")) <= 3  # the probe, the download and one check
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_whole_file_answer_to_a_mid_file_range_fails_fast(make_server, settings, tools,
+                                                          tmp_path: Path) -> None:
+    srv = make_server(tools.make_safetensors(2 * MB))
+    srv.knobs.ranges_from_zero_only = True  # 206 to bytes=0-..., 200 to anything else
+    with pytest.raises(RemoteError, match="whole file"):
+        fetch(srv.url(), tmp_path / "m.safetensors", settings=settings)
+    # the probe and each connection's first request: no rounds of retries or restarts
+    assert len(srv.requests("/f/")) <= 1 + settings.connections
+    assert not (tmp_path / "m.safetensors").exists()

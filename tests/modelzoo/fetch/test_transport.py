@@ -1,0 +1,52 @@
+"""Who gets which headers: tokens are bound to an origin (scheme, host, port)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from modelzoo.fetch import fetch
+from modelzoo.fetch.transport import bind_headers, origin_of
+
+MB = 1024 * 1024
+
+
+def test_origins_are_scheme_host_and_port() -> None:
+    assert origin_of("https://HF.co/a/b?c") == "https://hf.co:443"
+    assert origin_of("http://hf.co:8080/x") == "http://hf.co:8080"
+    assert origin_of("http://[::1]/x") == "http://[::1]:80"
+    bound = bind_headers({"https://hf.co": {"Authorization": "Bearer A"},
+                          "civitai.com": {"Authorization": "Bearer C"}},
+                         ["https://civitai.com/api/download/models/1",
+                          "http://civitai.com:8080/x", "https://hf.co/r/resolve/main/f"])
+    # a bare host name means the origins of the given URLs with that host, no others
+    assert bound == {"https://hf.co:443": {"Authorization": "Bearer A"},
+                     "https://civitai.com:443": {"Authorization": "Bearer C"},
+                     "http://civitai.com:8080": {"Authorization": "Bearer C"}}
+
+
+def test_a_redirect_to_another_port_of_the_same_host_gets_no_token_or_cookie(
+        make_server, settings, tools, tmp_path: Path) -> None:
+    data = tools.make_safetensors(1 * MB)
+    origin, storage = make_server(data), make_server(data)
+    origin.knobs.redirect_to = f"http://127.0.0.1:{storage.port}"  # same host, other port
+    origin.knobs.set_cookie = "session=SECRET-COOKIE; Path=/"
+    for headers in ({"127.0.0.1": {"Authorization": "Bearer SECRET"}},
+                    {f"http://127.0.0.1:{origin.port}": {"Authorization": "Bearer SECRET"}}):
+        fetch(origin.redirect_url, tmp_path / "m.safetensors", sha256=tools.sha(data),
+              settings=settings, headers=headers)
+        assert (tmp_path / "m.safetensors").read_bytes() == data
+        (tmp_path / "m.safetensors").unlink()
+    sent = [r["headers"] for r in origin.requests("/redirect/")]
+    assert sent and all(h.get("Authorization") == "Bearer SECRET" for h in sent)
+    got = [r["headers"] for r in storage.requests("/signed/")]
+    assert got and not any("Authorization" in h or "Cookie" in h for h in got)
+
+
+def test_headers_for_another_origin_are_not_sent(make_server, settings, tools,
+                                                 tmp_path: Path) -> None:
+    data = tools.make_safetensors(200_000)
+    srv = make_server(data)
+    fetch(srv.url(), tmp_path / "m.safetensors", settings=settings,
+          headers={f"https://127.0.0.1:{srv.port}": {"Authorization": "Bearer X"},
+                   "http://127.0.0.1:1": {"Authorization": "Bearer Y"}})
+    assert not any("Authorization" in r["headers"] for r in srv.log)
