@@ -23,6 +23,7 @@ import http.client
 import json
 import select
 import socket
+import ssl  # http.client imports it anyway
 import threading
 from typing import Any
 from urllib.parse import unquote, urlencode, urlsplit
@@ -30,6 +31,10 @@ from urllib.parse import unquote, urlencode, urlsplit
 
 class ConnectionFailed(Exception):
     """The server could not be reached, or the connection broke."""
+
+
+class CertificateRejected(ConnectionFailed):
+    """The server's TLS certificate did not verify: trying again will not change that."""
 
 
 class BodyCutShort(ConnectionFailed):
@@ -266,8 +271,9 @@ class Connections:
                         exc, (http.client.RemoteDisconnected, ConnectionResetError,
                               BrokenPipeError)):
                     continue
-                raise ConnectionFailed(f"{method} {parts.scheme}://{parts.netloc}: "
-                                       f"{exc!r}") from None
+                kind = (CertificateRejected if isinstance(exc, ssl.SSLCertVerificationError)
+                        else ConnectionFailed)
+                raise kind(f"{method} {parts.scheme}://{parts.netloc}: {exc!r}") from None
         response = Response(raw, lambda: self._drop(key), conn.sock)
         self._open[key] = response
         return response
@@ -299,8 +305,6 @@ class Connections:
         else:
             where = (host, port)
         if scheme == "https":
-            import ssl  # only for https: a tenth of the import time of the rest
-
             context = self.context() if callable(self.context) else self.context
             context = context or ssl.create_default_context()
             conn = http.client.HTTPSConnection(*where, timeout=self.connect_timeout,

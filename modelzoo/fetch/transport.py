@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urljoin, urlsplit
 
-from atelier_io.http import BodyCutShort, ConnectionFailed, Connections
+from atelier_io.http import BodyCutShort, CertificateRejected, ConnectionFailed, Connections
 
 from ..errors import RateLimited, RemoteAuthRequired, RemoteError, RemoteNotFound
 from .settings import FetchSettings
@@ -116,8 +116,14 @@ class NativeSession:
         self._proxies = proxies
 
     def get(self, url: str, headers: dict[str, str]) -> Reply:
-        return _NativeReply(self._conns.request("GET", url, headers,
-                                                proxy=self._proxies.for_url(url)))
+        try:
+            return _NativeReply(self._conns.request("GET", url, headers,
+                                                    proxy=self._proxies.for_url(url)))
+        except CertificateRejected as e:
+            raise RemoteError(
+                f"{_origin_text(url)}: its TLS certificate is not trusted ({e}); if a proxy "
+                f"or a private CA signs it, name the CA bundle in REQUESTS_CA_BUNDLE",
+                url=url) from None
 
     def close(self) -> None:
         self._conns.close()
@@ -262,7 +268,7 @@ def make_session_factory(settings: FetchSettings) -> SessionFactory:
     return lambda: NativeSession(settings, proxies, tls_context)
 
 
-_CONTEXT: Any = None
+_CONTEXTS: dict[str | None, Any] = {}
 
 
 def tls_context() -> Any:
@@ -272,21 +278,23 @@ def tls_context() -> Any:
     still name a bundle for those who set one for requests, and certifi's bundle fills
     in where the system has none (a slim container without ca-certificates).
     """
-    global _CONTEXT
-    if _CONTEXT is None:
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or None
+    ctx = _CONTEXTS.get(bundle)
+    if ctx is None:
         import ssl
 
-        bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-        ctx = ssl.create_default_context(cafile=bundle or None)
-        if not bundle and not ctx.cert_store_stats().get("x509_ca"):
+        ctx = ssl.create_default_context(cafile=bundle)
+        paths = ssl.get_default_verify_paths()
+        if not bundle and not any(p and os.path.exists(p) for p in (paths.cafile,
+                                                                    paths.capath)):
             try:
                 import certifi
 
                 ctx.load_verify_locations(certifi.where())
             except ImportError:
                 pass
-        _CONTEXT = ctx
-    return _CONTEXT
+        _CONTEXTS[bundle] = ctx
+    return ctx
 
 
 def as_session_factory(factory: Callable[[], Any], settings: FetchSettings,

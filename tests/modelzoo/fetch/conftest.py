@@ -88,7 +88,8 @@ class _Server(ThreadingHTTPServer):
 class FileServer:
     """Serves ``data`` at ``/f/NAME``; ``/redirect/NAME`` sends you to a signed URL."""
 
-    def __init__(self, data: bytes, name: str = "model.safetensors") -> None:
+    def __init__(self, data: bytes, name: str = "model.safetensors",
+                 tls: tuple[Path, Path] | None = None) -> None:
         self.data = data
         self.name = name
         self.knobs = Knobs()
@@ -100,11 +101,19 @@ class FileServer:
         handler = type("H", (_Handler,), {"srv": self})
         self.httpd = _Server(("127.0.0.1", 0), handler)
         self.port = self.httpd.server_address[1]
+        self.scheme = "http"
+        if tls is not None:  # https with a certificate from a CA of our own
+            import ssl
+
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*tls)
+            self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
+            self.scheme = "https"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
 
     def url(self, path: str | None = None, host: str = "127.0.0.1") -> str:
-        return f"http://{host}:{self.port}{path or '/f/' + self.name}"
+        return f"{self.scheme}://{host}:{self.port}{path or '/f/' + self.name}"
 
     @property
     def redirect_url(self) -> str:
@@ -270,14 +279,27 @@ class _Handler(BaseHTTPRequestHandler):
 def make_server() -> Iterator[Callable[..., FileServer]]:
     servers: list[FileServer] = []
 
-    def make(data: bytes, name: str = "model.safetensors") -> FileServer:
-        s = FileServer(data, name)
+    def make(data: bytes, name: str = "model.safetensors",
+             tls: tuple[Path, Path] | None = None) -> FileServer:
+        s = FileServer(data, name, tls)
         servers.append(s)
         return s
 
     yield make
     for s in servers:
         s.close()
+
+
+@pytest.fixture(scope="session")
+def tls_cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (openssl), and its key."""
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True,
+                   capture_output=True)
+    return cert, key
 
 
 @pytest.fixture
@@ -291,8 +313,73 @@ def settings() -> FetchSettings:
 @pytest.fixture(autouse=True)
 def _clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
     for key in list(os.environ):
-        if key.startswith("ATELIER_FETCH_") or key.lower().endswith("_proxy"):
+        if key.startswith("ATELIER_FETCH_") or key.lower().endswith("_proxy") or key in (
+                "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR"):
             monkeypatch.delenv(key)
+
+
+# ---- a SOCKS5 proxy (RFC 1928: no authentication, CONNECT only) --------------------------
+
+class Socks5:
+    def __init__(self) -> None:
+        self.connects: list[tuple[str, int]] = []
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        try:
+            _ver, n = client.recv(2)
+            client.recv(n)
+            client.sendall(b"\x05\x00")  # no authentication
+            _ver, _cmd, _rsv, atyp = client.recv(4)
+            if atyp == 3:
+                host = client.recv(client.recv(1)[0]).decode()
+            else:
+                host = socket.inet_ntoa(client.recv(4))
+            port = struct.unpack(">H", client.recv(2))[0]
+            self.connects.append((host, port))
+            # files.invalid resolves only here: only requests through the proxy get there
+            upstream = socket.create_connection(
+                ("127.0.0.1" if host == "files.invalid" else host, port))
+            client.sendall(b"\x05\x00\x00\x01" + socket.inet_aton("127.0.0.1") + b"\x00\x00")
+        except (OSError, ValueError):
+            client.close()
+            return
+        for a, b in ((client, upstream), (upstream, client)):
+            threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def socks_proxy() -> Iterator[Socks5]:
+    proxy = Socks5()
+    yield proxy
+    proxy.close()
 
 
 # ---- nginx -------------------------------------------------------------------------------

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from modelzoo.errors import RemoteError
 from modelzoo.fetch import fetch
-from modelzoo.fetch.transport import bind_headers, origin_of
+from modelzoo.fetch.transport import bind_headers, headers_for, origin_of
 
 MB = 1024 * 1024
 
@@ -50,3 +53,35 @@ def test_headers_for_another_origin_are_not_sent(make_server, settings, tools,
           headers={f"https://127.0.0.1:{srv.port}": {"Authorization": "Bearer X"},
                    "http://127.0.0.1:1": {"Authorization": "Bearer Y"}})
     assert not any("Authorization" in r["headers"] for r in srv.log)
+
+
+def test_https_checks_the_certificate_and_takes_a_private_ca_bundle(
+        make_server, settings, tools, tmp_path: Path, tls_cert,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    data = tools.make_safetensors(1 * MB)
+    srv = make_server(data, tls=tls_cert)
+    with pytest.raises(RemoteError, match="certificate is not trusted.*REQUESTS_CA_BUNDLE"):
+        fetch(srv.url(), tmp_path / "m.safetensors", settings=settings)
+    assert srv.log == [] and list(tmp_path.iterdir()) == []  # no request got through
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tls_cert[0]))
+    headers = {f"https://127.0.0.1:{srv.port}": {"Authorization": "Bearer T"}}
+    r = fetch(srv.url(), tmp_path / "m.safetensors", sha256=tools.sha(data),
+              settings=settings, headers=headers)
+    assert (tmp_path / "m.safetensors").read_bytes() == data and r.connections > 1
+    assert all(q["headers"].get("Authorization") == "Bearer T" for q in srv.log)
+    # the same host and port over plain http is another origin: no token there
+    plain = srv.url().replace("https:", "http:")
+    assert "Authorization" not in headers_for(plain, settings, bind_headers(headers, [plain]))
+
+
+def test_a_socks_proxy_carries_every_request(make_server, settings, tools, tmp_path: Path,
+                                             socks_proxy) -> None:
+    data = tools.make_safetensors(500_000)
+    srv = make_server(data)
+    settings = settings.model_copy(update={"proxy": f"socks5h://127.0.0.1:{socks_proxy.port}"})
+    # socks5h: the proxy resolves the name, and only it knows files.invalid
+    fetch(srv.url(host="files.invalid"), tmp_path / "m.safetensors", sha256=tools.sha(data),
+          settings=settings)
+    assert (tmp_path / "m.safetensors").read_bytes() == data
+    assert len(socks_proxy.connects) >= 2  # the probe and the ranges
+    assert {h for h, _ in socks_proxy.connects} == {"files.invalid"}
