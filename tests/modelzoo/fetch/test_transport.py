@@ -8,7 +8,7 @@ import pytest
 
 from modelzoo.errors import RemoteError
 from modelzoo.fetch import fetch
-from modelzoo.fetch.transport import bind_headers, headers_for, origin_of
+from modelzoo.fetch.transport import bind_headers, headers_for, open_url, origin_of
 
 MB = 1024 * 1024
 
@@ -85,3 +85,43 @@ def test_a_socks_proxy_carries_every_request(make_server, settings, tools, tmp_p
     assert (tmp_path / "m.safetensors").read_bytes() == data
     assert len(socks_proxy.connects) >= 2  # the probe and the ranges
     assert {h for h, _ in socks_proxy.connects} == {"files.invalid"}
+
+
+class _Hop:
+    """One canned answer of a stub session (a transport handler for unit tests)."""
+
+    def __init__(self, status: int, location: str | None = None) -> None:
+        self.status = status
+        self.headers = {"location": location} if location else {}
+
+    def release(self, fully_read: bool) -> None:
+        pass
+
+
+class _Session:
+    def __init__(self, answers: dict[str, _Hop]) -> None:
+        self.answers = answers
+        self.sent: list[tuple[str, dict[str, str]]] = []
+
+    def get(self, url: str, headers: dict[str, str]) -> _Hop:
+        self.sent.append((url, headers))
+        return self.answers[url]
+
+
+def test_once_a_redirect_chain_leaves_the_origin_it_never_carries_the_token_again(
+        settings) -> None:
+    chain = _Session({
+        "https://hub.example/m": _Hop(302, "/renamed/m"),  # same origin: keeps the token
+        "https://hub.example/renamed/m": _Hop(302, "https://cdn.example/sig"),
+        "https://cdn.example/sig": _Hop(302, "https://hub.example/back"),  # and back again
+        "https://hub.example/back": _Hop(200),
+    })
+    bound = bind_headers({"https://hub.example": {"Authorization": "Bearer T"}},
+                         ["https://hub.example/m"])
+    opened = open_url(chain, "https://hub.example/m", settings, bound)
+    assert opened.url == "https://hub.example/back"
+    tokens = [h.get("Authorization") for _, h in chain.sent]
+    assert tokens == ["Bearer T", "Bearer T", None, None]
+    with pytest.raises(RemoteError, match="not an http"):
+        open_url(_Session({"https://hub.example/m": _Hop(302, "file:///etc/passwd")}),
+                 "https://hub.example/m", settings, bound)
