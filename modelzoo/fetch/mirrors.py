@@ -64,6 +64,8 @@ class Endpoint:
     conns: int = 0                   # requests in flight
     left_out: bool = False
     per_conn: float = 0.0            # bytes/s per connection, live (probe until known)
+    measured: bool = False           # per_conn comes from the transfer, not the probe
+    rtt: float | None = None         # seconds from a request to its answer's headers
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def url(self) -> str:
@@ -91,6 +93,10 @@ class Endpoint:
     @property
     def usable(self) -> bool:
         return not self.demoted and not self.left_out
+
+    def note_rtt(self, seconds: float) -> None:
+        """A request's time to its headers (smoothed; the probe's included a connect)."""
+        self.rtt = seconds if self.rtt is None else 0.8 * self.rtt + 0.2 * seconds
 
 
 def probe(session: Session, url: str, settings: FetchSettings,
@@ -288,6 +294,7 @@ class EndpointPool:
                 spent = snap[id(e)][1] - old[id(e)][1]
                 if spent >= 0.5 * self.window:  # enough connection-time to judge by
                     e.per_conn = got / spent
+                    e.measured = True
             self._judge()
 
     def _judge(self) -> None:

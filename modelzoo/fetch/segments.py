@@ -15,6 +15,11 @@ A connection *claims* bytes before writing them and *commits* them after, so a t
 which splits at ``claimed`` rounded up to a piece, never takes bytes already in flight.
 When a connection runs out of work it takes a free segment, else it steals the upper half
 of the largest remaining segment, so every connection stays busy until the end.
+
+Free segments go out in file order. ``take(worker, chunk)`` carves at most ``chunk`` bytes
+off the first free segment, so the done prefix (what the hasher can read) advances with
+the download instead of jumping at its end (N connections on a share each keep the prefix
+at the first one's progress).
 """
 
 from __future__ import annotations
@@ -113,11 +118,18 @@ class Scheduler:
         """Length of the contiguous done prefix (what can be hashed already)."""
         return min(self.size, self._prefix * self.piece_size)
 
-    def take(self, worker: int) -> Segment | None:
-        """A free segment, else half of the largest remaining one, else None (all taken)."""
+    def take(self, worker: int, chunk: int | None = None) -> Segment | None:
+        """The first free segment (at most ``chunk`` bytes of it, piece-aligned), else half
+        of the largest remaining one, else None (all taken)."""
         with self._lock:
             if self._free:
-                seg = self._free.pop(0)
+                first = self._free[0]
+                cut = self._align_up(first.start + chunk) if chunk else first.end
+                if cut < first.end and first.end - cut >= self.piece_size:
+                    seg = Segment(first.start, cut)
+                    first.start = first.committed = first.claimed = cut
+                else:
+                    seg = self._free.pop(0)
                 seg.owner = worker
                 self._active.append(seg)
                 return seg

@@ -117,3 +117,12 @@ def test_every_byte_is_written_exactly_once(size: int, piece: int, conns: int,
     assert s.complete
     assert all(written)
     assert all(s.done) and s.done_bytes == size
+
+
+def test_chunks_are_carved_off_in_file_order() -> None:
+    s = Scheduler(size=1050, piece_size=100, connections=1)
+    segs = [s.take(w, chunk=250) for w in range(4)]
+    # piece-aligned, and no sliver under a piece left behind: the last takes the rest
+    assert [(g.start, g.end) for g in segs if g] == [(0, 300), (300, 600), (600, 900),
+                                                      (900, 1050)]
+    assert s.take(4, chunk=250) is not None  # nothing free: a thief splits the largest
