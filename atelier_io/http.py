@@ -97,6 +97,19 @@ class Response:
         if not self.raw.isclosed():
             self._drop()
 
+    def queued(self) -> int:
+        """Bytes received for this connection and not read yet (0 when unknown)."""
+        if self._sock is None:
+            return 0
+        import fcntl
+        import termios
+
+        try:
+            raw = fcntl.ioctl(self._sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
+        except (OSError, ValueError):
+            return 0
+        return int.from_bytes(raw, "little")
+
     def abort(self) -> None:
         """From another thread: shut the socket down so a blocked ``readinto`` returns."""
         if self._sock is not None:

@@ -431,6 +431,7 @@ class _Download:
         # hashing: one free run that workers carve chunks off in order (_chunk)
         shares = 1 if self.job.want_hash else start
         sched = self.sched = Scheduler(size, ctl.piece_size, shares, ctl.done)
+        sched.arrived = self._arrived
         resumed = sched.done_bytes
         self.prefix_cond = threading.Condition()
         self.digest: str | None = None
@@ -517,6 +518,11 @@ class _Download:
                 os.fdatasync(fd)
                 self.ctl.sync()
                 last_sync = now
+
+    def _arrived(self, seg: Segment) -> int:
+        """Bytes waiting in the socket of the worker that owns ``seg`` (for thieves)."""
+        reply = self._replies.get(seg.owner) if seg.owner is not None else None
+        return reply.queued() if reply is not None else 0
 
     def _spawn(self) -> None:
         """Start workers up to the wanted count, while there is work to hand out."""

@@ -67,6 +67,10 @@ class Reply(Protocol):
         """From another thread: wake a reader blocked on this answer."""
         ...
 
+    def queued(self) -> int:
+        """Body bytes already on this machine, not read yet (0 when unknown)."""
+        ...
+
 
 class Session(Protocol):
     def get(self, url: str, headers: dict[str, str]) -> Reply: ...
@@ -104,6 +108,10 @@ class _NativeReply:
 
     def abort(self) -> None:
         self._r.abort()
+
+    def queued(self) -> int:
+        n: int = self._r.queued()
+        return n
 
 
 class NativeSession:
@@ -174,6 +182,9 @@ class _RequestsReply:
             except Exception:
                 pass
         self._r.close()
+
+    def queued(self) -> int:
+        return 0  # urllib3 hides its socket well enough; SOCKS paths just steal plainly
 
     def abort(self) -> None:
         import socket
