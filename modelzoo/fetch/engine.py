@@ -56,7 +56,7 @@ from ..errors import (
 from . import placement
 from .control import ControlFile, Validators
 from .lock import FileLock
-from .mirrors import Endpoint, EndpointPool, probe_all, rank
+from .mirrors import Endpoint, EndpointPool, Handoff, probe_all, rank
 from .segments import Scheduler, Segment
 from .settings import FetchSettings
 from .throttle import Throttle
@@ -210,6 +210,7 @@ class _Job:
                 path = path / name
             return self._run_locked(path)
         finally:
+            self.drop_handoffs()
             while self._idle:
                 self._idle.pop().close()
 
@@ -219,10 +220,13 @@ class _Job:
                          stale_after=self.settings.lock_stale_after)
                 if self.settings.lock else None)
         waited = False
-        if lock is not None:
-            waited = lock.acquire(self.settings.lock_wait, self.cancel)
+        if lock is not None and not lock.try_acquire():
+            self.drop_handoffs()  # another process has it: this may take a while
+            lock.acquire(self.settings.lock_wait, self.cancel)
+            waited = True
         try:
             if path.exists():
+                self.drop_handoffs()
                 reused = self._reuse(path, waited)
                 if reused is not None:
                     return reused
@@ -257,11 +261,31 @@ class _Job:
         except IndexError:
             return self.factory()
 
+    def take_handoff(self) -> Handoff | None:
+        """The probe's kept answer, once (see mirrors.probe)."""
+        for ep in self.probed:
+            if ep.handoff is not None:
+                handoff, ep.handoff = ep.handoff, None
+                return handoff
+        return None
+
+    def drop_handoffs(self) -> None:
+        """Before anything that may wait: the server would go on filling the socket."""
+        while (handoff := self.take_handoff()) is not None:
+            handoff.close()
+
     def _probe(self) -> list[Endpoint]:
+        self.drop_handoffs()
         while self._idle:
             self._idle.pop().close()
+        # One URL: the probe asks for the first 16 pieces, and its answer is the first
+        # worker's first request. With mirrors, or a partial to resume (whose start is
+        # most likely there), probes stay small: their answers would be cut short.
+        resuming = not self.dest.is_dir() and placement.control_path(self.dest).exists()
+        first = (16 * self.settings.piece_size
+                 if len(self.urls) == 1 and not resuming else None)
         eps = probe_all(self.urls, self.factory, self.settings, self.bound,
-                        keep=self._idle.append)
+                        keep=self._idle.append, first=first)
         self.probed = eps
         usable = rank(eps, self.sha256 is not None)
         if not usable:
@@ -443,10 +467,11 @@ class _Download:
         self._wake = threading.Event()  # a worker ended: the control loop looks at once
         hasher = (threading.Thread(target=self._hasher, daemon=True, name="fetch-hash")
                   if self.job.want_hash else None)
+        first = self._first_segment()
         try:
             if hasher is not None:
                 hasher.start()
-            self._spawn()
+            self._spawn(first)
             self._control_loop(fd, size)
             if self.error is None and not self.changed and sched.complete and hasher:
                 hasher.join()  # the done prefix is the whole file now: it finishes
@@ -519,13 +544,29 @@ class _Download:
                 self.ctl.sync()
                 last_sync = now
 
+    def _first_segment(self) -> tuple[Segment, Handoff] | None:
+        """The segment at offset 0 for the probe's kept answer, if both exist."""
+        handoff = self.job.take_handoff()
+        if handoff is None:
+            return None
+        seg = None
+        if self.sched.missing_runs()[:1] and self.sched.missing_runs()[0][0] == 0:
+            seg = self.sched.take(0, handoff.end)
+        if seg is None or seg.start != 0:
+            if seg is not None:
+                self.sched.release(seg)
+            handoff.close()  # resuming: offset 0 is done already
+            return None
+        return seg, handoff
+
     def _arrived(self, seg: Segment) -> int:
         """Bytes waiting in the socket of the worker that owns ``seg`` (for thieves)."""
         reply = self._replies.get(seg.owner) if seg.owner is not None else None
         return reply.queued() if reply is not None else 0
 
-    def _spawn(self) -> None:
-        """Start workers up to the wanted count, while there is work to hand out."""
+    def _spawn(self, first: tuple[Segment, Handoff] | None = None) -> None:
+        """Start workers up to the wanted count, while there is work to hand out; the
+        first one may start with the probe's answer."""
         want = min(self.target, self.ceiling)
         with self._recv_lock:
             while len(self._alive) < want and not self.stop.is_set():
@@ -534,8 +575,9 @@ class _Download:
                 wid = self._next_id
                 self._next_id += 1
                 self._alive.add(wid)
-                t = threading.Thread(target=self._worker, args=(wid,), daemon=True,
+                t = threading.Thread(target=self._worker, args=(wid, first), daemon=True,
                                      name=f"fetch-{wid}")
+                first = None
                 self._workers[wid] = t
                 t.start()
             self.peak = max(self.peak, len(self._alive))
@@ -564,13 +606,14 @@ class _Download:
             pass
         self.ctl.close()
 
-    def _worker(self, wid: int) -> None:
-        session = self.job.session()
+    def _worker(self, wid: int, first: tuple[Segment, Handoff] | None = None) -> None:
+        handoff = first[1] if first else None
+        session = handoff.session if handoff else self.job.session()
         buf = memoryview(bytearray(self.s.buffer_size))
         attempts = 0
         expiries = 0
         cuts: dict[int, int] = {}  # endpoint -> file offset where its body last ended early
-        seg = self.sched.take(wid, self._chunk())
+        seg = first[0] if first else self.sched.take(wid, self._chunk())
         try:
             while seg is not None and not self.stop.is_set():
                 if seg.finished:
@@ -582,7 +625,12 @@ class _Download:
                     break
                 before = seg.committed
                 try:
-                    self._stream(session, ep, seg, buf, wid)
+                    if handoff is not None:
+                        taken = handoff
+                        handoff = None  # once: a retry asks the server again
+                        self._continue(taken, ep, seg, buf, wid)
+                    else:
+                        self._stream(session, ep, seg, buf, wid)
                     self.pool.success(ep)
                     attempts = expiries = 0
                 except _Retired:
@@ -639,6 +687,8 @@ class _Download:
                 finally:
                     self.pool.done(ep)
         finally:
+            if handoff is not None:
+                handoff.close()
             if seg is not None and not seg.finished:
                 self.sched.release(seg)
             session.close()
@@ -676,45 +726,74 @@ class _Download:
             self._replies.pop(wid, None)
             reply.release(fully)
 
+    def _continue(self, handoff: Handoff, ep: Endpoint, seg: Segment, buf: memoryview,
+                  wid: int) -> None:
+        """The probe's answer as this segment's first request: its bytes, then the rest
+        of its range from the same connection."""
+        reply = handoff.reply
+        end = handoff.end if handoff.end is not None else self.size
+        fully = reply is None
+        if reply is not None:
+            self._replies[wid] = reply
+        try:
+            data = memoryview(handoff.data)
+            if data and self._store(ep, seg, data, len(data), wid) < len(data):
+                return  # the segment ended within what the probe read
+            if reply is not None and seg.claimed < end:
+                self._read_into(reply, ep, seg, buf, wid, end)
+                fully = seg.committed == end
+        finally:
+            self._replies.pop(wid, None)
+            if reply is not None:
+                reply.release(fully)
+            handoff.reply = None  # the worker's session goes on with the connection
+
     def _read_into(self, reply: Reply, ep: Endpoint, seg: Segment, buf: memoryview,
-                   wid: int) -> None:
-        sched, fd, stop, pool = self.sched, self.fd, self.stop, self.pool
+                   wid: int, until: int | None = None) -> None:
+        """Read the answer into ``seg`` up to its end (or ``until``, where the answer
+        ends), until a thief, a retirement or a better mirror stops it."""
+        stop, pool = self.stop, self.pool
         readinto = reply.readinto
-        writeback = self.s.fsync
         while not stop.is_set():
-            want = min(len(buf), seg.end - seg.claimed)
+            want = min(len(buf), seg.end - seg.claimed,
+                       (until if until is not None else seg.end) - seg.claimed)
             if want <= 0:
                 return
             n = readinto(buf[:want])
             if n <= 0:
                 raise Retryable(f"{ep.origin}: connection closed early")
-            with self._recv_lock:
-                self.received += n
-                ep.received += n
-            if wid not in self._warm:
-                self._warm.add(wid)
-            if seg.claimed == 0 and self.validator is not None:
-                self.validator.check_start(bytes(buf[:min(n, 4096)]), self.name, self.size)
-            offset = seg.claimed
-            ours = sched.claim(seg, n)
-            if ours:
-                os.pwrite(fd, buf[:ours], offset)
-                pieces = sched.commit(seg, ours)
-                if pieces:
-                    for i in pieces:
-                        self.ctl.mark(i)
-                    if writeback:
-                        self._write_back(pieces)
-                    if self.job.want_hash:
-                        with self.prefix_cond:
-                            self.prefix_cond.notify_all()
-                self.throttle.consume(ours, stop)
-            if ours < n:
+            if self._store(ep, seg, buf, n, wid) < n:
                 return  # a thief took the rest of this segment
             if len(self._alive) > self.target and self._retire(wid):
                 raise _Retired()
             if not ep.usable and pool.should_leave(ep):
                 return  # left out or demoted: the next request goes elsewhere
+
+    def _store(self, ep: Endpoint, seg: Segment, data: memoryview, n: int, wid: int) -> int:
+        """Write ``n`` bytes that arrived for ``seg``; returns how many were still its own
+        (fewer when a thief took the rest meanwhile)."""
+        with self._recv_lock:
+            self.received += n
+            ep.received += n
+        if wid not in self._warm:
+            self._warm.add(wid)
+        if seg.claimed == 0 and self.validator is not None:
+            self.validator.check_start(bytes(data[:min(n, 4096)]), self.name, self.size)
+        offset = seg.claimed
+        ours = self.sched.claim(seg, n)
+        if ours:
+            os.pwrite(self.fd, data[:ours], offset)
+            pieces = self.sched.commit(seg, ours)
+            if pieces:
+                for i in pieces:
+                    self.ctl.mark(i)
+                if self.s.fsync:
+                    self._write_back(pieces)
+                if self.job.want_hash:
+                    with self.prefix_cond:
+                        self.prefix_cond.notify_all()
+            self.throttle.consume(ours, self.stop)
+        return ours
 
     def _write_back(self, pieces: list[int]) -> None:
         """Start writing the finished pieces to disk now (see the module docstring)."""
@@ -815,7 +894,8 @@ class _Download:
         self.ctl_path.unlink(missing_ok=True)  # a partial from a ranged run is of no use
         if known is not None:
             placement.check_space(self.path.parent, known, self.s.reserve_bytes, self.name)
-        session = self.job.session()
+        handoff = self.job.take_handoff()
+        session = handoff.session if handoff is not None else self.job.session()
         buf = memoryview(bytearray(self.s.buffer_size))
         attempts = 0
         short_at: int | None = None
@@ -823,7 +903,8 @@ class _Download:
         try:
             while True:
                 try:
-                    return self._single_attempt(session, ep, buf, known)
+                    taken, handoff = handoff, None
+                    return self._single_attempt(session, ep, buf, known, taken)
                 except _RETRY_SINGLE as e:
                     if isinstance(e, FetchError):
                         raise
@@ -850,14 +931,21 @@ class _Download:
             session.close()
 
     def _single_attempt(self, session: Session, ep: Endpoint, buf: memoryview,
-                        known: int | None) -> FetchResult:
-        opened = open_url(session, ep.url(), self.s, self.job.bound)
-        reply = opened.reply
+                        known: int | None, handoff: Handoff | None = None) -> FetchResult:
+        """One whole-body GET, or the probe's answer (``handoff``) read on."""
+        reply: Reply | None
+        if handoff is not None:  # its status and headers were checked by the probe
+            reply, head = handoff.reply, memoryview(handoff.data)
+        else:
+            opened = open_url(session, ep.url(), self.s, self.job.bound)
+            reply, head = opened.reply, memoryview(b"")
         fd = -1
         ok = False
         done = 0
         try:
-            raise_for_status(reply, opened.url, ep.origin, self.s)
+            if handoff is None:
+                assert reply is not None
+                raise_for_status(reply, opened.url, ep.origin, self.s)
             fd = os.open(self.part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             h = hashlib.sha256() if self.job.want_hash else None
             self._single_done = 0
@@ -865,13 +953,20 @@ class _Download:
             while True:
                 if self.job.cancel.is_set():
                     raise KeyboardInterrupt
-                try:
-                    n = reply.readinto(buf)
-                except BodyCutShort:
-                    raise _Short(done, known if known is not None else done) from None
+                if head:  # the probe's bytes come first
+                    n = min(len(head), len(buf))
+                    buf[:n] = head[:n]
+                    head = head[n:]
+                elif reply is None:
+                    break
+                else:
+                    try:
+                        n = reply.readinto(buf)
+                    except BodyCutShort:
+                        raise _Short(done, known if known is not None else done) from None
                 if n <= 0:
                     break
-                if done == 0 and self.validator is not None:
+                if done == 0 and self.validator is not None and reply is not None:
                     self.validator.check_content_type(
                         reply.headers.get("content-type") or "", self.name,
                         bytes(buf[:min(n, 4096)]))
@@ -897,7 +992,8 @@ class _Download:
             ok = True
             return result
         finally:
-            reply.release(False)
+            if reply is not None:
+                reply.release(False)
             if fd >= 0:
                 os.close(fd)
             if not ok:

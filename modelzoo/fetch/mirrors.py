@@ -32,6 +32,7 @@ from .settings import FetchSettings
 from .transport import (
     NETWORK_ERRORS,
     Expired,
+    Reply,
     Retryable,
     Session,
     SessionFactory,
@@ -59,6 +60,7 @@ class Endpoint:
     demoted: bool = False
     error: BaseException | None = None
     note: str | None = None          # why it is left out, or what was odd about it
+    handoff: Handoff | None = None   # the probe's answer, kept open for the first worker
     # live figures, kept by EndpointPool
     received: int = 0                # bytes this endpoint delivered
     conns: int = 0                   # requests in flight
@@ -99,13 +101,35 @@ class Endpoint:
         self.rtt = seconds if self.rtt is None else 0.8 * self.rtt + 0.2 * seconds
 
 
+@dataclass(eq=False)
+class Handoff:
+    """A probe's answer kept for the first worker: the body bytes the probe read (from
+    offset 0), and the rest of what it asked for, still to read from ``reply`` (None when
+    the probe read it all). Its session goes with it: the connection is warm."""
+
+    session: Session
+    reply: Reply | None
+    url: str                 # where the answer came from (after redirects)
+    data: bytes
+    end: int | None          # file offset just past the range answered (None: unknown)
+
+    def close(self) -> None:
+        if self.reply is not None:
+            self.reply.release(False)
+            self.reply = None
+        self.session.close()
+
+
 def probe(session: Session, url: str, settings: FetchSettings,
-          bound: Mapping[str, Mapping[str, str]]) -> Endpoint:
-    """One small ranged GET: resolves redirects, measures, reads size and validators."""
+          bound: Mapping[str, Mapping[str, str]], first: int | None = None) -> Endpoint:
+    """One ranged GET from offset 0: resolves redirects, measures, reads size and
+    validators. It asks for ``probe_bytes``, or with ``first`` for that many and keeps the
+    answer open as ``ep.handoff``, so the first worker goes on from where it stopped
+    instead of asking again (a round trip saved, and the probe's bytes are not wasted)."""
     ep = Endpoint(url)
     t0 = time.monotonic()
-    opened = open_url(session, url, settings, bound,
-                      {"Range": f"bytes=0-{settings.probe_bytes - 1}"})
+    ask = max(first or 0, settings.probe_bytes)
+    opened = open_url(session, url, settings, bound, {"Range": f"bytes=0-{ask - 1}"})
     reply = opened.reply
     try:
         raise_for_status(reply, opened.url, url, settings)
@@ -114,6 +138,7 @@ def probe(session: Session, url: str, settings: FetchSettings,
     ep.latency = time.monotonic() - t0
     ep.update(opened.url)
     fully = False
+    kept = False
     try:
         info = range_info(reply, url)
         ep.ranges = info.ranged and info.start == 0
@@ -125,39 +150,49 @@ def probe(session: Session, url: str, settings: FetchSettings,
         ep.filename = filename_from(reply.headers.get("content-disposition") or "")
         want = settings.probe_bytes if info.length is None else min(settings.probe_bytes,
                                                                     info.length)
-        buf = memoryview(bytearray(min(want, 256 * 1024) or 1))
+        data = bytearray(want or 1)
+        view = memoryview(data)
         got = 0
         t1 = time.monotonic()
         while got < want:
-            n = reply.readinto(buf[:min(len(buf), want - got)])
+            n = reply.readinto(view[got:want])
             if n <= 0:
                 break
-            if got < HEAD_BYTES:
-                ep.head += bytes(buf[:min(n, HEAD_BYTES - got)])
             got += n
         ep.throughput = got / max(time.monotonic() - t1, 1e-6)
         ep.per_conn = ep.throughput
-        fully = ep.ranges and got == info.length
+        ep.head = bytes(view[:min(got, HEAD_BYTES)])
+        fully = got == info.length
+        if first is not None and info.start == 0:
+            end = info.length if info.length is not None else None
+            ep.handoff = Handoff(session, None if fully else reply, opened.url,
+                                 bytes(view[:got]), end)
+            kept = True
+        view.release()
     finally:
-        reply.release(fully)
+        if not kept:
+            reply.release(fully and ep.ranges)
     return ep
 
 
 def probe_all(urls: Sequence[str], factory: SessionFactory, settings: FetchSettings,
               bound: Mapping[str, Mapping[str, str]],
-              keep: Callable[[Session], None] | None = None) -> list[Endpoint]:
+              keep: Callable[[Session], None] | None = None,
+              first: int | None = None) -> list[Endpoint]:
     """Probe every candidate in parallel; failed ones come back with ``error`` set.
 
     ``keep`` receives each probe's session afterwards (its connection is warm: the first
-    worker reuses it) instead of it being closed."""
+    worker reuses it) instead of it being closed. ``first``: see :func:`probe`."""
     def one(url: str) -> Endpoint:
         session = factory()
         try:
             last: BaseException | None = None
             for attempt in range(settings.retries + 1):
                 try:
-                    ep = probe(session, url, settings, bound)
-                    if keep is not None:
+                    ep = probe(session, url, settings, bound, first)
+                    if ep.handoff is not None:
+                        session = None  # type: ignore[assignment]  # the handoff has it
+                    elif keep is not None:
                         keep(session)
                         session = None  # type: ignore[assignment]
                     return ep

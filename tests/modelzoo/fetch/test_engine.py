@@ -57,7 +57,8 @@ def test_with_a_hash_to_compute_segments_follow_the_file_order(make_server, sett
     srv.knobs.throttle = 4 * MB  # a request's round trip costs little at this speed
     r = fetch(srv.url(), tmp_path / "m.safetensors", sha256=tools.sha(data), settings=settings)
     assert r.sha256 == tools.sha(data)
-    first = [tuple(int(x) for x in rng.split("=")[1].split("-")) for rng in ranges(srv)[1:5]]
+    # the probe's answer is the first chunk; the other connections take the next ones
+    first = [tuple(int(x) for x in rng.split("=")[1].split("-")) for rng in ranges(srv)[:4]]
     chunk = 16 * settings.piece_size  # 1 MiB, not 2 (a quarter of the file each)
     assert sorted(first) == [(i * chunk, (i + 1) * chunk - 1) for i in range(4)]
 
@@ -83,8 +84,19 @@ def test_server_ignoring_range_gets_a_single_stream(make_server, settings, tools
     r = fetch(srv.url(), tmp_path / "m.safetensors", settings=settings, compute_sha256=True)
     assert (tmp_path / "m.safetensors").read_bytes() == data
     assert r.sha256 == tools.sha(data)
-    assert len(srv.requests("/f/")) == 2  # probe + one full stream
+    assert len(srv.requests("/f/")) == 1  # the probe's answer is the stream, read on
     assert leftovers(tmp_path) == []
+
+
+def test_the_probe_answer_is_the_first_request_not_asked_again(make_server, settings, tools,
+                                                               tmp_path: Path) -> None:
+    data = tools.make_safetensors(3 * MB)
+    srv = make_server(data)
+    fetch(srv.url(), tmp_path / "m.safetensors", sha256=tools.sha(data), settings=settings)
+    assert (tmp_path / "m.safetensors").read_bytes() == data
+    starts = [int(r.split("=")[1].split("-")[0]) for r in ranges(srv)]
+    assert starts.count(0) == 1  # offset 0 was asked for once, by the probe
+    assert ranges(srv)[0] == f"bytes=0-{16 * settings.piece_size - 1}"
 
 
 def test_missing_content_length_is_fine(make_server, settings, tools, tmp_path: Path) -> None:
