@@ -3,7 +3,9 @@
     fetch(urls, dest, size=, sha256=, connections=, headers=, progress=, validator=)
       -> lock .NAME.lock (another replica downloading it? wait, then reuse its file)
       -> probe every URL (mirrors.py), rank; the validator sees each one's Content-Type
-         and first bytes, so a login page fails before a file exists
+         and first bytes, so a login page fails before a file exists. With one URL the
+         probe asks for the first 16 pieces and its answer, kept open, is the first
+         worker's first request
       -> segmented: workers, each with its own session, pull segments from the
          scheduler (segments.py) and pwrite them into .NAME.part; finished pieces are
          marked in the control file (control.py) and their write-back to disk starts at
