@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .control import ControlFile, Validators
-    from .engine import FetchProgress, FetchResult, MirrorReport, fetch
+    from .engine import fetch
     from .lock import FileLock
+    from .results import FetchProgress, FetchResult, MirrorReport
     from .segments import Scheduler, Segment
     from .settings import FetchSettings
     from .validate import (
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 
 _WHERE = {
     "ControlFile": "control", "Validators": "control",
-    "FetchProgress": "engine", "FetchResult": "engine", "MirrorReport": "engine",
+    "FetchProgress": "results", "FetchResult": "results", "MirrorReport": "results",
     "fetch": "engine",
     "FileLock": "lock",
     "Scheduler": "segments", "Segment": "segments",

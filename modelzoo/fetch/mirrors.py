@@ -28,18 +28,9 @@ from dataclasses import dataclass, field
 
 from ..errors import FetchError, RemoteError
 from .control import Validators
+from .sessions import NETWORK_ERRORS, Reply, Session, SessionFactory
 from .settings import FetchSettings
-from .transport import (
-    NETWORK_ERRORS,
-    Expired,
-    Reply,
-    Retryable,
-    Session,
-    SessionFactory,
-    open_url,
-    raise_for_status,
-    range_info,
-)
+from .transport import Expired, Retryable, open_url, raise_for_status, range_info
 
 log = logging.getLogger("modelzoo.fetch")
 HEAD_BYTES = 4096  # what validators see of the body's start

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from modelzoo.fetch import FetchProgress, fetch
 from modelzoo.fetch.mirrors import Endpoint, EndpointPool, probe_all, rank
-from modelzoo.fetch.transport import make_session_factory
+from modelzoo.fetch.sessions import make_session_factory
 
 MB = 1024 * 1024
 
