@@ -122,6 +122,14 @@ def probe(session: Session, url: str, settings: FetchSettings,
     ask = max(first or 0, settings.probe_bytes)
     opened = open_url(session, url, settings, bound, {"Range": f"bytes=0-{ask - 1}"})
     reply = opened.reply
+    if reply.status == 416 and (reply.headers.get("content-range") or "") == "bytes */0":
+        # no byte 0 to send: an empty file (HF repos have empty __init__.py files)
+        ep.latency = time.monotonic() - t0
+        ep.update(opened.url)
+        ep.validators = Validators(0, reply.headers.get("etag"),
+                                   reply.headers.get("last-modified"))
+        reply.release(False)
+        return ep
     try:
         raise_for_status(reply, opened.url, url, settings)
     except Expired as e:  # a fresh redirect that fails at once is not an expiry

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from pathlib import Path
 
@@ -97,6 +98,15 @@ def test_the_probe_answer_is_the_first_request_not_asked_again(make_server, sett
     starts = [int(r.split("=")[1].split("-")[0]) for r in ranges(srv)]
     assert starts.count(0) == 1  # offset 0 was asked for once, by the probe
     assert ranges(srv)[0] == f"bytes=0-{16 * settings.piece_size - 1}"
+
+
+def test_an_empty_file_is_fetched(make_server, settings, tmp_path: Path) -> None:
+    """A range of an empty file is unsatisfiable (416): that is the answer, not an error."""
+    srv = make_server(b"", name="__init__.py")
+    r = fetch(srv.url(), tmp_path / "__init__.py", settings=settings, compute_sha256=True)
+    assert (tmp_path / "__init__.py").read_bytes() == b""
+    assert r.size == 0 and r.sha256 == hashlib.sha256(b"").hexdigest()
+    assert len(srv.requests("/f/")) == 2  # the probe's 416, then the whole (empty) body
 
 
 def test_missing_content_length_is_fine(make_server, settings, tools, tmp_path: Path) -> None:
