@@ -6,7 +6,8 @@
                once; a hasher thread follows the contiguous done prefix, so sha256 needs
                no second pass over the file. The worker count is fixed (``connections``)
                or tuned (tuning.py); mirrors share the workers by speed (mirrors.py).
-               The first worker may go on with the probe's answer (mirrors.Handoff).
+               The first worker starts with the probe's bytes and connection
+               (mirrors.Handoff).
     single:    one stream, when the server ignores Range or sends no length
     the end:   size, sha256, validator (validate.py) -> fsync, atomic rename
 
@@ -283,7 +284,7 @@ class Download:
             return None
         seg = None
         if self.sched.missing_runs()[:1] and self.sched.missing_runs()[0][0] == 0:
-            seg = self.sched.take(0, handoff.end)
+            seg = self.sched.take(0, self._chunk())
         if seg is None or seg.start != 0:
             if seg is not None:
                 self.sched.release(seg)
@@ -460,8 +461,8 @@ class Download:
 
     def _continue(self, handoff: Handoff, ep: Endpoint, seg: Segment, buf: memoryview,
                   wid: int) -> None:
-        """The probe's answer as this segment's first request: its bytes, then the rest
-        of its range from the same connection."""
+        """The probe's answer as this segment's start: the bytes it read (then the same
+        connection asks for the rest of the segment)."""
         reply = handoff.reply
         end = handoff.end if handoff.end is not None else self.size
         fully = reply is None

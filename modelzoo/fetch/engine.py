@@ -4,8 +4,7 @@
       -> lock .NAME.lock (another replica downloading it? wait, then reuse its file)
       -> probe every URL (mirrors.py), rank; the validator sees each one's Content-Type
          and first bytes, so a login page fails before a file exists. With one URL the
-         probe asks for the first 16 pieces and its answer, kept open, is the first
-         worker's first request
+         probe's bytes and warm connection go to the first worker
       -> one attempt (download.py): segmented over several connections, or one stream
       -> the remote file changed under us: start over, once
 """
@@ -181,14 +180,11 @@ class Job:
         self.drop_handoffs()
         while self._idle:
             self._idle.pop().close()
-        # One URL: the probe asks for the first 16 pieces, and its answer is the first
-        # worker's first request. With mirrors, or a partial to resume (whose start is
-        # most likely there), probes stay small: their answers would be cut short.
+        # One URL: the probe's bytes and connection go to the first worker. With mirrors,
+        # or a partial to resume (whose start is most likely there), they would not.
         resuming = not self.dest.is_dir() and placement.control_path(self.dest).exists()
-        first = (16 * self.settings.piece_size
-                 if len(self.urls) == 1 and not resuming else None)
         eps = probe_all(self.urls, self.factory, self.settings, self.bound,
-                        keep=self._idle.append, first=first)
+                        keep=self._idle.append, handoff=len(self.urls) == 1 and not resuming)
         self.probed = eps
         usable = rank(eps, self.sha256 is not None)
         if not usable:

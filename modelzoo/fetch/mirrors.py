@@ -95,8 +95,9 @@ class Endpoint:
 @dataclass(eq=False)
 class Handoff:
     """A probe's answer kept for the first worker: the body bytes the probe read (from
-    offset 0), and the rest of what it asked for, still to read from ``reply`` (None when
-    the probe read it all). Its session goes with it: the connection is warm."""
+    offset 0), and, when the server sent more than was asked (it ignores Range), the rest
+    still to read from ``reply`` (else None). Its session goes with it: the connection is
+    warm."""
 
     session: Session
     reply: Reply | None
@@ -112,15 +113,18 @@ class Handoff:
 
 
 def probe(session: Session, url: str, settings: FetchSettings,
-          bound: Mapping[str, Mapping[str, str]], first: int | None = None) -> Endpoint:
-    """One ranged GET from offset 0: resolves redirects, measures, reads size and
-    validators. It asks for ``probe_bytes``, or with ``first`` for that many and keeps the
-    answer open as ``ep.handoff``, so the first worker goes on from where it stopped
-    instead of asking again (a round trip saved, and the probe's bytes are not wasted)."""
+          bound: Mapping[str, Mapping[str, str]], keep: bool = False) -> Endpoint:
+    """One ranged GET of the first ``probe_bytes``: resolves redirects, measures, reads
+    size and validators. With ``keep``, what it read and its connection become
+    ``ep.handoff`` for the first worker (the bytes are not asked for twice); a server that
+    ignores Range sends the whole file, whose rest the single stream reads on.
+
+    Not more than ``probe_bytes``: a longer first answer would outrun the first worker's
+    share of a mid-size file, and what the server had sent beyond it would be lost."""
     ep = Endpoint(url)
     t0 = time.monotonic()
-    ask = max(first or 0, settings.probe_bytes)
-    opened = open_url(session, url, settings, bound, {"Range": f"bytes=0-{ask - 1}"})
+    opened = open_url(session, url, settings, bound,
+                      {"Range": f"bytes=0-{settings.probe_bytes - 1}"})
     reply = opened.reply
     if reply.status == 416 and (reply.headers.get("content-range") or "") == "bytes */0":
         # no byte 0 to send: an empty file (HF repos have empty __init__.py files)
@@ -162,7 +166,7 @@ def probe(session: Session, url: str, settings: FetchSettings,
         ep.per_conn = ep.throughput
         ep.head = bytes(view[:min(got, HEAD_BYTES)])
         fully = got == info.length
-        if first is not None and info.start == 0:
+        if keep and info.start == 0:
             end = info.length if info.length is not None else None
             ep.handoff = Handoff(session, None if fully else reply, opened.url,
                                  bytes(view[:got]), end)
@@ -177,18 +181,18 @@ def probe(session: Session, url: str, settings: FetchSettings,
 def probe_all(urls: Sequence[str], factory: SessionFactory, settings: FetchSettings,
               bound: Mapping[str, Mapping[str, str]],
               keep: Callable[[Session], None] | None = None,
-              first: int | None = None) -> list[Endpoint]:
+              handoff: bool = False) -> list[Endpoint]:
     """Probe every candidate in parallel; failed ones come back with ``error`` set.
 
     ``keep`` receives each probe's session afterwards (its connection is warm: the first
-    worker reuses it) instead of it being closed. ``first``: see :func:`probe`."""
+    worker reuses it) instead of it being closed. ``handoff``: see :func:`probe`."""
     def one(url: str) -> Endpoint:
         session = factory()
         try:
             last: BaseException | None = None
             for attempt in range(settings.retries + 1):
                 try:
-                    ep = probe(session, url, settings, bound, first)
+                    ep = probe(session, url, settings, bound, handoff)
                     if ep.handoff is not None:
                         session = None  # type: ignore[assignment]  # the handoff has it
                     elif keep is not None:
