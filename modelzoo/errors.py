@@ -9,6 +9,7 @@
     │   │   ├── RemoteAuthRequired (401, PermissionError)   401/403 from the origin
     │   │   ├── RateLimited (429)                 429 beyond the retry budget
     │   │   └── RemoteChanged (409)               the remote file changed mid-way, twice
+    │   ├── BlockedAddress (403, PermissionError) a hop leads into ATELIER_FETCH_BLOCKED_NETWORKS
     │   ├── NotAModel (422, ValueError)           HTML/JSON page or broken safetensors header
     │   ├── SizeMismatch (422, ValueError)        truncated or longer than announced
     │   ├── ChecksumMismatch (422, ValueError)    sha256 differs; the file was deleted
@@ -58,6 +59,12 @@ class RateLimited(RemoteError):
 
 class RemoteChanged(RemoteError):
     status, code = 409, "remote_changed"
+
+
+class BlockedAddress(FetchError, PermissionError):
+    """The URL (or a redirect on its way) leads to a network downloads may not reach."""
+
+    status, code = 403, "blocked_address"
 
 
 class NotAModel(FetchError, ValueError):

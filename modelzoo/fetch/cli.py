@@ -62,7 +62,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--name", help="file name (one REF only); default: from the server, the "
                                   "catalogue or the URL")
     p.add_argument("-x", "--connections", type=int, metavar="N",
-                   help="parallel connections per file (default 8)")
+                   help="parallel connections per file, fixed (default: automatic, from 4, "
+                        "doubling while each step adds speed, up to "
+                        "ATELIER_FETCH_MAX_CONNECTIONS)")
     p.add_argument("--sha256", metavar="HEX", help="expected sha256 (one URL only)")
     p.add_argument("--size", type=int, metavar="BYTES", help="expected size (one URL only)")
     p.add_argument("--mirror", action="append", default=[], metavar="URL",

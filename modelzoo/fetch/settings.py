@@ -5,6 +5,8 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .netguard import DEFAULT_BLOCKED
+
 KiB = 1024
 MiB = 1024 * KiB
 
@@ -17,6 +19,12 @@ class FetchSettings(BaseSettings):
         description="Parallel connections per file (aria2 -x), fixed. Unset: automatic, "
                     "from initial_connections, doubling while each step adds speed, up to "
                     "max_connections.")
+    blocked_networks: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_BLOCKED),
+        description="Networks (CIDR) no download, redirect or probe may reach: by default "
+                    "link-local addresses and the cloud instance-metadata services, which "
+                    "hand out the machine's credentials. Add private ranges to keep users "
+                    "off the internal network; [] turns the guard off.")
     initial_connections: int = Field(
         default=4, ge=1, le=128,
         description="Connections an automatic download starts with.")

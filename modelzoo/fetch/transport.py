@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
 from ..errors import RateLimited, RemoteAuthRequired, RemoteError, RemoteNotFound
+from . import netguard
 from .sessions import Reply, Session, origin_text
 from .settings import FetchSettings
 
@@ -98,6 +99,7 @@ def open_url(session: Session, url: str, settings: FetchSettings,
     trusted = True
     for _ in range(settings.max_redirects + 1):
         trusted = trusted and origin_of(current) == start
+        netguard.check(current, settings.blocked_networks)
         sent = headers_for(current, settings, bound if trusted else {}, extra)
         reply = session.get(current, sent)
         location = reply.headers.get("location")

@@ -19,14 +19,16 @@ import email.utils
 import json
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 from urllib.parse import urljoin, urlsplit
 
 import requests
+from requests.adapters import HTTPAdapter
 
 from ..errors import RateLimited, RemoteAuthRequired, RemoteError, RemoteNotFound
+from ..fetch import netguard
 from ..sniff import header_length
 
 USER_AGENT = "Atelier-ModelZoo/0.1 (+https://github.com/atelier; python-requests)"
@@ -53,9 +55,32 @@ def headers_for(url: str, origin_headers: OriginHeaders | None) -> dict[str, str
     return h
 
 
-def session() -> requests.Session:
+class _Guarded(HTTPAdapter):
+    """Every request (each hop of a redirect chain is one) is checked against the
+    networks downloads may not reach before it goes out (``fetch/netguard.py``)."""
+
+    def __init__(self, blocked: Sequence[str]) -> None:
+        super().__init__()
+        self.blocked = tuple(blocked)
+
+    def send(self, request: requests.PreparedRequest, *args: Any,
+             **kw: Any) -> requests.Response:
+        netguard.check(str(request.url), self.blocked)
+        return super().send(request, *args, **kw)
+
+
+def session(blocked: Sequence[str] | None = None) -> requests.Session:
+    """A session for catalogue calls and probes; ``blocked``: the networks it may not
+    reach (default: the fetch settings' ``blocked_networks``)."""
+    if blocked is None:
+        from ..fetch.settings import FetchSettings
+
+        blocked = FetchSettings().blocked_networks
     s = requests.Session()
     s.headers["User-Agent"] = USER_AGENT
+    guard = _Guarded(blocked)
+    s.mount("http://", guard)
+    s.mount("https://", guard)
     return s
 
 

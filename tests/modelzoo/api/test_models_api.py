@@ -254,3 +254,15 @@ def test_hugging_face_through_the_service(make_server: Callable[..., Server], hf
     folder = srv.root / "models/diffusers/acme/tiny-sdxl"
     assert (folder / "unet/diffusion_pytorch_model.safetensors").read_bytes() == unet
     assert (folder / "model_index.json").is_file()
+
+
+def test_a_pasted_metadata_url_is_refused(models_server: Server) -> None:
+    """The instance-metadata service hands out the machine's credentials to any local
+    GET: a user must not be able to make the service fetch it."""
+    srv = models_server
+    ann = srv.add_user("ann")
+    for path in ("/api/models/resolve", "/api/models/jobs"):
+        r = ann.post(f"{srv.url}{path}", json={
+            "ref": "http://169.254.169.254/latest/meta-data/iam/creds.safetensors"},
+            timeout=30)
+        assert r.status_code == 403 and r.json()["error"] == "blocked_address", r.text
