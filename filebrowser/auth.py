@@ -8,7 +8,10 @@
 - CLI and desktop: ``Authorization: Bearer <token>`` with tokens from ``POST /api/tokens``;
   only their sha256 is stored. Revocation deletes the row, so it acts at once.
 - HTTP Basic: accepted where a route asks for it (token creation, WebDAV).
-- Gateway: the ``proxy_user_header`` is believed only from ``trusted_proxies``.
+- Gateway: the ``proxy_user_header`` is believed only from ``trusted_proxies``, or from
+  a request carrying ``X-Atelier-Gateway: <gateway_secret>`` whatever its address (the
+  WebUI extension's proxy: loopback is shared by every local process, so the address
+  alone proves nothing). A wrong secret is refused (401).
 
 Failed logins are counted per user name and per client address in the database
 (so replicas sharing PostgreSQL share the limit) and answered 429 past the limit.
@@ -40,6 +43,7 @@ from .users import User, UserStore
 SESSION_COOKIE = "atelier_session"
 CSRF_COOKIE = "atelier_csrf"
 CSRF_HEADER = "X-CSRF-Token"
+GATEWAY_HEADER = "X-Atelier-Gateway"
 TOKEN_PREFIX = "atl_"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _TOUCH_EVERY = 60.0  # seconds between last_seen writes for one session
@@ -189,6 +193,16 @@ class Authenticator:
             return False
         return any(ip in net for net in self._proxies)
 
+    def is_gateway(self, request: Request) -> bool:
+        """True if the request carries the gateway secret; a wrong one is refused."""
+        sent = request.headers.get(GATEWAY_HEADER)
+        if sent is None:
+            return False
+        secret = self.settings.gateway_secret
+        if not secret or not hmac.compare_digest(sent.encode(), secret.encode()):
+            raise Unauthorized("wrong gateway secret")
+        return True
+
     def _from_proxy(self, name: str) -> Principal | None:
         try:
             user = self.users.get(name)
@@ -220,7 +234,7 @@ class Authenticator:
     def identify(self, request: Request, *, allow_basic: bool = False) -> Principal:
         addr = request.client.host if request.client else None
         proxy_name = request.headers.get(self.settings.proxy_user_header)
-        if proxy_name and self._trusted(addr):
+        if proxy_name and (self.is_gateway(request) or self._trusted(addr)):
             p = self._from_proxy(proxy_name)
             if p:
                 return p
@@ -254,6 +268,12 @@ def current_user(request: Request) -> Principal:
 
 def current_user_or_basic(request: Request) -> Principal:
     return _auth(request).identify(request, allow_basic=True)
+
+
+def require_gateway(request: Request) -> None:
+    """FastAPI dependency: the caller must carry the gateway secret (401 otherwise)."""
+    if not _auth(request).is_gateway(request):
+        raise Unauthorized(headers={"WWW-Authenticate": 'Bearer realm="atelier"'})
 
 
 def require_admin(p: Annotated[Principal, Depends(current_user)]) -> Principal:
