@@ -12,8 +12,11 @@ import logging
 from fastapi import FastAPI
 
 from filebrowser.app import create_app as create_filebrowser
-from filebrowser.auth import current_user
+from filebrowser.auth import current_user, require_gateway
 from filebrowser.settings import Settings
+from modelzoo.residency.webui import build_router as build_webui_router
+
+from . import lifeline
 
 log = logging.getLogger("atelier")
 
@@ -21,6 +24,11 @@ log = logging.getLogger("atelier")
 def create_app(settings: Settings) -> FastAPI:
     app = create_filebrowser(settings)
     fb = app.state.fb
+    # The WebUI extension's side: its lifeline and identity proof, and what the WebUI
+    # process reports of its own checkpoints (no torch needed for either).
+    app.include_router(lifeline.build_router())
+    app.include_router(build_webui_router(current_user=current_user,
+                                          require_gateway=require_gateway))
     try:
         from modelzoo.residency.api import build_router
         from modelzoo.residency.settings import ResidencySettings
