@@ -4,9 +4,15 @@ a fake WebUI folder with Atelier installed by the real install.py.
 The service the extension starts runs this worktree's code: install.py records
 ``<python> -I -m atelier serve``, and ``-I`` would make the interpreter ignore PYTHONPATH
 and import the project's editable install instead; ``service_python()`` is a wrapper that
-drops ``-I`` and puts this repository first. ``ATELIER_TEST_SERVICE_PYTHON`` names the
-interpreter that has the service's packages (the extension's own tests can then run under
-a WebUI's pinned stack: fastapi 0.94 / starlette 0.26 / pydantic 1, or Forge's).
+drops ``-I`` and puts this repository first. ``SERVICE_PYTHON_FOR_TESTS`` names the
+interpreter that has the service's packages, so that the extension's own tests can run
+under a WebUI's pinned stack::
+
+    python3.11 -m venv /tmp/a1111 && /tmp/a1111/bin/pip install fastapi==0.94.0 'pydantic<2' \
+        httpx==0.24.1 httpcore==0.15 'uvicorn<0.30' requests pytest pytest-timeout tuspy
+    # Forge: fastapi==0.104.1 pydantic==2.8.2, the same httpx
+    SERVICE_PYTHON_FOR_TESTS=.venv/bin/python /tmp/a1111/bin/python -m pytest \
+        tests/extensions/test_proxy.py tests/extensions/test_atelier_tabs.py
 """
 
 from __future__ import annotations
@@ -52,7 +58,7 @@ def ext(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
 
 def service_python(folder: Path) -> str:
     """An interpreter path for install.py --service-python that runs this worktree."""
-    base = os.environ.get("ATELIER_TEST_SERVICE_PYTHON") or sys.executable
+    base = os.environ.get("SERVICE_PYTHON_FOR_TESTS") or sys.executable
     wrapper = folder / "service-python"
     if not wrapper.exists():
         folder.mkdir(parents=True, exist_ok=True)

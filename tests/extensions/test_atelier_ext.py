@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any
@@ -164,6 +165,10 @@ def test_services_of_this_installation_are_found_by_command_line(ext: ModuleType
     fake = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "atelier",
                              "serve", "--state-dir", str(tmp_path / "state")])
     try:
+        deadline = time.monotonic() + 10
+        while "serve" not in (procs.cmdline(fake.pid) or []):  # until it has exec'd
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
         assert procs.find_services(recorded) == [fake.pid]
         assert procs.parent(fake.pid) == os.getpid()
         assert procs.terminate([fake.pid], timeout=10) == []
