@@ -373,6 +373,7 @@ class Supervisor:
             if proc is not None:
                 rc = proc.wait()
                 if self.process is proc:
+                    self.verified = False  # the secret goes nowhere until one proves it again
                     self.log(f"Atelier: the service exited with code {rc}; see {cfg.log_file}")
 
         threading.Thread(target=keeper, name="atelier-service", daemon=True).start()
