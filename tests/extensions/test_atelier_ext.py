@@ -197,7 +197,8 @@ def test_webui_settings_become_the_service_environment(ext: ModuleType) -> None:
     assert env["ATELIER_GPU_RAM_RESERVE"] == str(3 << 30)
     assert env["ATELIER_MODELSCOPE_URL"] == "https://ms.example"
     assert "ATELIER_CIVITAI_URL" not in env, "empty: the service's default"
-    assert "ATELIER_ROOT" not in env, "the NAS root goes into --root"
+    assert "ATELIER_ROOT" not in env, "unset: install.py's --root stays"
+    assert ws.service_env({"atelier_nas_root": "/mnt/nas"})["ATELIER_ROOT"] == "/mnt/nas"
     assert ws.nas_root({"atelier_nas_root": " /mnt/nas "}) == "/mnt/nas"
     assert ws.nas_root({}) is None
     assert ws.residency_on({}) is True and ws.residency_on({"atelier_residency": False}) is False

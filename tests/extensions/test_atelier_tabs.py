@@ -111,8 +111,11 @@ def test_app_started_mounts_the_route_and_starts_the_service(
     assert sup.pid == pid and sup.outcome == "running"
     assert new_app.router.routes[1].path == "/atelier/{path:path}"
     # a setting changes: the service restarts with it (once, however many fields changed)
+    other_nas = tmp_path / "other-nas"
+    other_nas.mkdir()
     w.shared.opts.set("atelier_civitai_token", "tok-123")
     w.shared.opts.set("atelier_hf_mirrors", "https://hf-mirror.com")
+    w.shared.opts.set("atelier_nas_root", str(other_nas))
     deadline = time.monotonic() + 90
     while (sup.pid == pid or not sup.verified) and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -120,6 +123,9 @@ def test_app_started_mounts_the_route_and_starts_the_service(
     env = Path(f"/proc/{sup.pid}/environ").read_bytes().split(b"\0")
     assert b"ATELIER_CIVITAI_TOKEN=tok-123" in env
     assert b'ATELIER_HF_MIRRORS=["https://hf-mirror.com"]' in env
+    assert f"ATELIER_ROOT={other_nas}".encode() in env
+    argv = Path(f"/proc/{sup.pid}/cmdline").read_bytes().split(b"\0")
+    assert argv[argv.index(b"--root") + 1] == str(other_nas).encode()
     assert ext.is_answering(f"http://127.0.0.1:{port}")
 
 

@@ -144,8 +144,12 @@ def _device_name(dev: Any) -> str:
 
 def webui_modules() -> SimpleNamespace:
     """The WebUI modules this adapter drives (imported here, inside the WebUI)."""
-    from modules import call_queue, devices, sd_models, shared
+    from modules import call_queue, sd_models, shared
 
+    try:
+        from modules import devices
+    except ImportError:  # the device is then read from shared / --use-cpu
+        devices = None
     return SimpleNamespace(shared=shared, sd_models=sd_models, call_queue=call_queue,
                            devices=devices)
 
@@ -345,8 +349,8 @@ class Adapter:
     def on_model_loaded(self, sd_model: Any = None) -> None:
         """``script_callbacks.on_model_loaded``: runs in the loading thread, usually under
         the queue lock, so it never takes that lock itself."""
-        self._order_pins()
         try:
+            self._order_pins()
             self.apply()
         except Exception as exc:  # a hook must never break the WebUI's model load
             self.log(f"Atelier: sizing the checkpoint cache failed: {exc!r}")

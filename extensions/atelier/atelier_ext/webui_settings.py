@@ -3,6 +3,8 @@
 The script registers these with ``shared.opts.add_option`` in section ("atelier",
 "Atelier"); values live in the WebUI's config.json. The service gets them as environment
 variables when the extension (re)starts it; a change restarts it (``Supervisor.restart``).
+The NAS folder also replaces ``--root`` in the recorded command, which would win over
+``ATELIER_ROOT``.
 Empty values leave the service's own default (or an ``ATELIER_*`` variable already in
 the WebUI's environment) in place.
 """
@@ -79,7 +81,7 @@ def service_env(opts_data: Mapping[str, object]) -> dict[str, str]:
     """The environment these settings give the service (unset ones are left out)."""
     env: dict[str, str] = {}
     for s in SETTINGS:
-        if s.env is None or s.key == "atelier_nas_root":
+        if s.env is None:
             continue
         v = value(opts_data, s.key)
         if s.kind == "number":

@@ -47,12 +47,17 @@ def _runtime() -> tuple[atelier_ext.Runtime | None, str | None]:
     config, problem = _config()
     if config is None:
         return None, problem
-    return atelier_ext.runtime(config, _opts_data), None
+    try:
+        return atelier_ext.runtime(config, _opts_data), None
+    except OSError as exc:  # e.g. a read-only state folder: the WebUI must start anyway
+        return None, f"cannot use {config.state_dir}: {exc}"
 
 
 def on_ui_settings() -> None:
-    components = {"text": (gr.Textbox, None), "password": (gr.Textbox, {"type": "password"}),
-                  "number": (gr.Number, None), "bool": (gr.Checkbox, None)}
+    textbox = getattr(gr, "Textbox", None)  # None: the WebUI picks by the default's type
+    components = {"text": (textbox, None), "password": (textbox, {"type": "password"}),
+                  "number": (getattr(gr, "Number", None), None),
+                  "bool": (getattr(gr, "Checkbox", None), None)}
     for s in webui_settings.SETTINGS:
         component, args = components[s.kind]
         info = shared.OptionInfo(s.default, s.label, component, args,
@@ -100,7 +105,7 @@ def on_app_started(demo: object, app: object) -> threading.Thread | None:
 def on_model_loaded(sd_model: object) -> None:
     rt, _ = _runtime()
     if rt is not None:
-        rt.adapter.on_model_loaded(sd_model)
+        rt.adapter.on_model_loaded(sd_model)  # never raises: a model load must not fail
 
 
 if not getattr(atelier_ext, "_exit_hook", False):
