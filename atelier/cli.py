@@ -7,8 +7,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from filebrowser import cli as filebrowser_cli
-from modelzoo import cli as modelzoo_cli
+import filebrowser
+import modelzoo
 
 from . import __version__
 
@@ -18,7 +18,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from .service import create_app
 
-    settings = filebrowser_cli.settings_from(args, host=args.host, port=args.port)
+    settings = filebrowser.settings_from(args, host=args.host, port=args.port)
     app = create_app(settings)
     if args.parent_fd is not None:
         from .lifeline import Lifeline
@@ -27,15 +27,25 @@ def _serve(args: argparse.Namespace) -> int:
         app.state.lifeline.tie_to_parent(args.parent_fd)
     print(f"atelier: serving {settings.root.resolve()} on http://{settings.host}:{settings.port}",
           file=sys.stderr, flush=True)
-    # Bounded: open event streams and adopters' lifelines would otherwise hold a stop forever.
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level,
-                http="httptools", loop="uvloop", timeout_keep_alive=30,
-                timeout_graceful_shutdown=10)
+
+    class Server(uvicorn.Server):
+        """Tells the app a stop began: event streams (GET /api/models/events) never end
+        on their own, and uvicorn waits for open connections before it stops."""
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            for hook in getattr(app.state, "on_exit", []):
+                hook()
+            super().handle_exit(sig, frame)
+
+    config = uvicorn.Config(app, host=settings.host, port=settings.port,
+                            log_level=args.log_level, http="httptools", loop="uvloop",
+                            timeout_keep_alive=30, timeout_graceful_shutdown=10)
+    Server(config).run()
     return 0
 
 
 def _settings_help() -> str:
-    from filebrowser.settings import Settings
+    from filebrowser import Settings
 
     lines = ["settings (environment variables):"]
     for name, field in Settings.model_fields.items():
@@ -66,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the standalone service",
                            epilog_factory=_settings_help,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-    filebrowser_cli.add_server_options(serve)
+    filebrowser.add_server_options(serve)
     serve.add_argument("--host", default=None, help="listen address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=None, help="port (default 7862)")
     serve.add_argument("--log-level", default="info")
@@ -77,8 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with --parent-fd: how long to wait for a restarted WebUI to "
                        "take the service over before stopping (default 10)")
     serve.set_defaults(func=_serve)
-    filebrowser_cli.register(sub)
-    modelzoo_cli.register(sub)
+    filebrowser.register(sub)
+    modelzoo.register(sub)
     return parser
 
 

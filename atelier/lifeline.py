@@ -42,8 +42,7 @@ from pydantic import BaseModel, Field
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from filebrowser.auth import require_gateway
-from filebrowser.errors import Conflict, NotFound
+from filebrowser import Conflict, NotFound, require_gateway
 
 PR_SET_PDEATHSIG = 1
 PARENT = "parent"

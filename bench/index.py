@@ -33,8 +33,8 @@ from common import Service
 from PIL import Image, PngImagePlugin
 
 from filebrowser import db
-from filebrowser.index import Index, SearchQuery, search
-from filebrowser.jail import Scope
+from filebrowser.access.jail import Scope
+from filebrowser.images.index import Index, SearchQuery, search
 
 WORDS = ("masterpiece best quality 1girl 1boy solo red hair blue eyes long hair smile "
          "forest night city sky cat dog armor dress sword castle ocean sunset rain snow "

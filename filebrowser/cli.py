@@ -8,7 +8,7 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-from .transfer_cli import register as register_transfers  # issue 3
+from .client.cli import register as register_transfers  # issue 3
 
 if TYPE_CHECKING:
     from .settings import Settings

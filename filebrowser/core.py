@@ -12,13 +12,14 @@ import sys
 from pathlib import Path
 
 from . import db
-from .auth import Authenticator, Principal
+from .access.auth import Authenticator, Principal
+from .access.jail import Jail
+from .access.users import UserStore
 from .errors import QuotaExceeded
-from .jail import Jail
+from .files.trash import Trash
 from .settings import Settings
-from .trash import Trash
-from .usage import Usage
-from .users import UserStore
+from .shares.store import ShareStore
+from .usage.ledger import Usage
 
 MODEL_FOLDERS = ("Stable-diffusion", "Lora", "VAE", "embeddings", "ControlNet", "ESRGAN",
                  "hypernetworks")
@@ -44,6 +45,7 @@ class FileBrowser:
         self.auth = Authenticator(self.engine, self.users, settings)
         self.trash = Trash(self.engine, self.root)
         self.usage = Usage(self.engine, self.root, self.trash)
+        self.shares = ShareStore(self.engine, self.jail, self.users, settings)
 
     def ensure_admin(self) -> str | None:
         """Create 'admin' when no administrator exists; return the password if generated."""

@@ -8,13 +8,11 @@ missing. The database holds state and caches, never file contents.
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
-from typing import Any
-
 import sqlalchemy as sa
-from sqlalchemy import event
 from sqlalchemy.engine import Engine
+
+from atelier_io.db import make_engine
+from atelier_io.db import now as now  # the time base of every table
 
 metadata = sa.MetaData()
 
@@ -92,26 +90,6 @@ tus_uploads = sa.Table(
 )
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=10000")
-    cur.close()
-
-
 def connect(url: str) -> Engine:
     """An engine for ``url`` with every declared table created."""
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
-        event.listen(engine, "connect", _sqlite_pragmas)
-    else:
-        engine = sa.create_engine(url, pool_pre_ping=True)
-    metadata.create_all(engine)
-    return engine
-
-
-def now() -> float:
-    return time.time()
+    return make_engine(url, metadata)

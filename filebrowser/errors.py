@@ -35,6 +35,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from atelier_io.diskwrite import DiskFull
+
 
 class AtelierError(Exception):
     status: int = 500
@@ -170,5 +172,9 @@ def install_handlers(app: FastAPI) -> None:
         msg = f"{where}: {first.get('msg', 'invalid')}" if where else "invalid request"
         return JSONResponse({"error": "invalid_input", "message": msg}, status_code=422)
 
+    async def on_disk_full(_: Request, exc: Exception) -> JSONResponse:
+        return error_response(InsufficientStorage("the disk is full"))
+
     app.add_exception_handler(AtelierError, on_atelier)
     app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(DiskFull, on_disk_full)

@@ -1,7 +1,8 @@
 """The ModelZoo error tree.
 
     ModelZooError
-    (sections below add their classes: FETCH ERRORS, RESIDENCY ERRORS)
+    (sections below add their classes: FETCH ERRORS, SOURCE ERRORS, JOB ERRORS,
+    RESIDENCY ERRORS)
     ├── FetchError (502)                          fetch: base of every download failure
     │   ├── RemoteError (502, ConnectionError)    the server failed after all retries
     │   │   ├── RemoteNotFound (404, FileNotFoundError)
@@ -79,6 +80,65 @@ class LockTimeout(FetchError, TimeoutError):
     status, code = 423, "lock_timeout"
 
 
+# SOURCE ERRORS (references and the remote catalogues: Civitai, Hugging Face, ModelScope)
+#
+#   FetchError
+#   ├── BadReference (400, ValueError)       a reference in no accepted form; lists them
+#   └── RemoteError
+#       ├── EarlyAccess (403, PermissionError)  Civitai early access not bought
+#       └── Archived (410, FileNotFoundError)   Civitai archived the version's files
+
+
+class BadReference(FetchError, ValueError):
+    status, code = 400, "bad_reference"
+
+
+class EarlyAccess(RemoteError, PermissionError):
+    status, code = 403, "early_access"
+
+
+class Archived(RemoteError, FileNotFoundError):
+    status, code = 410, "archived"
+
+
+# JOB ERRORS (the download queue, the library and who may write where)
+#
+#   JobError (400)                             a request the queue cannot take
+#   ├── JobNotFound (404, LookupError)         no such job, or not yours
+#   ├── JobConflict (409)                      pause a finished job, retry a running one...
+#   ├── NotAllowed (403, PermissionError)      viewers fetching, a destination outside yours
+#   ├── DestinationExists (409, FileExistsError)  another file under that name (conflict=fail)
+#   └── QuotaExceeded (507, OSError)           the download would not fit in your quota
+
+
+class JobError(ModelZooError):
+    status, code = 400, "invalid_request"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class JobNotFound(JobError, LookupError):
+    status, code = 404, "job_not_found"
+
+
+class JobConflict(JobError):
+    status, code = 409, "job_conflict"
+
+
+class NotAllowed(JobError, PermissionError):
+    status, code = 403, "forbidden"
+
+
+class DestinationExists(JobError, FileExistsError):
+    status, code = 409, "destination_exists"
+
+
+class QuotaExceeded(JobError, OSError):
+    status, code = 507, "quota_exceeded"
+
+
 
 # RESIDENCY ERRORS
 #
@@ -89,9 +149,17 @@ class LockTimeout(FetchError, TimeoutError):
 #   ├── UnknownDevice (404, LookupError)
 #   ├── ModelBusy (409, RuntimeError)              unloading a model that is running
 #   ├── InvalidCheckpoint (422, ValueError)        truncated file, HTML posing as safetensors
+#   │   ├── UnsupportedModel (422)                 a family we cannot run (LoRA, VAE, pix2pix...)
+#   │   └── ModelConfigMissing (422)               no local diffusers config for its family
+#   ├── UnknownJob (404, LookupError)              no such generation job (or not yours)
+#   ├── UnknownNetwork (404, LookupError)          a LoRA / embedding / VAE not in its folder
+#   ├── InvalidNetwork (422, ValueError)           a LoRA / embedding that does not fit the model
+#   ├── JobNotFinished (409, RuntimeError)         cancelling a job that has finished
+#   ├── QueueFull (429)                            the generation queue is at its bound
 #   ├── BackendUnavailable (503, ImportError)      torch/diffusers missing
 #   ├── ModelTooLarge (507, MemoryError)           cannot fit even with everything evicted
-#   └── OutOfDeviceMemory (507, MemoryError)       CUDA OOM again after one eviction + retry
+#   ├── OutOfDeviceMemory (507, MemoryError)       CUDA OOM again after one eviction + retry
+#   └── StorageQuotaExceeded (507, OSError)        the images would exceed the owner's quota
 
 
 class ResidencyError(ModelZooError):
@@ -143,3 +211,35 @@ class ModelTooLarge(ResidencyError, MemoryError):
 
 class OutOfDeviceMemory(ResidencyError, MemoryError):
     status, code, message = 507, "out_of_memory", "device out of memory after eviction and retry"
+
+
+class UnsupportedModel(InvalidCheckpoint):
+    status, code, message = 422, "unsupported_model", "this kind of model cannot be run here"
+
+
+class ModelConfigMissing(InvalidCheckpoint):
+    status, code, message = 422, "missing_config", "no local diffusers config for this model"
+
+
+class UnknownJob(ResidencyError, LookupError):
+    status, code, message = 404, "unknown_job", "no such generation job"
+
+
+class UnknownNetwork(ResidencyError, LookupError):
+    status, code, message = 404, "unknown_network", "no such LoRA, embedding or VAE"
+
+
+class InvalidNetwork(ResidencyError, ValueError):
+    status, code, message = 422, "invalid_network", "the LoRA, embedding or VAE does not fit"
+
+
+class JobNotFinished(ResidencyError, RuntimeError):
+    status, code, message = 409, "job_state", "the job is not in a state that allows this"
+
+
+class QueueFull(ResidencyError):
+    status, code, message = 429, "queue_full", "the generation queue is full; retry later"
+
+
+class StorageQuotaExceeded(ResidencyError, OSError):
+    status, code, message = 507, "quota_exceeded", "this would exceed your storage quota"

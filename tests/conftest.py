@@ -225,3 +225,50 @@ def postgres_db(postgres: str) -> str:
         conn.execute(sa.text(f"CREATE DATABASE {name}"))
     engine.dispose()
     return f"{postgres}/{name}"
+
+
+# -- real filesystems mounted for a test (full disks, ext4 vs tmpfs) -----------------
+
+
+class _Mounts:
+    """Filesystems a test mounts, lazily unmounted after it (a server may still hold files
+    open there). Mounting needs root, as CI has; elsewhere the test is skipped."""
+
+    def __init__(self) -> None:
+        self.paths: list[Path] = []
+
+    def mount(self, path: Path, *args: str) -> Path:
+        path.mkdir(parents=True, exist_ok=True)
+        r = subprocess.run(["mount", *args, str(path)], capture_output=True)
+        if r.returncode != 0:
+            pytest.skip(f"cannot mount {' '.join(args)} here: {r.stderr.decode().strip()}")
+        self.paths.append(path)
+        return path
+
+    def unmount_all(self) -> None:
+        for path in self.paths:
+            subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+@pytest.fixture
+def tmpfs() -> Iterator[Callable[..., Path]]:
+    """Mount a small tmpfs (a full disk on demand): ``tmpfs(path, "8m")``."""
+    mounts = _Mounts()
+    yield lambda path, size="8m": mounts.mount(path, "-t", "tmpfs", "-o", f"size={size}",
+                                               "tmpfs")
+    mounts.unmount_all()
+
+
+@pytest.fixture
+def ext4() -> Iterator[Callable[..., Path]]:
+    """Mount a small ext4 loop image (a real local disk that fills up): ``ext4(path)``."""
+    mounts = _Mounts()
+
+    def mount(path: Path, size: str = "32M") -> Path:
+        image = path.with_name(path.name + ".img")
+        subprocess.run(["truncate", "-s", size, str(image)], check=True)
+        subprocess.run(["mkfs.ext4", "-q", "-F", "-m", "0", str(image)], check=True)
+        return mounts.mount(path, "-o", "loop", str(image))
+
+    yield mount
+    mounts.unmount_all()

@@ -21,6 +21,8 @@ _EXPORTS = {
     "ResidencyMetrics": "metrics",
     "ModelCatalog": "catalog", "ModelSpec": "backends.base",
     "ResidencySettings": "settings", "ResidencyService": "service",
+    "Family": "families", "detect": "families", "HashStore": "hashes",
+    "GenerateService": "generate.service", "GenerationRequest": "generate.request",
     "build_router": "api",
 }
 

@@ -10,6 +10,9 @@ hash (``"sd15.safetensors [6ce0161689]"``) resolves too. Every name is resolved 
 ``realpath`` and checked against the folder before anything is opened, so ``../`` and
 symlinks out of the folder are unknown models. ``.ckpt`` pickles are not offered: they
 run code when loaded and carry no header to size them by.
+
+Each model's family (SD 1.5, SDXL, Flux, ...; ``families.py``) is read from the same
+header and cached beside its footprint.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from pathlib import Path
 
 from ..errors import UnknownModel
 from .backends.base import ModelSpec
-from .footprint import Footprint, footprint
+from .families import Family, detect, detect_folder
+from .footprint import Footprint, footprint, read_header
 
 _TITLE_HASH = re.compile(r"\s*\[[0-9a-fA-F]{8,64}\]$")
 
@@ -34,6 +38,7 @@ class ModelCatalog:
         self.overrides = overrides or {}
         self._lock = threading.Lock()
         self._cache: dict[Path, tuple[tuple[int, int], Footprint]] = {}
+        self._families: dict[Path, tuple[tuple[int, int], Family]] = {}
 
     def names(self) -> list[str]:
         out: list[str] = []
@@ -85,3 +90,21 @@ class ModelCatalog:
         return ModelSpec(canonical, path, fp)
 
     __call__ = get
+
+    def family(self, name: str) -> Family:
+        """The model's architecture; raises UnsupportedModel (422) for what cannot run."""
+        path = self.path_of(name)
+        st = path.stat()
+        key = (st.st_mtime_ns, st.st_size)
+        with self._lock:
+            hit = self._families.get(path)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        if path.is_dir():
+            fam = detect_folder(path)
+        else:
+            tensors, metadata, _ = read_header(path)
+            fam = detect({t.name: t.shape for t in tensors}, metadata)
+        with self._lock:
+            self._families[path] = (key, fam)
+        return fam

@@ -1,7 +1,13 @@
-"""Generation records: who used which GPU for how long (SQLAlchemy Core, own MetaData).
+"""The residency tables (SQLAlchemy Core, own MetaData).
 
-One row per generation; usage splits GPU seconds (inference) and switch seconds (loading
-the model) per user, beside the bytes of images written, for bill splitting.
+    residency_generations   one row per finished generation: who used which GPU for how
+                            long (inference vs switch seconds) and the image bytes written,
+                            for bill splitting
+    residency_jobs          generation jobs: queued -> running -> done | failed |
+                            cancelled | interrupted; the request, progress and result
+    residency_file_hashes   sha256 / addnet / legacy hashes per file version (hashes.py)
+    residency_options       per-user A1111 options (/sdapi/v1/options): the checkpoint,
+                            VAE and clip skip a user's requests default to
 """
 
 from __future__ import annotations
@@ -32,6 +38,44 @@ generations = sa.Table(
 )
 
 
+jobs = sa.Table(
+    "residency_jobs", metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("user", sa.String(255), nullable=False, index=True),
+    sa.Column("kind", sa.String(16), nullable=False),  # txt2img | img2img
+    sa.Column("model", sa.String(1024), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False, index=True),
+    sa.Column("request", sa.JSON, nullable=False),  # without init images (they can be MBs)
+    sa.Column("step", sa.Integer, nullable=False, default=0),
+    sa.Column("total", sa.Integer, nullable=False, default=0),
+    sa.Column("device", sa.String(64)),
+    sa.Column("result", sa.JSON),
+    sa.Column("error", sa.JSON),
+    sa.Column("created_at", sa.Float, nullable=False, index=True),
+    sa.Column("started_at", sa.Float),
+    sa.Column("finished_at", sa.Float),
+    sa.Column("replica", sa.String(255), nullable=False, default=""),  # who runs it
+)
+
+file_hashes = sa.Table(
+    "residency_file_hashes", metadata,
+    sa.Column("path", sa.String(4096), primary_key=True),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("mtime_ns", sa.BigInteger, nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("addnet", sa.String(64)),
+    sa.Column("legacy", sa.String(8)),
+    sa.Column("computed_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+options = sa.Table(
+    "residency_options", metadata,
+    sa.Column("user", sa.String(255), primary_key=True),
+    sa.Column("key", sa.String(128), primary_key=True),
+    sa.Column("value", sa.JSON),
+)
+
+
 def create(engine: sa.Engine) -> None:
     metadata.create_all(engine)
 
@@ -45,7 +89,8 @@ def record(engine: sa.Engine, **row: Any) -> int:
 
 def usage(engine: sa.Engine, *, user: str | None = None,
           since: dt.datetime | None = None) -> list[dict[str, Any]]:
-    """Per user (and per model within), totals of generations, seconds and bytes."""
+    """Per user, totals of generations, seconds and bytes, per model (``models``) and per
+    UTC day (``by_day``: what bill splitting by day needs)."""
     g = generations
     query = sa.select(
         g.c.user, g.c.model, sa.func.count().label("generations"),
@@ -70,4 +115,16 @@ def usage(engine: sa.Engine, *, user: str | None = None,
             u["models"].append(item)
             for k in ("generations", "gpu_seconds", "switch_seconds", "image_bytes"):
                 u[k] += item[k]
+        day = sa.func.date(g.c.created_at).label("day")
+        daily = sa.select(
+            g.c.user, day, sa.func.count().label("generations"),
+            sa.func.sum(g.c.gpu_seconds).label("gpu_seconds"),
+            sa.func.sum(g.c.switch_seconds).label("switch_seconds"),
+        ).where(query.whereclause if query.whereclause is not None else sa.true()
+                ).group_by(g.c.user, day).order_by(g.c.user, day)
+        for r in conn.execute(daily):
+            users[r.user].setdefault("by_day", []).append({
+                "day": str(r.day)[:10], "generations": int(r.generations),
+                "gpu_seconds": float(r.gpu_seconds or 0),
+                "switch_seconds": float(r.switch_seconds or 0)})
     return list(users.values())

@@ -25,7 +25,8 @@ class ResidencyService:
     def from_settings(cls, settings: ResidencySettings) -> ResidencyService:
         devices = probe_devices(settings.devices, cpu_capacity=int(settings.cpu_device_memory))
         catalog = ModelCatalog(settings.models_dir, dtype=settings.dtype)
-        backend = DiffusersBackend(settings.dtype, settings.diffusers_config)
+        backend = DiffusersBackend(settings.dtype, settings.diffusers_config,
+                                   family_of=catalog.family)
         manager = ResidencyManager(
             backend, devices, HostMemory(), catalog, reserve=settings.reserve_rule(),
             ram_reserve=int(settings.ram_reserve),

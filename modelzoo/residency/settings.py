@@ -52,13 +52,36 @@ class ResidencySettings(BaseSettings):
     prefetch: bool = Field(
         True, description="Warm the next queued request's model into RAM during the current job.")
     diffusers_config: Path | None = Field(
-        None, description="Local folder with diffusers component configs, needed to load "
-                          "single-file checkpoints offline (from_single_file(config=...)).")
+        None, description="Local folder holding one diffusers config folder per model family "
+                          "(sd1, sd1-inpaint, sd2, sd2-inpaint, sdxl, sdxl-inpaint, "
+                          "sdxl-refiner, sd3, sd35-medium, sd35-large, flux-dev, "
+                          "flux-schnell), needed to load single-file checkpoints offline.")
     max_steps: int = Field(150, ge=1, description="Most sampling steps a request may ask for.")
     min_size: int = Field(64, ge=8, description="Smallest image side in pixels.")
     max_size: int = Field(2048, ge=64, description="Largest image side in pixels.")
     max_prompt_chars: int = Field(10_000, ge=1, description="Longest prompt accepted.")
     default_sampler: str = Field("Euler a", description="Sampler used when a request names none.")
+    lora_dir: Path | None = Field(
+        None, description="Folder of LoRAs for <lora:name:weight> prompt tags; unset = "
+                          "models/Lora beside the models folder.")
+    embeddings_dir: Path | None = Field(
+        None, description="Folder of textual-inversion embeddings (used when a prompt word "
+                          "equals a file name); unset = models/embeddings.")
+    vae_dir: Path | None = Field(
+        None, description="Folder of VAEs (single files or diffusers folders) for sd_vae; "
+                          "unset = models/VAE.")
+    queue_max: int = Field(64, ge=1, description="Most generation jobs waiting, all users "
+                                                 "together; more are refused with 429.")
+    queue_max_per_user: int = Field(16, ge=1, description="Most generation jobs one user may "
+                                                          "have waiting.")
+    max_images: int = Field(16, ge=1, description="Most images per request "
+                                                  "(batch_size x n_iter).")
+    preview_every: int = Field(0, ge=0, description="Default for sending a preview image "
+                                                    "every N steps over SSE (0: none).")
+    sdapi_save_images: Literal["always", "request"] = Field(
+        "always", description="Whether /sdapi/v1 images are saved under the user's outputs "
+                              "always, or only when the request says save_images (the "
+                              "WebUI's default is not to save API images).")
 
     def reserve_rule(self) -> ReserveRule:
         return ReserveRule(int(self.reserve_base), int(self.reserve_extra),

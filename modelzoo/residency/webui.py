@@ -167,7 +167,12 @@ class WebUILink:
     def state(self) -> dict[str, Any]:
         self.expire()
         age = None if self.reported_at is None else round(self.clock() - self.reported_at, 1)
-        return {"connected": self.connected(), "report_age": age, "report": self.report,
+        checkpoints = (self.report or {}).get("checkpoints") or []
+        current = next((c for c in checkpoints if isinstance(c, dict) and c.get("current")),
+                       None)
+        # checkpoints/current on top: what the Models on GPU page lists
+        return {"connected": self.connected(), "report_age": age, "checkpoints": checkpoints,
+                "current": current, "report": self.report,
                 "commands": [asdict(c) for c in reversed(self.commands.values())]}
 
     def queue(self, action: Literal["load", "unload", "pin"], model: str, user: str,
@@ -209,7 +214,7 @@ def _role(user: Any, *allowed: str) -> str:
     return str(getattr(user, "name", "?"))
 
 
-def build_router(*, current_user: Any, require_gateway: Any,
+def build_webui_router(*, current_user: Any, require_gateway: Any,
                  link: WebUILink | None = None) -> APIRouter:
     """``current_user`` authenticates people; ``require_gateway`` the WebUI's extension."""
     link = link or WebUILink()

@@ -1,56 +1,54 @@
-"""The diffusers backend: txt2img pipelines from local files only, never the Hub.
+"""The diffusers backend: pipelines from local files only, never the Hub.
 
     <models>/name/model_index.json     a diffusers folder  -> DiffusionPipeline.from_pretrained
-    <models>/name.safetensors          an A1111 checkpoint -> from_single_file(config=<local>)
+    <models>/name.safetensors          an A1111 checkpoint -> <family pipeline>.from_single_file(
+                                          config=<ATELIER_GPU_DIFFUSERS_CONFIG>/<family>)
 
-``from_single_file`` fetches component configs from the Hub unless given a local
-``config`` folder (the research notes, §3), so single files need ``diffusers_config``;
-without it they are refused with a message rather than left to time out offline.
+A single file's family (``families.py``: SD 1.x, SD 2.x, SDXL, SDXL refiner, the
+inpainting variants, SD 3, Flux) is read from its header first; it picks the pipeline
+class and the local config folder it is loaded with::
+
+    <ATELIER_GPU_DIFFUSERS_CONFIG>/
+        sd1/  sd1-inpaint/  sd2/  sd2-inpaint/  sdxl/  sdxl-inpaint/  sdxl-refiner/
+        sd3/  sd35-medium/  sd35-large/  flux-dev/  flux-schnell/
+            model_index.json, scheduler/, tokenizer*/, <component>/config.json
+
+``from_single_file`` otherwise fetches those configs from the Hub (the research notes,
+§3); without the folder a checkpoint is refused (422 ``missing_config``, naming the
+folder it looked for) rather than left to time out offline. Flux and SD 3 files often
+hold only the transformer: then the text encoders and VAE come from the config folder's
+own weights. Unknown families never get a guessed pipeline (422 ``unsupported_model``).
+
+After loading, the scheduler config gets the family's prediction type (v-prediction for
+SD 2.x 768 models, decided by A1111's UNet test when the file carries no hint, see
+:func:`is_v_prediction`) and is kept on the pipeline (``atelier_scheduler_config``) as
+the base every job's sampler is built from.
 
 A pipeline moves between tiers with ``pipe.to`` (every ``nn.Module`` component). On a
 simulated or CPU compute device it stays where it is: there is only one memory.
-A1111 sampler names map to diffusers schedulers, so infotext stays WebUI-compatible.
 """
 
 from __future__ import annotations
 
-import hashlib
+import json
 import os
-import secrets
-import threading
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ...errors import BackendUnavailable, InvalidCheckpoint, InvalidGenerateRequest
-from ..devices import Device
+from ...errors import (
+    BackendUnavailable,
+    InvalidCheckpoint,
+    ModelConfigMissing,
+    ResidencyError,
+)
+from ..devices import Device, is_oom
+from ..families import Family
+from ..footprint import read_header
 from .base import ModelSpec
 
 _DTYPES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}
-
-# A1111 sampler name -> (diffusers scheduler class, extra config)
-SAMPLERS: dict[str, tuple[str, dict[str, Any]]] = {
-    "Euler": ("EulerDiscreteScheduler", {}),
-    "Euler a": ("EulerAncestralDiscreteScheduler", {}),
-    "DDIM": ("DDIMScheduler", {}),
-    "PLMS": ("PNDMScheduler", {"skip_prk_steps": True}),
-    "Heun": ("HeunDiscreteScheduler", {}),
-    "DPM++ 2M": ("DPMSolverMultistepScheduler", {}),
-    "DPM++ 2M Karras": ("DPMSolverMultistepScheduler", {"use_karras_sigmas": True}),
-    "UniPC": ("UniPCMultistepScheduler", {}),
-}
-
-
-@dataclass(frozen=True)
-class Txt2Img:
-    prompt: str
-    negative_prompt: str = ""
-    steps: int = 20
-    width: int = 512
-    height: int = 512
-    seed: int = -1
-    sampler: str = "Euler a"
-    cfg_scale: float = 7.0
+_LEGACY_FAMILIES = {"sd1": "StableDiffusionPipeline", "sdxl": "StableDiffusionXLPipeline"}
 
 
 def _modules() -> tuple[Any, Any]:
@@ -69,73 +67,124 @@ def _dtype_kwarg(diffusers: Any) -> str:
     return "dtype" if hasattr(utils, "_resolve_dtype") else "torch_dtype"
 
 
-_hash_lock = threading.Lock()
-_hashes: dict[tuple[str, int, int], str] = {}
+def is_v_prediction(unet: Any) -> bool:
+    """A1111's ``is_using_v_parameterization_for_sd2``: at timestep 999 with a constant
+    latent and context, a v-prediction UNet's output lies well below its input."""
+    import torch
+
+    p = next(unet.parameters())
+    ch = unet.config.in_channels
+    ctx = int(unet.config.cross_attention_dim)
+    x = torch.ones((1, ch, 8, 8), device=p.device, dtype=p.dtype) * 0.5
+    cond = torch.ones((1, 2, ctx), device=p.device, dtype=p.dtype) * 0.5
+    with torch.no_grad():
+        out = unet(x, torch.tensor([999], device=p.device), encoder_hidden_states=cond).sample
+    return bool((out[:, :4] - x[:, :4]).float().mean().item() < -1)
 
 
-def short_hash(path: Path) -> str | None:
-    """A1111's "Model hash": the first 10 hex digits of the file's sha256 (cached)."""
-    if not path.is_file():
-        return None
-    st = path.stat()
-    key = (str(path), st.st_size, st.st_mtime_ns)
-    with _hash_lock:
-        if key in _hashes:
-            return _hashes[key]
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    digest = h.hexdigest()[:10]
-    with _hash_lock:
-        _hashes[key] = digest
-    return digest
-
-
-def infotext(req: Txt2Img, seed: int, model: str, model_hash: str | None,
-             version: str = "atelier") -> str:
-    """The A1111 ``parameters`` text: prompt, negative prompt line, then key: value pairs."""
-    lines = [req.prompt]
-    if req.negative_prompt:
-        lines.append(f"Negative prompt: {req.negative_prompt}")
-    pairs = [("Steps", str(req.steps)), ("Sampler", req.sampler),
-             ("CFG scale", f"{req.cfg_scale:g}"), ("Seed", str(seed)),
-             ("Size", f"{req.width}x{req.height}")]
-    if model_hash:
-        pairs.append(("Model hash", model_hash))
-    pairs += [("Model", model.replace(",", " ")), ("Version", version)]
-    lines.append(", ".join(f"{k}: {v}" for k, v in pairs))
-    return "\n".join(lines)
+def _has_components(path: Path) -> bool:
+    """True when a single file carries text encoder and VAE weights, not only the
+    diffusion model (Flux/SD 3 transformer-only files)."""
+    tensors, _, _ = read_header(path)
+    prefixes = ("first_stage_model.", "vae.", "text_encoders.", "conditioner.",
+                "cond_stage_model.")
+    return any(t.name.startswith(prefixes) for t in tensors)
 
 
 class DiffusersBackend:
-    def __init__(self, dtype: str = "fp16", config_dir: str | os.PathLike[str] | None = None
-                 ) -> None:
+    def __init__(self, dtype: str = "fp16", config_dir: str | os.PathLike[str] | None = None,
+                 family_of: Callable[[str], Family] | None = None) -> None:
         self.dtype = dtype
         self.config_dir = Path(config_dir) if config_dir else None
+        self.family_of = family_of
+
+    def config_for(self, fam: Family) -> Path:
+        """The local diffusers config folder for a family (422 when there is none)."""
+        if self.config_dir is not None:
+            sub = self.config_dir / fam.config
+            if (sub / "model_index.json").is_file():
+                return sub
+            top = self.config_dir / "model_index.json"
+            if fam.id in _LEGACY_FAMILIES and top.is_file():
+                try:  # one folder for one family: the layout before families existed
+                    cls = json.loads(top.read_text()).get("_class_name")
+                except (OSError, ValueError):
+                    cls = None
+                if cls == _LEGACY_FAMILIES[fam.id]:
+                    return self.config_dir
+        where = (self.config_dir / fam.config if self.config_dir is not None
+                 else f"$ATELIER_GPU_DIFFUSERS_CONFIG/{fam.config}")
+        raise ModelConfigMissing(
+            f"this is an {fam.label} checkpoint; loading it offline needs the diffusers "
+            f"configs of that family in {where} (model_index.json, scheduler/, tokenizer/ "
+            "and each component's config.json; see README)", family=fam.id,
+            config_dir=str(where))
+
+    def _family(self, spec: ModelSpec) -> Family:
+        if self.family_of is not None:
+            return self.family_of(spec.name)
+        from ..families import detect, detect_folder
+
+        if spec.path.is_dir():
+            return detect_folder(spec.path)
+        tensors, metadata, _ = read_header(spec.path)
+        return detect({t.name: t.shape for t in tensors}, metadata)
 
     def load(self, spec: ModelSpec, host: Device) -> Any:
         torch, diffusers = _modules()
         dtype = {_dtype_kwarg(diffusers): getattr(torch, _DTYPES[self.dtype])}
-        if spec.path.is_dir():
-            pipe = diffusers.DiffusionPipeline.from_pretrained(
-                spec.path, local_files_only=True, **dtype)
-        else:
-            if self.config_dir is None:
-                raise InvalidCheckpoint(
-                    f"{spec.name}: a single-file checkpoint needs a local diffusers config "
-                    "folder offline (set ATELIER_GPU_DIFFUSERS_CONFIG)", model=spec.name)
-            xl = "text_encoder_2" in spec.footprint.components
-            cls = (diffusers.StableDiffusionXLPipeline if xl
-                   else diffusers.StableDiffusionPipeline)
-            pipe = cls.from_single_file(str(spec.path), config=str(self.config_dir),
-                                        local_files_only=True, **dtype)
+        fam = self._family(spec)
+        try:
+            if spec.path.is_dir():
+                pipe = diffusers.DiffusionPipeline.from_pretrained(
+                    spec.path, local_files_only=True, **dtype)
+            else:
+                pipe = self._single_file(diffusers, spec, fam, dtype)
+        except ResidencyError:
+            raise
+        except Exception as exc:
+            if is_oom(exc):
+                raise
+            raise InvalidCheckpoint(
+                f"{spec.name}: loading it as {fam.label} failed: {type(exc).__name__}: "
+                f"{str(exc)[:500]}", model=spec.name, family=fam.id) from exc
         pipe.set_progress_bar_config(disable=True)
         if getattr(pipe, "safety_checker", None) is not None:
             pipe.safety_checker = None  # the WebUI has none either
+        self._prediction(pipe, fam)
+        pipe.atelier_family = fam
         if torch.cuda.is_available():
             self._pin(pipe)
         return pipe
+
+    def _single_file(self, diffusers: Any, spec: ModelSpec, fam: Family,
+                     dtype: dict[str, Any]) -> Any:
+        cfg = self.config_for(fam)
+        cls = getattr(diffusers, fam.pipeline)
+        if fam.style in ("flux", "sd3") and not _has_components(spec.path):
+            model_cls = (diffusers.FluxTransformer2DModel if fam.style == "flux"
+                         else diffusers.SD3Transformer2DModel)
+            transformer = model_cls.from_single_file(
+                str(spec.path), config=str(cfg), subfolder="transformer",
+                local_files_only=True, **dtype)
+            return cls.from_pretrained(str(cfg), transformer=transformer,
+                                       local_files_only=True, **dtype)
+        return cls.from_single_file(str(spec.path), config=str(cfg), local_files_only=True,
+                                    **dtype)
+
+    @staticmethod
+    def _prediction(pipe: Any, fam: Family) -> None:
+        config = dict(pipe.scheduler.config)
+        prediction = fam.prediction
+        if prediction == "probe":
+            prediction = "v_prediction" if is_v_prediction(pipe.unet) else "epsilon"
+        if prediction in ("epsilon", "v_prediction"):
+            config["prediction_type"] = prediction
+        if fam.zero_snr:
+            config["rescale_betas_zero_snr"] = True
+        if config != dict(pipe.scheduler.config):
+            pipe.scheduler = type(pipe.scheduler).from_config(config)
+        pipe.atelier_scheduler_config = dict(pipe.scheduler.config)
 
     @staticmethod
     def _pin(pipe: Any) -> None:
@@ -163,22 +212,3 @@ class DiffusersBackend:
 
     def drop(self, handle: Any) -> None:
         return None  # the manager forgets the reference; torch frees the tensors
-
-    def generate(self, pipe: Any, device: Device, req: Txt2Img) -> tuple[Any, int]:
-        """Run txt2img; returns (PIL image, seed used)."""
-        torch, diffusers = _modules()
-        if req.sampler not in SAMPLERS:
-            raise InvalidGenerateRequest(
-                f"unknown sampler {req.sampler!r}; use one of {', '.join(SAMPLERS)}",
-                sampler=req.sampler)
-        cls_name, extra = SAMPLERS[req.sampler]
-        cls = getattr(diffusers, cls_name)
-        pipe.scheduler = cls.from_config(pipe.scheduler.config, **extra)
-        seed = req.seed if req.seed >= 0 else secrets.randbelow(2**32)
-        gen_device = device.torch_device if device.torch_device.startswith("cuda") else "cpu"
-        generator = torch.Generator(device=gen_device).manual_seed(seed)
-        with torch.inference_mode():
-            out = pipe(prompt=req.prompt, negative_prompt=req.negative_prompt or None,
-                       num_inference_steps=req.steps, width=req.width, height=req.height,
-                       guidance_scale=req.cfg_scale, generator=generator, output_type="pil")
-        return out.images[0], seed

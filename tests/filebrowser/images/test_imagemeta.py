@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, PngImagePlugin
 
-from filebrowser.imagemeta import MAX_TEXT_BYTES, decode_user_comment, parse_exif, read_meta
+from filebrowser.images.meta import MAX_TEXT_BYTES, decode_user_comment, parse_exif, read_meta
 
 from .conftest import (
     A1111_TEXT,

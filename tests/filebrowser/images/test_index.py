@@ -12,8 +12,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from filebrowser import db
-from filebrowser.index import Index, IndexService, SearchQuery, fts_text, search
-from filebrowser.jail import Scope
+from filebrowser.access.jail import Scope
+from filebrowser.images.index import Index, IndexService, SearchQuery, fts_text, search
 
 from .conftest import CHINESE_TEXT, comfy_png, wait_until, write_exif_image, write_png
 

@@ -7,7 +7,7 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from filebrowser.infotext import _parse, parse_comfyui, parse_infotext, parse_param_line
+from filebrowser.images.infotext import _parse, parse_comfyui, parse_infotext, parse_param_line
 
 from .conftest import A1111_TEXT, CHINESE_TEXT, COMFY_PROMPT, COMFY_WORKFLOW
 

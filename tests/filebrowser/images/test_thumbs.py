@@ -12,7 +12,7 @@ import pytest
 import requests
 from PIL import Image
 
-from filebrowser.thumbs import Thumbnailer, version_of
+from filebrowser.images.thumbs import Thumbnailer, version_of
 
 from ...conftest import Server
 from .conftest import bump_mtime, exif_bytes, png_bomb, write_exif_image, write_png

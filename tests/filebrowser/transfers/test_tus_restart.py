@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import pytest
 from tusclient import client as tus_client
 
-from filebrowser.diskwrite import BATCH
+from atelier_io.diskwrite import BATCH
 
 from .conftest import head, open_patch, sha256, upload_url
 

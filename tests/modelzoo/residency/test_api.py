@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import io
 import shutil
 import threading
@@ -22,6 +23,8 @@ from PIL import Image
 from modelzoo.residency.api import build_router
 from modelzoo.residency.catalog import ModelCatalog
 from modelzoo.residency.settings import ResidencySettings
+
+from .checkpoints import write_family
 
 
 def current_user(x_user: str | None = Header(None)) -> SimpleNamespace:
@@ -54,7 +57,7 @@ def api(tmp_path: Path, models_dir: Path, tiny_pipeline_dir: Path, write_ckpt) -
     shutil.copytree(tiny_pipeline_dir, models_dir / "tiny")
     shutil.copytree(tiny_pipeline_dir, models_dir / "tiny2")
     (models_dir / "broken.safetensors").write_bytes(b"<!DOCTYPE html><html>login</html>")
-    write_ckpt(models_dir / "huge.safetensors", {"unet": 64 << 20})
+    write_family(models_dir / "huge.safetensors", "sd1", pad_bytes=64 << 20)
     size = ModelCatalog(models_dir, dtype="fp32").get("tiny").nbytes
     settings = ResidencySettings(
         models_dir=models_dir, devices=f"sim:{size * 3 // 2}", dtype="fp32",
@@ -85,27 +88,35 @@ GEN = {"model": "tiny", "prompt": "lowest newer", "negative_prompt": "wider", "s
 
 
 def test_generate_returns_image_saves_it_with_infotext_and_records_usage(api) -> None:
-    r = api.client.post("/api/generate", json=GEN, headers=_as("ann:user"))
+    r = api.client.post("/api/generate?wait=true", json=GEN, headers=_as("ann:user"))
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["switched_from"] == "disk" and body["device"] == "sim:0"
     assert body["infotext"].startswith("lowest newer\nNegative prompt: wider\nSteps: 2, "
-                                       "Sampler: DDIM, CFG scale: 7, Seed: 42, Size: 64x64")
+                                       "Sampler: DDIM, Schedule type: Automatic, CFG scale: 7, "
+                                       "Seed: 42, Size: 64x64")
     img = Image.open(io.BytesIO(base64.b64decode(body["image"])))
     assert img.size == (64, 64)
     saved = api.outputs / "ann" / body["path"]
     assert saved.is_file() and body["path"].startswith("txt2img-images/")
     assert Image.open(saved).text["parameters"] == body["infotext"]
-    again = api.client.post("/api/generate", json=GEN, headers=_as("ann:user")).json()
+    again = api.client.post("/api/generate?wait=true", json=GEN, headers=_as("ann:user")).json()
     assert again["switched_from"] == "gpu" and again["path"] != body["path"]
     assert again["image"] == body["image"]  # same seed, same image
-    api.client.post("/api/generate", json={**GEN, "model": "tiny2"}, headers=_as("bob:admin"))
+    api.client.post("/api/generate?wait=true", json={**GEN, "model": "tiny2"},
+                    headers=_as("bob:admin"))
     mine = api.client.get("/api/gpu/usage", headers=_as("ann:user")).json()["users"]
     assert [u["user"] for u in mine] == ["ann"] and mine[0]["generations"] == 2
     assert mine[0]["gpu_seconds"] > 0 and mine[0]["image_bytes"] == (
         saved.stat().st_size + (api.outputs / "ann" / again["path"]).stat().st_size)
     everyone = api.client.get("/api/gpu/usage", headers=_as("bob:admin")).json()["users"]
     assert [u["user"] for u in everyone] == ["ann", "bob"]
+    days = mine[0]["by_day"]  # per UTC day, for bill splitting (two days across midnight)
+    today = dt.datetime.now(dt.UTC).date()
+    assert {d["day"] for d in days} <= {today.isoformat(),
+                                        (today - dt.timedelta(days=1)).isoformat()}
+    assert sum(d["generations"] for d in days) == 2
+    assert sum(d["gpu_seconds"] for d in days) == pytest.approx(mine[0]["gpu_seconds"])
     forbidden = api.client.get("/api/gpu/usage?name=bob", headers=_as("ann:user"))
     assert forbidden.status_code == 403 and forbidden.json()["error"] == "forbidden"
 
@@ -124,7 +135,7 @@ def test_generate_returns_image_saves_it_with_infotext_and_records_usage(api) ->
     ({"model": "huge"}, 507, "model_too_large"),
 ])
 def test_bad_requests_are_clear_4xx(api, patch: dict[str, Any], status: int, code: str) -> None:
-    r = api.client.post("/api/generate", json={**GEN, **patch}, headers=_as("ann:user"))
+    r = api.client.post("/api/generate?wait=true", json={**GEN, **patch}, headers=_as("ann:user"))
     assert r.status_code == status, r.text
     body = r.json()
     assert body["error"] == code and body["message"]
@@ -135,8 +146,8 @@ def test_bad_requests_are_clear_4xx(api, patch: dict[str, Any], status: int, cod
 
 
 def test_roles(api) -> None:
-    assert api.client.post("/api/generate", json=GEN).status_code == 401
-    r = api.client.post("/api/generate", json=GEN, headers=_as("vic:viewer"))
+    assert api.client.post("/api/generate?wait=true", json=GEN).status_code == 401
+    r = api.client.post("/api/generate?wait=true", json=GEN, headers=_as("vic:viewer"))
     assert r.status_code == 403 and r.json()["error"] == "forbidden"
     assert api.client.post("/api/gpu/load", json={"model": "tiny"},
                            headers=_as("vic:viewer")).status_code == 403
@@ -180,8 +191,8 @@ def test_load_unload_pin_and_gpu_view(api) -> None:
 
 
 def test_metrics_in_prometheus_text(api) -> None:
-    api.client.post("/api/generate", json=GEN, headers=_as("ann:user"))
-    api.client.post("/api/generate", json=GEN, headers=_as("ann:user"))
+    api.client.post("/api/generate?wait=true", json=GEN, headers=_as("ann:user"))
+    api.client.post("/api/generate?wait=true", json=GEN, headers=_as("ann:user"))
     r = api.client.get("/metrics", headers=_as("ann:viewer"))
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
     text = r.text
@@ -201,7 +212,7 @@ def test_concurrent_generations_from_threads(api) -> None:
 
     def one(model: str, seed: int) -> None:
         with httpx.Client(base_url=str(api.client.base_url), timeout=120) as c:
-            r = c.post("/api/generate", json={**GEN, "model": model, "seed": seed},
+            r = c.post("/api/generate?wait=true", json={**GEN, "model": model, "seed": seed},
                        headers=_as(f"u{seed}:user"))
         with lock:
             results.append(r)

@@ -76,7 +76,8 @@ def adapter(srv: Server) -> Iterator[Callable[..., Adapter]]:
 def test_report_is_gateway_only_and_shown_to_users(srv: Server) -> None:
     viewer = srv.add_user("vic", role="viewer")
     state = viewer.get(f"{srv.url}/api/gpu/webui", timeout=10).json()
-    assert state == {"connected": False, "report_age": None, "report": None, "commands": []}
+    assert state == {"connected": False, "report_age": None, "report": None, "commands": [],
+                     "checkpoints": [], "current": None}
     r = requests.post(f"{srv.url}/api/gpu/webui/report", json=REPORT, timeout=10)
     assert r.status_code == 401, "a user may not pose as the WebUI"
     assert viewer.post(f"{srv.url}/api/gpu/webui/report", json=REPORT,
@@ -85,6 +86,8 @@ def test_report_is_gateway_only_and_shown_to_users(srv: Server) -> None:
                          timeout=10).json() == {"ok": True}
     state = viewer.get(f"{srv.url}/api/gpu/webui", timeout=10).json()
     assert state["connected"] is True and state["report"]["checkpoints"] == REPORT["checkpoints"]
+    assert state["checkpoints"] == REPORT["checkpoints"], "on top, as the GPU page lists them"
+    assert state["current"]["title"] == "a.safetensors [abc]"
     assert state["report"]["limits"]["sd_checkpoints_limit"] == 4
     assert requests.get(f"{srv.url}/api/gpu/webui", timeout=10).status_code == 401
     assert requests.get(f"{srv.url}/api/gpu/webui/poll", timeout=10).status_code == 401

@@ -1,0 +1,55 @@
+"""The small shared layer under ``filebrowser`` and ``modelzoo`` (they never import each
+other; both import this):
+
+- ``http``: the standard library's ``http.client`` with keep-alive per thread, bodies
+  asked for as ``identity`` (byte ranges address stored bytes), cut bodies detected;
+- ``diskwrite``: request bodies to disk in batches off the event loop, big files with
+  ``O_DIRECT`` past the page cache;
+- ``progress``: rich bars on a terminal, plain lines elsewhere, byte-size parsing;
+- ``db``: SQLAlchemy engines made one way (SQLite pragmas, PostgreSQL pre-ping);
+- ``lazy``: package names that load on first use.
+
+Names load on first use (``lazy``) so that a desktop command importing one piece does
+not pay for the others (starlette, SQLAlchemy, rich).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .lazy import exports
+
+if TYPE_CHECKING:
+    from .db import make_engine, now
+    from .diskwrite import Appender, DiskFull, filesystem_type, receive_into, use_direct
+    from .http import Client, ConnectionFailed, Response
+    from .progress import Bars, Plain, human, parse_size, screen
+
+_WHERE = {
+    "make_engine": "db", "now": "db",
+    "Appender": "diskwrite", "DiskFull": "diskwrite", "filesystem_type": "diskwrite",
+    "receive_into": "diskwrite", "use_direct": "diskwrite",
+    "Client": "http", "ConnectionFailed": "http", "Response": "http",
+    "Bars": "progress", "Plain": "progress", "human": "progress", "parse_size": "progress",
+    "screen": "progress",
+}
+
+__all__ = [
+    "Appender",
+    "Bars",
+    "Client",
+    "ConnectionFailed",
+    "DiskFull",
+    "Plain",
+    "Response",
+    "filesystem_type",
+    "human",
+    "make_engine",
+    "now",
+    "parse_size",
+    "receive_into",
+    "screen",
+    "use_direct",
+]
+
+__getattr__, __dir__ = exports(__name__, _WHERE)

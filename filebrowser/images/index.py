@@ -1,0 +1,992 @@
+"""The image and model index: a rebuildable cache in the database, kept current.
+
+Tables (declared on :data:`filebrowser.db.metadata`)::
+
+    image_index    one row per image or model file: path (root-relative), folder, name,
+                   kind, size, mtime, dimensions, parsed parameters (prompt, negative,
+                   model, sampler, loras "|a|b|" lower-cased, the rest as JSON)
+    image_fts      SQLite only: FTS5 over (prompt, negative), rowid = image_index.id;
+                   CJK characters are indexed one per token (see :func:`fts_text`)
+    index_folders  folder path -> mtime_ns when it was last listed (-1: list again)
+    index_meta     schema version; a mismatch drops and rebuilds the cache
+
+Keeping it current: filesystem events (watchdog, inotify) for local writes, and a
+periodic rescan that stats every known folder and re-lists only those whose mtime
+moved, because inotify does not see what other NFS clients write. A file rewritten in
+place leaves its folder's mtime alone, so a deep rescan (stat every file) runs less
+often. A folder modified within the last :data:`RACY_SECONDS` is listed again next
+time (mtime granularity, git's "racy" problem).
+
+Writing: one thread writes. Rows go in batches, one transaction each (the first batch
+small so search answers early); a folder's mtime is stored in the transaction that
+holds its last rows, so a crash leaves a consistent index whose unfinished folders
+are simply listed again. Readers use WAL snapshots and are never blocked.
+
+PostgreSQL has no FTS5: the same tables without ``image_fts``, and words match with
+``ILIKE`` on the prompt columns.
+
+Symlinks are not followed and dot-files are skipped: what is indexed is what the
+path jail shows, so scope filtering on ``path`` is exact.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import logging
+import os
+import queue
+import re
+import stat as st_mod
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from .. import db
+from ..access.jail import INTERNAL_PREFIX, Scope
+from ..files.fs import IMAGE_EXTS, MODEL_EXTS
+from .infotext import GenParams
+from .meta import read_meta
+
+log = logging.getLogger("atelier.index")
+
+SCHEMA_VERSION = "1"
+RACY_SECONDS = 2.0
+FIRST_BATCH = 200
+BATCH = 2000
+
+image_index = sa.Table(
+    "image_index", db.metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("path", sa.Text, nullable=False, unique=True),
+    sa.Column("folder", sa.Text, nullable=False, index=True),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("kind", sa.String(8), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("mtime", sa.Float, nullable=False, index=True),
+    sa.Column("mtime_ns", sa.BigInteger, nullable=False),
+    sa.Column("width", sa.Integer),
+    sa.Column("height", sa.Integer),
+    sa.Column("source", sa.String(16)),
+    sa.Column("prompt", sa.Text),
+    sa.Column("negative", sa.Text),
+    sa.Column("model", sa.Text),
+    sa.Column("model_hash", sa.String(80)),
+    sa.Column("sampler", sa.Text),
+    sa.Column("steps", sa.Integer),
+    sa.Column("cfg", sa.Float),
+    sa.Column("seed", sa.BigInteger),
+    sa.Column("loras", sa.Text),
+    sa.Column("params", sa.Text),
+)
+
+index_folders = sa.Table(
+    "index_folders", db.metadata,
+    sa.Column("path", sa.Text, primary_key=True),
+    sa.Column("mtime_ns", sa.BigInteger, nullable=False),
+)
+
+index_meta = sa.Table(
+    "index_meta", db.metadata,
+    sa.Column("key", sa.String(32), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
+_FTS_DDL = ("CREATE VIRTUAL TABLE IF NOT EXISTS image_fts USING fts5("
+            "prompt, negative, tokenize = 'unicode61 remove_diacritics 2')")
+# Han, kana, hangul and CJK punctuation: no spaces between words, so one token each.
+_CJK = re.compile("([\u3000-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af"
+                  "\uf900-\ufaff\uff00-\uffef])")
+_INSERT_COLS = ("path", "folder", "name", "kind", "size", "mtime", "mtime_ns", "width",
+                "height", "source", "prompt", "negative", "model", "model_hash", "sampler",
+                "steps", "cfg", "seed", "loras", "params")
+_PROMPT, _NEGATIVE = _INSERT_COLS.index("prompt"), _INSERT_COLS.index("negative")
+
+
+def fts_text(text: str) -> str:
+    """Text as FTS5 indexes it: each CJK character its own token."""
+    if not text or text.isascii():
+        return text
+    return _CJK.sub(r" \1 ", text)
+
+
+def kind_of_name(name: str) -> str | None:
+    ext = os.path.splitext(name)[1].lower()
+    if ext in IMAGE_EXTS:
+        return "image"
+    if ext in MODEL_EXTS:
+        return "model"
+    return None
+
+
+def _skip(name: str) -> bool:
+    return name.startswith(".") or name.lower().startswith(INTERNAL_PREFIX)
+
+
+def _join(folder: str, name: str) -> str:
+    return f"{folder}/{name}" if folder else name
+
+
+_JSON = json.JSONEncoder(ensure_ascii=False)  # json.dumps(ensure_ascii=False) without
+                                              # building an encoder per call
+
+
+def _params_json(g: GenParams) -> str | None:
+    if g.source == "none":
+        return None
+    d: dict[str, Any] = {k: v for k, v in (
+        ("scheduler", g.scheduler), ("width", g.width), ("height", g.height), ("vae", g.vae),
+        ("vae_hash", g.vae_hash), ("clip_skip", g.clip_skip),
+        ("denoising_strength", g.denoising_strength), ("version", g.version))
+        if v is not None}
+    if g.loras:
+        d["loras"] = [{"name": lo.name, "weight": lo.weight, "hash": lo.hash} for lo in g.loras]
+    if g.hires:
+        d["hires"] = g.hires
+    if g.adetailer:
+        d["adetailer"] = g.adetailer
+    if g.extra:
+        d["extra"] = g.extra
+    return _JSON.encode(d) if d else None
+
+
+_I32 = 1 << 31
+_I64 = 1 << 63
+
+
+def _i32(v: int | None) -> int | None:
+    """An INTEGER column's value, or None when it does not fit 32 bits."""
+    return v if v is None or -_I32 <= v < _I32 else None
+
+
+def make_row(real: Path | str, vpath: str, folder: str, name: str, kind: str, size: int,
+             mtime_ns: int, sidecar: Path | str | None) -> tuple[Any, ...]:
+    """One ``image_index`` row (in :data:`_INSERT_COLS` order); never raises on content."""
+    width = height = None
+    g = GenParams()
+    if kind == "image":
+        try:
+            meta = read_meta(real, sidecar=sidecar or False)
+        except OSError:
+            meta = None
+        if meta is not None:
+            width, height, g = meta.width, meta.height, meta.params
+    loras = "|" + "|".join([lo.name.lower() for lo in g.loras]) + "|" if g.loras else None
+    seed = g.seed
+    if seed is not None and not -_I64 <= seed < _I64:
+        seed = None
+    return (vpath, folder, name, kind, size, mtime_ns / 1e9, mtime_ns,
+            _i32(width), _i32(height),
+            g.source if g.source != "none" else None, g.prompt or None,
+            g.negative_prompt or None, g.model, (g.model_hash or "")[:80] or None, g.sampler,
+            _i32(g.steps), g.cfg_scale, seed, loras, _params_json(g))
+
+
+@dataclass
+class IndexStatus:
+    scanning: bool = False
+    last_scan: float | None = None
+    last_deep_scan: float | None = None
+    last_scan_seconds: float | None = None
+    watching: bool = False
+    errors: int = 0
+
+
+# -- writing -----------------------------------------------------------------------
+
+
+class _Writer:
+    """Batches row inserts/deletes and folder marks into transactions.
+
+    Files to (re)read are queued as tasks and read in small groups; a folder's mark
+    waits until every task queued before it has become a row, so it is committed with
+    them. (Parsing in worker processes was measured slower on 2 cores: process start
+    and pickling cost more than the GIL-bound parse saves, and delay the first batch.
+    A writer thread beside the parsing one was measured slower too: pysqlite releases
+    the GIL around each row's ``sqlite3_step`` and must win it back from the parser
+    after every row; multi-row INSERTs cut the steps, but flattening the rows in Python
+    cost what the overlap saved.)
+    """
+
+    def __init__(self, index: Index) -> None:
+        self.index = index
+        self.tasks: list[tuple[Any, ...]] = []
+        self.waiting_folders: list[tuple[str, int]] = []
+        self.rows: list[tuple[Any, ...]] = []
+        self.deletes: list[str] = []
+        self.prefix_deletes: list[str] = []
+        self.folders: list[tuple[str, int]] = []
+        self.limit = FIRST_BATCH
+        self.written = 0
+
+    def add(self, row: tuple[Any, ...], *, new: bool = False) -> None:
+        """Queue a row; ``new``: the path had no row when its folder was read, so no
+        delete is needed first (if another writer added one since, the insert fails
+        and the batch is retried with deletes)."""
+        if not new:
+            self.deletes.append(row[0])
+        self.rows.append(row)
+        if len(self.rows) >= self.limit:
+            self.flush()
+
+    def task(self, new: bool, *args: Any) -> None:
+        """Read a file later, in a group; ``args`` as :func:`make_row` takes them."""
+        self.tasks.append((new, args))
+        if len(self.tasks) >= 64:
+            self.run_tasks()
+
+    def run_tasks(self) -> None:
+        tasks, self.tasks = self.tasks, []
+        for new, args in tasks:
+            self.add(make_row(*args), new=new)
+        self.folders += self.waiting_folders
+        self.waiting_folders = []
+
+    def delete(self, path: str) -> None:
+        self.deletes.append(path)
+
+    def delete_prefix(self, folder: str) -> None:
+        self.prefix_deletes.append(folder)
+
+    def folder_done(self, folder: str, mtime_ns: int) -> None:
+        if self.tasks:
+            self.waiting_folders.append((folder, mtime_ns))
+            return
+        self.folders.append((folder, mtime_ns))
+        if len(self.folders) >= BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.tasks:
+            self.run_tasks()
+        if not (self.rows or self.deletes or self.prefix_deletes or self.folders):
+            return
+        rows, deletes, prefix_deletes, folders = (self.rows, self.deletes,
+                                                  self.prefix_deletes, self.folders)
+        for attempt in range(3):
+            try:
+                with self.index.engine.begin() as conn:
+                    self.index.apply(conn, rows, deletes, prefix_deletes, folders,
+                                     replace=attempt > 0)
+                break
+            except sa.exc.IntegrityError:
+                # Another replica sharing this database indexed the same paths since we
+                # read the folder (or between our delete and insert); the retry deletes
+                # every path it inserts, and now sees those rows.
+                if attempt == 2:
+                    raise
+        self.written += len(rows)
+        self.rows, self.deletes, self.prefix_deletes, self.folders = [], [], [], []
+        self.limit = BATCH
+        if self.index.on_flush is not None:
+            self.index.on_flush(self.written)
+
+
+class Index:
+    """The index tables and every read and write on them."""
+
+    def __init__(self, engine: Engine, root: Path) -> None:
+        self.engine = engine
+        self.root = Path(os.path.realpath(root))
+        self.fts = engine.dialect.name == "sqlite"
+        self.status = IndexStatus()
+        self._stop = threading.Event()
+        # called on the writer thread after each committed batch (rows so far)
+        self.on_flush: Callable[[int], None] | None = None
+        self.ensure_schema()
+
+    # -- schema ----------------------------------------------------------------------
+
+    def _tables(self) -> list[sa.Table]:
+        return [image_index, index_folders, index_meta]
+
+    def ensure_schema(self) -> None:
+        """Create what is missing; drop and rebuild a cache of another version."""
+        db.metadata.create_all(self.engine, tables=self._tables())
+        with self.engine.begin() as conn:
+            version = conn.execute(sa.select(index_meta.c.value).where(
+                index_meta.c.key == "schema")).scalar()
+            fts_ok = True
+            if self.fts:
+                fts_ok = conn.exec_driver_sql(
+                    "SELECT 1 FROM sqlite_master WHERE name = 'image_fts'").first() is not None
+        if version != SCHEMA_VERSION or not fts_ok:
+            self.reset()
+
+    def reset(self) -> None:
+        """Drop everything the index holds; the next scan rebuilds it.
+
+        One transaction, so a concurrent search sees the old index or the new empty
+        one, never missing tables. pysqlite runs DDL outside a transaction unless one
+        was opened explicitly, hence the BEGIN (SQLite's DDL itself is transactional).
+        """
+        with self.engine.connect() as conn:
+            if self.fts:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                conn.exec_driver_sql("DROP TABLE IF EXISTS image_fts")
+            db.metadata.drop_all(conn, tables=self._tables())
+            db.metadata.create_all(conn, tables=self._tables())
+            if self.fts:
+                conn.exec_driver_sql(_FTS_DDL)
+            conn.execute(index_meta.insert().values(key="schema", value=SCHEMA_VERSION))
+            conn.commit()
+
+    # -- low-level writes --------------------------------------------------------------
+
+    def apply(self, conn: Connection, rows: list[tuple[Any, ...]], deletes: list[str],
+              prefix_deletes: list[str], folders: list[tuple[str, int]], *,
+              replace: bool = True) -> None:
+        """One batch. Changed files are deleted and inserted again: one path, one row,
+        one FTS doc. ``deletes`` lists paths to drop (gone or about to be rewritten);
+        ``replace`` also drops every path in ``rows`` first."""
+        gone = deletes + [r[0] for r in rows] if replace else deletes
+        if gone:
+            if self.fts:  # plain DB-API executemany: no per-row SQLAlchemy work
+                params = [(p,) for p in gone]
+                conn.exec_driver_sql(
+                    "DELETE FROM image_fts WHERE rowid IN "
+                    "(SELECT id FROM image_index WHERE path = ?)", params)
+                conn.exec_driver_sql("DELETE FROM image_index WHERE path = ?", params)
+            else:
+                conn.execute(image_index.delete().where(
+                    image_index.c.path == sa.bindparam("p")), [{"p": p} for p in gone])
+        for folder in prefix_deletes:
+            cond = _under(folder, self.fts)
+            if self.fts and folder:
+                conn.execute(sa.text(
+                    "DELETE FROM image_fts WHERE rowid IN (SELECT id FROM image_index WHERE "
+                    "path > :lo AND path < :hi)"), {"lo": folder + "/", "hi": folder + "0"})
+            elif self.fts:
+                conn.exec_driver_sql("DELETE FROM image_fts")
+            conn.execute(image_index.delete().where(cond(image_index.c.path)))
+            conn.execute(index_folders.delete().where(
+                sa.or_(index_folders.c.path == folder, cond(index_folders.c.path))))
+        if rows:
+            if self.fts:
+                placeholders = ", ".join("?" * len(_INSERT_COLS))
+                conn.exec_driver_sql(
+                    f"INSERT INTO image_index ({', '.join(_INSERT_COLS)}) "
+                    f"VALUES ({placeholders})", rows)
+                docs = [(r[0], fts_text(r[_PROMPT] or ""), fts_text(r[_NEGATIVE] or ""))
+                        for r in rows if r[_PROMPT] or r[_NEGATIVE]]
+                if docs:
+                    conn.exec_driver_sql(
+                        "INSERT INTO image_fts (rowid, prompt, negative) VALUES "
+                        "((SELECT id FROM image_index WHERE path = ?), ?, ?)", docs)
+            else:
+                conn.execute(image_index.insert(), [dict(zip(_INSERT_COLS, r, strict=True))
+                                                    for r in rows])
+        if folders:
+            conn.execute(index_folders.delete().where(
+                index_folders.c.path == sa.bindparam("p")), [{"p": f} for f, _ in folders])
+            conn.execute(index_folders.insert(), [{"path": f, "mtime_ns": m}
+                                                  for f, m in folders])
+
+    # -- scanning ----------------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _known_folders(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            return {r.path: r.mtime_ns for r in conn.execute(sa.select(index_folders))}
+
+    def _rows_of(self, folder: str) -> dict[str, tuple[int, int]]:
+        with self.engine.connect() as conn:
+            q = sa.select(image_index.c.name, image_index.c.size, image_index.c.mtime_ns).where(
+                image_index.c.folder == folder)
+            return {r.name: (r.size, r.mtime_ns) for r in conn.execute(q)}
+
+    def _list(self, real: Path) -> tuple[list[tuple[os.DirEntry[str], str, str]], list[str],
+                                         set[str]]:
+        """(indexable files as (entry, kind, name without extension), subfolder names,
+        all names) of one folder; no symlinks."""
+        files, dirs, names = [], [], set()
+        with os.scandir(real) as it:
+            for e in it:
+                name = e.name
+                names.add(name)
+                if _skip(name):
+                    continue
+                try:
+                    if e.is_dir(follow_symlinks=False):
+                        dirs.append(name)
+                    elif e.is_file(follow_symlinks=False):
+                        stem, ext = os.path.splitext(name)
+                        ext = ext.lower()
+                        if ext in IMAGE_EXTS:
+                            files.append((e, "image", stem))
+                        elif ext in MODEL_EXTS:
+                            files.append((e, "model", stem))
+                except OSError:
+                    continue
+        return files, dirs, names
+
+    def _sync_folder(self, w: _Writer, folder: str, real: Path, force: bool) -> list[str]:
+        """Bring one folder's rows up to date; return its subfolders."""
+        files, dirs, names = self._list(real)
+        known = self._rows_of(folder)
+        prefix = folder + "/" if folder else ""
+        for e, kind, stem in files:
+            try:
+                s = e.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            name = e.name
+            old = known.pop(name, None)
+            if not force and old == (s.st_size, s.st_mtime_ns):
+                continue
+            side = None
+            if kind == "image" and stem + ".txt" in names:
+                side = os.path.join(real, stem + ".txt")
+            w.task(old is None, e.path, prefix + name, folder, name, kind,
+                   s.st_size, s.st_mtime_ns, side)
+        for name in known:  # rows whose file is gone
+            w.delete(_join(folder, name))
+        return dirs
+
+    def scan(self, start: str = "", *, deep: bool = False, force_start: bool = False) -> int:
+        """Rescan the tree below ``start``; folders whose mtime is unchanged are skipped
+        unless ``deep``. Returns the number of rows written."""
+        return self._scan(start, deep, force_start, self._known_folders(), _Writer(self))
+
+    def _scan(self, start: str, deep: bool, force_start: bool, known: dict[str, int],
+              w: _Writer) -> int:
+        children: dict[str, list[str]] = {}
+        for f in known:
+            if f:
+                children.setdefault(f.rpartition("/")[0], []).append(f)
+        seen: set[str] = set()
+        stack = [start]
+        now = time.time()
+        while stack and not self._stop.is_set():
+            folder = stack.pop()
+            real = self.root / folder if folder else self.root
+            try:
+                s = os.lstat(real)
+            except OSError:
+                s = None
+            if s is None or not st_mod.S_ISDIR(s.st_mode):
+                if folder in known or folder == start:
+                    w.delete_prefix(folder)
+                    if s is not None and folder:  # a folder became a file
+                        self._sync_file(w, folder)
+                continue
+            seen.add(folder)
+            changed = deep or known.get(folder) != s.st_mtime_ns or (
+                force_start and folder == start)
+            if not changed:
+                stack.extend(children.get(folder, ()))
+                continue
+            try:
+                dirs = self._sync_folder(w, folder, real, force=False)
+            except OSError:
+                self.status.errors += 1
+                continue
+            racy = now - s.st_mtime_ns / 1e9 < RACY_SECONDS
+            w.folder_done(folder, -1 if racy else s.st_mtime_ns)
+            subs = {_join(folder, d) for d in dirs}
+            for old in children.get(folder, ()):
+                if old not in subs:
+                    w.delete_prefix(old)
+            stack.extend(sorted(subs, reverse=True))
+        w.flush()
+        return w.written
+
+    def _sync_file(self, w: _Writer, vpath: str) -> None:
+        folder, _, name = vpath.rpartition("/")
+        real = self.root / vpath
+        kind = kind_of_name(name)
+        try:
+            s = os.lstat(real)
+        except OSError:
+            s = None
+        if s is None or not st_mod.S_ISREG(s.st_mode) or kind is None:
+            w.delete(vpath)
+            return
+        known = self._rows_of_path(vpath)
+        if known == (s.st_size, s.st_mtime_ns):
+            return
+        side = None
+        if kind == "image":
+            cand = real.with_suffix(".txt")
+            side = cand if cand.is_file() else None
+        w.add(make_row(real, vpath, folder, name, kind, s.st_size, s.st_mtime_ns, side))
+
+    def _rows_of_path(self, vpath: str) -> tuple[int, int] | None:
+        with self.engine.connect() as conn:
+            r = conn.execute(sa.select(image_index.c.size, image_index.c.mtime_ns).where(
+                image_index.c.path == vpath)).first()
+        return (r.size, r.mtime_ns) if r else None
+
+    def update_paths(self, paths: Iterable[str]) -> int:
+        """Apply filesystem events: each root-relative path is re-read, listed or dropped."""
+        w = _Writer(self)
+        folders: list[str] = []
+        for vpath in sorted(set(paths)):
+            if any(_skip(part) for part in vpath.split("/")):
+                # a sidecar .txt or a hidden temp file: the image beside it may change
+                continue
+            real = self.root / vpath if vpath else self.root
+            try:
+                s = os.lstat(real)
+            except OSError:
+                w.delete(vpath)
+                w.delete_prefix(vpath)
+                continue
+            if st_mod.S_ISDIR(s.st_mode):
+                folders.append(vpath)
+            elif vpath.lower().endswith(".txt"):
+                for ext in IMAGE_EXTS:
+                    img = vpath[:-4] + ext
+                    if os.path.isfile(self.root / img):
+                        self._sync_file_forced(w, img)
+            else:
+                self._sync_file(w, vpath)
+        w.flush()
+        for folder in folders:
+            w.written += self.scan(folder, force_start=True)
+        return w.written
+
+    def _sync_file_forced(self, w: _Writer, vpath: str) -> None:
+        w.delete(vpath)
+        w.flush()
+        self._sync_file(w, vpath)
+
+    # -- reading ---------------------------------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(image_index.c.kind, sa.func.count())
+                                .group_by(image_index.c.kind)).all()
+        return {k: int(n) for k, n in rows}
+
+
+def _under(folder: str, sqlite: bool) -> Any:
+    """A condition builder: column lies strictly below ``folder`` (byte-exact prefix)."""
+    if not folder:
+        return lambda col: col != ""
+    if sqlite:
+        # A range on the path index; BINARY collation, so exact. ('0' follows '/'.)
+        return lambda col: sa.and_(col > folder + "/", col < folder + "0")
+    return lambda col: col.startswith(folder + "/", autoescape=True)
+
+
+# -- search ------------------------------------------------------------------------
+
+
+@dataclass
+class SearchQuery:
+    q: str | None = None
+    prompt: str | None = None
+    negative: str | None = None
+    model: str | None = None
+    lora: str | None = None
+    sampler: str | None = None
+    name: str | None = None  # glob
+    folder: str | None = None
+    kind: str | None = None
+    after: float | None = None
+    before: float | None = None
+    min_size: int | None = None
+    max_size: int | None = None
+    sort: str = "mtime"
+    order: str = "desc"
+    limit: int = 100
+    cursor: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class BadQuery(ValueError):
+    pass
+
+
+_TERM = re.compile(r'(-?)"([^"]*)"|(-?)(\S+)')
+
+
+def parse_terms(text: str) -> list[tuple[bool, str, bool]]:
+    """Words and "quoted phrases"; ``-word`` excludes, ``word*`` is a prefix.
+    Returns (negated, text, prefix)."""
+    out = []
+    for m in _TERM.finditer(text):
+        if m.group(2) is not None:
+            neg, word, prefix = bool(m.group(1)), m.group(2), False
+        else:
+            neg, word = bool(m.group(3)), m.group(4)
+            prefix = word.endswith("*")
+            word = word.rstrip("*")
+        word = word.strip()
+        if word and any(c.isalnum() for c in word):
+            out.append((neg, word, prefix))
+    return out
+
+
+def _fts_phrase(word: str, prefix: bool) -> str:
+    quoted = '"' + fts_text(word).replace('"', '""') + '"'
+    return quoted + ("*" if prefix else "")
+
+
+def fts_match(terms: list[tuple[bool, str, bool]], column: str | None) -> tuple[str, str]:
+    """(positive, negative) FTS5 expressions; either may be ''."""
+    pos = " AND ".join(_fts_phrase(w, p) for n, w, p in terms if not n)
+    neg = " OR ".join(_fts_phrase(w, p) for n, w, p in terms if n)
+    if column:
+        pos = f"{column} : ({pos})" if pos else ""
+        neg = f"{column} : ({neg})" if neg else ""
+    return pos, neg
+
+
+def _like_escape(s: str) -> str:
+    return s.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _glob_to_like(g: str) -> str:
+    return _like_escape(g).replace("*", "%").replace("?", "_")
+
+
+def parse_time(value: str | None) -> float | None:
+    """Epoch seconds, or an ISO date/time (UTC unless it names a zone)."""
+    if value is None or value == "":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        dt = datetime.fromisoformat(value)
+    except ValueError:
+        raise BadQuery(f"not a time: {value!r}; use epoch seconds or ISO 8601") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.timestamp()
+
+
+def _enc_cursor(value: list[Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).decode()
+
+
+def _dec_cursor(cursor: str) -> list[Any]:
+    try:
+        value = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+    except (ValueError, UnicodeDecodeError):
+        raise BadQuery("invalid cursor") from None
+    if not isinstance(value, list) or len(value) != 3:
+        raise BadQuery("invalid cursor")
+    return value
+
+
+_SORT_COLS = {"mtime": image_index.c.mtime, "name": image_index.c.name,
+              "size": image_index.c.size}
+
+
+def search(index: Index, scope: Scope, sq: SearchQuery) -> dict[str, Any]:
+    """One page of matches that ``scope`` may read."""
+    t = image_index
+    sqlite = index.fts
+    conds: list[Any] = []
+    # -- scope: only rows the caller may read
+    if "" not in scope.read:
+        ors = []
+        for prefix in scope.read:
+            ors.append(t.c.path == prefix)
+            ors.append(_under(prefix, sqlite)(t.c.path))
+        conds.append(sa.or_(*ors) if ors else sa.false())
+    if sq.folder:
+        conds.append(_under(sq.folder, sqlite)(t.c.path))
+    if sq.kind:
+        conds.append(t.c.kind == sq.kind)
+    if sq.after is not None:
+        conds.append(t.c.mtime >= sq.after)
+    if sq.before is not None:
+        conds.append(t.c.mtime < sq.before)
+    if sq.min_size is not None:
+        conds.append(t.c.size >= sq.min_size)
+    if sq.max_size is not None:
+        conds.append(t.c.size <= sq.max_size)
+    if sq.model:
+        m = sq.model.lower()
+        conds.append(sa.or_(sa.func.lower(t.c.model).like(f"%{_like_escape(m)}%", escape="\\"),
+                            sa.func.lower(t.c.model_hash).like(f"{_like_escape(m)}%",
+                                                               escape="\\")))
+    if sq.lora:
+        conds.append(t.c.loras.like(f"%{_like_escape(sq.lora.lower())}%", escape="\\"))
+    if sq.sampler:
+        conds.append(sa.func.lower(t.c.sampler).like(f"%{_like_escape(sq.sampler.lower())}%",
+                                                     escape="\\"))
+    if sq.name:
+        if sqlite:
+            conds.append(sa.func.lower(t.c.name).op("GLOB")(sq.name.lower()))
+        else:
+            conds.append(t.c.name.ilike(_glob_to_like(sq.name), escape="\\"))
+
+    text_filters = [(sq.q, None), (sq.prompt, "prompt"), (sq.negative, "negative")]
+    fts_pos: list[str] = []
+    fts_neg: list[str] = []
+    for text, column in text_filters:
+        if not text:
+            continue
+        terms = parse_terms(text)
+        if not terms:
+            continue
+        if sqlite:
+            pos, neg = fts_match(terms, column)
+            if pos:
+                fts_pos.append(pos)
+            if neg:
+                fts_neg.append(neg)
+        else:
+            cols = [t.c.prompt, t.c.negative] if column is None else [getattr(t.c, column)]
+            for neg_, word, _prefix in terms:
+                pat = f"%{_like_escape(word)}%"
+                hit = sa.or_(*[c.ilike(pat, escape="\\") for c in cols])
+                conds.append(sa.not_(sa.func.coalesce(hit, False)) if neg_ else hit)
+
+    relevance = sq.sort == "relevance" and bool(fts_pos)
+    base = sa.select(t)
+    if fts_pos:
+        match = " AND ".join(f"({p})" for p in fts_pos)
+        if fts_neg:  # FTS5's NOT is binary: (wanted) NOT (unwanted)
+            match = f"({match}) NOT ({' OR '.join(f'({n})' for n in fts_neg)})"
+        base = base.join(sa.text("image_fts"), sa.text("image_fts.rowid = image_index.id"))
+        conds.append(sa.text("image_fts MATCH :fts_match").bindparams(fts_match=match))
+    elif fts_neg:
+        unwanted: Any = sa.select(sa.literal_column("rowid")).select_from(
+            sa.table("image_fts")).where(sa.text("image_fts MATCH :fts_neg").bindparams(
+                fts_neg=" OR ".join(f"({n})" for n in fts_neg)))
+        conds.append(t.c.id.not_in(unwanted))
+
+    desc = sq.order != "asc"
+    limit = max(1, min(sq.limit, 1000))
+    q = base.where(*conds)
+    count_q = sa.select(sa.func.count()).select_from(q.subquery())
+    offset = 0
+    if relevance:
+        order: list[Any] = [sa.text("bm25(image_fts)"), t.c.id]
+        if sq.cursor:
+            c = _dec_cursor(sq.cursor)
+            if c[0] != "offset" or not isinstance(c[1], int) or c[1] < 0:
+                raise BadQuery("invalid cursor")
+            offset = c[1]
+        page_q = q.order_by(*order).offset(offset).limit(limit + 1)
+    else:
+        col = _SORT_COLS.get(sq.sort, t.c.mtime)
+        key = sa.tuple_(col, t.c.id)
+        if sq.cursor:
+            c = _dec_cursor(sq.cursor)
+            if c[0] != sq.sort if sq.sort in _SORT_COLS else c[0] != "mtime":
+                raise BadQuery("cursor from another sort order")
+            after = sa.tuple_(sa.literal(c[1]), sa.literal(c[2]))
+            page_q = q.where(key < after if desc else key > after)
+        else:
+            page_q = q
+        page_q = page_q.order_by(col.desc() if desc else col.asc(),
+                                 t.c.id.desc() if desc else t.c.id.asc()).limit(limit + 1)
+    try:
+        with index.engine.connect() as conn:
+            rows = conn.execute(page_q).all()
+            total = int(conn.execute(count_q).scalar_one())
+    except sa.exc.OperationalError as exc:
+        if "fts5" in str(exc).lower() or "syntax" in str(exc).lower():
+            raise BadQuery("could not understand the search words") from None
+        raise
+    more = len(rows) > limit
+    rows = rows[:limit]
+    nxt = None
+    if more and rows:
+        if relevance:
+            nxt = _enc_cursor(["offset", offset + limit, 0])
+        else:
+            last = rows[-1]
+            sort = sq.sort if sq.sort in _SORT_COLS else "mtime"
+            nxt = _enc_cursor([sort, getattr(last, sort), last.id])
+    return {"results": [row_json(r) for r in rows], "next": nxt, "total": total}
+
+
+def row_json(r: Any) -> dict[str, Any]:
+    params = json.loads(r.params) if r.params else {}
+    loras = params.pop("loras", [])
+    return {
+        "path": r.path, "name": r.name, "folder": r.folder, "kind": r.kind, "size": r.size,
+        "mtime": r.mtime, "version": f"{r.mtime_ns:x}-{r.size:x}",
+        "width": r.width, "height": r.height, "source": r.source,
+        "prompt": r.prompt or "", "negative_prompt": r.negative or "", "model": r.model,
+        "model_hash": r.model_hash, "sampler": r.sampler, "steps": r.steps,
+        "cfg_scale": r.cfg, "seed": r.seed, "loras": loras, "params": params,
+    }
+
+
+# -- keeping it current ----------------------------------------------------------------
+
+
+class IndexService:
+    """The writer thread: initial scan, watchdog events, periodic and deep rescans."""
+
+    def __init__(self, index: Index, *, watch: bool = True, rescan_seconds: float = 60.0,
+                 deep_seconds: float = 3600.0, debounce: float = 0.25) -> None:
+        self.index = index
+        self.watch = watch
+        self.rescan_seconds = rescan_seconds
+        self.deep_seconds = deep_seconds
+        self.debounce = debounce
+        self._commands: queue.Queue[str] = queue.Queue()
+        self._events: set[str] = set()
+        self._events_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._observer: Any = None
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="atelier-index", daemon=True)
+        self._thread.start()
+        if self.watch:
+            self._start_watcher()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self.index.stop()
+        self._wake.set()
+        if self._observer is not None:
+            try:
+                self._observer.stop()
+                self._observer.join(timeout)
+            except Exception:  # watchdog teardown races are not worth a failed shutdown
+                pass
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def request(self, command: str) -> None:
+        """``"rescan"``, ``"deep"`` or ``"reset"``; runs on the writer thread."""
+        self._commands.put(command)
+        self._wake.set()
+
+    def _start_watcher(self) -> None:
+        try:
+            from watchdog.events import FileSystemEvent, FileSystemEventHandler
+            from watchdog.observers import Observer
+        except ImportError:
+            return
+        service = self
+
+        class Handler(FileSystemEventHandler):
+            def on_any_event(self, event: FileSystemEvent) -> None:
+                if event.event_type in ("opened", "closed_no_write"):
+                    return
+                paths = [event.src_path]
+                dest = getattr(event, "dest_path", "")
+                if dest:
+                    paths.append(dest)
+                service._on_paths([p if isinstance(p, str) else p.decode("utf-8",
+                                                                        "surrogateescape")
+                                   for p in paths])
+
+        # watchdog warns from its inotify thread when nested folders appear at once
+        # ("Callback with id ... already exists"); harmless, but a warnings-as-errors
+        # setting would kill that thread.
+        warnings.filterwarnings("ignore", message="Callback with id", category=RuntimeWarning)
+        try:
+            obs = Observer()
+            obs.schedule(Handler(), str(self.index.root), recursive=True)
+            obs.daemon = True
+            obs.start()
+        except OSError as exc:  # inotify watch limit, unsupported filesystem
+            log.warning("index: not watching %s (%s); relying on rescans", self.index.root, exc)
+            return
+        self._observer = obs
+        self.index.status.watching = True
+
+    def _on_paths(self, paths: list[str]) -> None:
+        root = str(self.index.root)
+        rel = []
+        for p in paths:
+            p = os.path.normpath(p)
+            if p == root:
+                rel.append("")
+            elif p.startswith(root + os.sep):
+                rel.append(p[len(root) + 1:].replace(os.sep, "/"))
+        if rel:
+            with self._events_lock:
+                self._events.update(rel)
+            self._wake.set()
+
+    # -- the loop ---------------------------------------------------------------------
+
+    def _run(self) -> None:
+        last = last_deep = 0.0
+        first = True
+        while not self._stop.is_set():
+            now = time.monotonic()
+            try:
+                while True:
+                    cmd = self._commands.get_nowait()
+                    if cmd == "reset":
+                        self.index.reset()
+                        first = True
+                    elif cmd == "deep":
+                        last_deep = 0.0
+                    last = 0.0
+            except queue.Empty:
+                pass
+            obs = self._observer
+            if obs is not None and (not obs.is_alive()
+                                    or not all(e.is_alive() for e in obs.emitters)):
+                log.warning("index: the file watcher stopped; restarting it")
+                with contextlib.suppress(Exception):
+                    obs.stop()
+                self._observer = None
+                self.index.status.watching = False
+                self._start_watcher()
+            try:
+                if first or now - last >= self.rescan_seconds:
+                    deep = not first and now - last_deep >= self.deep_seconds
+                    self._scan(deep=deep or first)
+                    last = time.monotonic()
+                    if deep or first:
+                        last_deep = last
+                    first = False
+                events = self._take_events()
+                if events:
+                    self.index.update_paths(events)
+            except Exception:  # keep the writer alive; the next rescan repairs
+                self.index.status.errors += 1
+                log.exception("index update failed")
+            wait = max(0.0, self.rescan_seconds - (time.monotonic() - last))
+            self._wake.wait(wait)
+            self._wake.clear()
+            if self._events and not self._stop.is_set():
+                time.sleep(self.debounce)  # let a burst of events for one write settle
+
+    def _take_events(self) -> set[str]:
+        with self._events_lock:
+            events, self._events = self._events, set()
+        return events
+
+    def _scan(self, deep: bool) -> None:
+        st = self.index.status
+        st.scanning = True
+        t0 = time.monotonic()
+        try:
+            self.index.scan(deep=deep)
+        finally:
+            st.scanning = False
+            st.last_scan = time.time()
+            st.last_scan_seconds = time.monotonic() - t0
+            if deep:
+                st.last_deep_scan = st.last_scan
+
+    def iter_status(self) -> Iterator[tuple[str, Any]]:
+        s = self.index.status
+        yield from (("scanning", s.scanning), ("watching", s.watching),
+                    ("last_scan", s.last_scan), ("last_deep_scan", s.last_deep_scan),
+                    ("last_scan_seconds", s.last_scan_seconds), ("errors", s.errors))

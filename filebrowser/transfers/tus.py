@@ -1,0 +1,546 @@
+"""Resumable uploads, tus 1.0.0: state in the database, bytes in a hidden partial file.
+
+Protocol (tus.io/protocols/resumable-upload, 1.0.0) as served under ``/api/tus/``:
+core (HEAD, PATCH, OPTIONS, ``Tus-Resumable`` on every answer, 409 on an offset
+mismatch, 412 on another version) and the extensions creation, creation-with-upload,
+creation-defer-length, termination, checksum (sha1 as the spec requires, plus
+sha256; a bad chunk answers 460 and is discarded) and expiration (``Upload-Expires``,
+sliding: every accepted PATCH extends it). ``Upload-Metadata`` carries ``filename``
+(or ``name``), ``folder`` (the target folder, created if missing) and ``conflict``
+(``fail`` | ``rename`` | ``overwrite``, default ``fail``).
+
+On disk, in the target folder (same filesystem, so the final rename is atomic)::
+
+    <folder>/.atelier-tmp-tus-<id>.part    bytes received so far; hidden from listings,
+                                           and no model extension for a WebUI to load
+    <folder>/<name>                        appears only after the last byte: fsync,
+                                           os.link (fail/rename) or os.replace, fsync dir
+
+The partial file's size is the offset (what survived a kill -9 or a power cut is
+what the next HEAD reports); the row in ``tus_uploads`` keeps the rest and a cached
+offset. A PATCH that carries a checksum first records ``verify_from`` (its start):
+if the process dies before the chunk is verified, the next access cuts the file back
+to it, so unverified bytes never count. One PATCH at a time per upload: an in-process
+set plus ``flock`` on the partial file (released by the kernel when a process dies).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import fcntl
+import hashlib
+import os
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from email.utils import formatdate
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import sqlalchemy as sa
+
+from atelier_io.diskwrite import Appender, use_direct
+
+from .. import db
+from ..access.auth import Principal
+from ..access.jail import check_name, clean, join
+from ..errors import (
+    BadRequest,
+    ChecksumMismatch,
+    Conflict,
+    Gone,
+    Locked,
+    NotFound,
+    PayloadTooLarge,
+    QuotaExceeded,
+)
+from ..files import fs
+
+TUS_VERSION = "1.0.0"
+EXTENSIONS = ("creation", "creation-with-upload", "creation-defer-length", "termination",
+              "checksum", "expiration")
+CHECKSUMS = {"sha1": hashlib.sha1, "sha256": hashlib.sha256}
+POLICIES = ("fail", "rename", "overwrite")
+PARTIAL_PREFIX = fs.TUS_PARTIAL_PREFIX
+
+
+uploads = db.tus_uploads
+
+
+# -- header parsing (pure) -------------------------------------------------------------
+
+
+def parse_metadata(header: str | None) -> dict[str, str]:
+    """``Upload-Metadata``: comma-separated ``key base64value`` pairs (value optional)."""
+    out: dict[str, str] = {}
+    if not header or not header.strip():
+        return out
+    for pair in header.split(","):
+        parts = pair.strip().split(" ")
+        if len(parts) > 2 or not parts[0]:
+            raise BadRequest("malformed Upload-Metadata")
+        key = parts[0]
+        if key in out:
+            raise BadRequest(f"duplicate Upload-Metadata key {key!r}")
+        try:
+            out[key] = base64.b64decode(parts[1], validate=True).decode() if len(parts) == 2 \
+                else ""
+        except (binascii.Error, UnicodeDecodeError):
+            raise BadRequest(f"Upload-Metadata value of {key!r} is not base64 UTF-8") from None
+    return out
+
+
+def parse_checksum(header: str | None) -> tuple[str, bytes] | None:
+    """``Upload-Checksum: <algorithm> <base64 digest>``; unknown algorithm is 400."""
+    if header is None:
+        return None
+    algo, _, value = header.strip().partition(" ")
+    algo = algo.lower()
+    if algo not in CHECKSUMS:
+        raise BadRequest(f"unsupported checksum algorithm {algo!r}; use "
+                         + " or ".join(CHECKSUMS))
+    try:
+        digest = base64.b64decode(value.strip(), validate=True)
+    except binascii.Error:
+        raise BadRequest("Upload-Checksum digest is not base64") from None
+    return algo, digest
+
+
+def parse_int(header: str | None, name: str) -> int | None:
+    if header is None:
+        return None
+    if not header.isdigit():
+        raise BadRequest(f"{name} must be a non-negative integer")
+    return int(header)
+
+
+def http_date(t: float) -> str:
+    return formatdate(t, usegmt=True)
+
+
+# -- the store ---------------------------------------------------------------------------
+
+
+@dataclass
+class Upload:
+    id: str
+    user: str
+    folder: str
+    name: str
+    policy: str
+    length: int | None
+    offset: int
+    verify_from: int | None
+    metadata: str
+    created: float
+    expires: float
+    final_path: str | None
+
+    @property
+    def done(self) -> bool:
+        return self.final_path is not None
+
+    @property
+    def partial_name(self) -> str:
+        return f"{PARTIAL_PREFIX}{self.id}.part"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "folder": self.folder, "name": self.name,
+                "length": self.length, "offset": self.offset, "expires": self.expires,
+                "final_path": self.final_path}
+
+
+@dataclass
+class Patch:
+    """One PATCH in progress: the open partial file, the lock, and the limits."""
+
+    store: TusStore
+    p: Principal
+    up: Upload
+    fd: int
+    out: Appender
+    start: int
+    limit: int | None           # the most bytes this PATCH may add (length, quota, disk)
+    limit_error: type[Exception] = PayloadTooLarge
+    hasher: Any = None
+    expected: bytes | None = None
+    closed: bool = field(default=False)
+
+    @property
+    def written(self) -> int:
+        return self.out.written
+
+    def write(self, chunks: list[bytes]) -> None:
+        """Append ``chunks`` (called in a worker thread, one call at a time)."""
+        n = sum(len(c) for c in chunks)
+        if self.limit is not None and self.written + n > self.limit:
+            raise self.limit_error(
+                "the data goes past the upload's declared length"
+                if self.limit_error is PayloadTooLarge else "no room for this upload")
+        if self.hasher is not None:
+            for c in chunks:
+                self.hasher.update(c)
+        self.out.write(chunks)
+
+    def finish(self, new_length: int | None = None) -> Upload:
+        """The body is complete: verify, commit the offset, place the file at the end."""
+        self.out.flush()
+        if self.expected is not None and self.hasher.digest() != self.expected:
+            self.rollback()
+            raise ChecksumMismatch()
+        return self.store._commit(self, new_length)
+
+    def rollback(self) -> None:
+        """Discard this PATCH's bytes (bad checksum, or cut short with a checksum)."""
+        os.ftruncate(self.fd, self.start)
+        self.out.written = 0
+        self.store._set(self.up.id, offset=self.start, verify_from=None)
+
+    def abort(self) -> None:
+        """The client went away mid-body: keep what arrived, unless it can't be verified."""
+        if self.expected is not None:
+            self.rollback()
+        else:
+            self.out.flush()
+            self.store._set(self.up.id, offset=self.start + self.written, verify_from=None)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.out.close()
+            os.close(self.fd)  # also drops the flock
+            self.store._release(self.up.id)
+
+
+class TusStore:
+    def __init__(self, fb: Any) -> None:
+        from ..core import FileBrowser
+
+        assert isinstance(fb, FileBrowser)
+        self.fb = fb
+        self.settings = fb.settings
+        self.engine = fb.engine
+        db.metadata.create_all(self.engine, tables=[uploads])
+        self._busy: set[str] = set()
+        self._busy_lock = threading.Lock()
+
+    # -- rows ---------------------------------------------------------------------
+
+    def _get(self, uid: str) -> Upload | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(uploads).where(uploads.c.id == uid)).first()
+        return Upload(**row._mapping) if row else None
+
+    def _set(self, uid: str, **values: Any) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(uploads.update().where(uploads.c.id == uid).values(**values))
+
+    def _delete_row(self, uid: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(uploads.delete().where(uploads.c.id == uid))
+
+    def list(self, p: Principal) -> list[Upload]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(uploads).where(uploads.c.user == p.name)
+                                .order_by(uploads.c.created)).all()
+        return [Upload(**r._mapping) for r in rows]
+
+    def expires_at(self) -> float:
+        return time.time() + self.settings.tus_expire_hours * 3600
+
+    # -- paths ----------------------------------------------------------------------
+
+    def _folder_real(self, up: Upload) -> Path:
+        return self.fb.jail.real(up.folder)
+
+    def partial(self, up: Upload) -> Path:
+        return self._folder_real(up) / up.partial_name
+
+    def _writable_folder(self, p: Principal, up: Upload) -> Path:
+        _, real = self.fb.jail.resolve(p.scope, up.folder, write=True)
+        return real
+
+    # -- locking ----------------------------------------------------------------------
+
+    def _acquire(self, uid: str) -> bool:
+        with self._busy_lock:
+            if uid in self._busy:
+                return False
+            self._busy.add(uid)
+            return True
+
+    def _release(self, uid: str) -> None:
+        with self._busy_lock:
+            self._busy.discard(uid)
+
+    def _open_locked(self, up: Upload) -> int | None:
+        """Open the partial file for appending with an exclusive lock, or None if busy."""
+        if not self._acquire(up.id):
+            return None
+        try:
+            # read-write: a direct-I/O append re-reads the partial block it starts in
+            fd = os.open(self.partial(up), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except FileNotFoundError:
+            self._release(up.id)
+            raise Gone("the upload's folder was moved or removed") from None
+        except BaseException:
+            self._release(up.id)
+            raise
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            self._release(up.id)
+            return None
+        return fd
+
+    # -- quota ----------------------------------------------------------------------
+
+    def _room(self, p: Principal, up: Upload | None) -> int | None:
+        """Bytes the caller may still add to uploads (None: no quota)."""
+        quota = p.user.quota_bytes
+        if quota is None:
+            return None
+        # partial files count by their stored offsets; the rest of the home is walked at
+        # most every quota_recheck_seconds (not once per PATCH)
+        used = self.fb.usage.stored_bytes(p.name,
+                                          max_age=self.settings.quota_recheck_seconds)
+        reserved = 0
+        for other in self.list(p):
+            if other.done or other.length is None or (up is not None and other.id == up.id):
+                continue
+            reserved += max(0, other.length - other.offset)
+        return quota - used - reserved
+
+    # -- protocol operations ------------------------------------------------------
+
+    def create(self, p: Principal, length: int | None, metadata_header: str | None) -> Upload:
+        meta = parse_metadata(metadata_header)
+        raw_name = meta.get("filename") or meta.get("name")
+        if not raw_name:
+            raise BadRequest("Upload-Metadata needs a 'filename'")
+        name = check_name(raw_name)
+        policy = meta.get("conflict", "fail")
+        if policy not in POLICIES:
+            raise BadRequest(f"conflict must be one of {', '.join(POLICIES)}")
+        folder_v, folder = self.fb.jail.resolve(p.scope, clean(meta.get("folder", "")),
+                                                write=True, must_exist=False)
+        if length is not None and length > self.settings.tus_max_size:
+            raise PayloadTooLarge(f"uploads are limited to {self.settings.tus_max_size} bytes",
+                                  headers={"Tus-Max-Size": str(self.settings.tus_max_size)})
+        if os.path.lexists(folder) and not folder.is_dir():
+            raise Conflict(f"{folder_v!r} is not a folder")
+        target = folder / name
+        if policy == "fail" and os.path.lexists(target):
+            raise Conflict(f"{join(folder_v, name)!r} already exists")
+        if policy == "overwrite" and target.is_dir():
+            raise Conflict(f"{join(folder_v, name)!r} is a folder")
+        if length:
+            room = self._room(p, None)
+            if room is not None and length > room:
+                raise QuotaExceeded(f"this upload ({length} bytes) would exceed your quota "
+                                    f"({max(room, 0)} bytes left)", needed=length)
+        folder.mkdir(parents=True, exist_ok=True)
+        if length:
+            fs.check_free_space(folder, length)
+        t = time.time()
+        up = Upload(id=secrets.token_hex(16), user=p.name, folder=folder_v, name=name,
+                    policy=policy, length=length, offset=0, verify_from=None,
+                    metadata=metadata_header or "", created=t, expires=self.expires_at(),
+                    final_path=None)
+        # The row first: a crash before the file exists leaves a row whose file is
+        # recreated empty on first use, never an orphan file nobody knows about.
+        with self.engine.begin() as conn:
+            conn.execute(uploads.insert().values(**up.__dict__))
+        with open(self.partial(up), "xb"):
+            pass
+        if length == 0:
+            return self._finalize(p, up)
+        return up
+
+    def get(self, p: Principal, uid: str) -> Upload:
+        up = self._get(uid)
+        if up is None or up.user != p.name:
+            raise NotFound("no such upload")
+        if up.expires < time.time():
+            self._discard(up)
+            raise Gone()
+        return up
+
+    def status(self, p: Principal, uid: str) -> Upload:
+        """The upload with its offset reconciled against the partial file (for HEAD)."""
+        up = self.get(p, uid)
+        if up.done:
+            return up
+        fd = self._open_locked(up)
+        if fd is None:  # a PATCH is running: report the offset it started from
+            return up
+        try:
+            self._reconcile(up, fd)
+        finally:
+            os.close(fd)
+            self._release(up.id)
+        return up
+
+    def _reconcile(self, up: Upload, fd: int) -> None:
+        size = os.fstat(fd).st_size
+        if up.verify_from is not None:  # a checksummed PATCH died before verification
+            os.ftruncate(fd, up.verify_from)
+            size = up.verify_from
+        if up.length is not None and size > up.length:
+            os.ftruncate(fd, up.length)
+            size = up.length
+        if size != up.offset or up.verify_from is not None:
+            self._set(up.id, offset=size, verify_from=None)
+            up.offset, up.verify_from = size, None
+
+    def begin_patch(self, p: Principal, uid: str, offset: int, new_length: int | None,
+                    checksum: tuple[str, bytes] | None, content_length: int | None) -> Patch:
+        up = self.get(p, uid)
+        if up.done:
+            if offset == up.length and not content_length:
+                raise _AlreadyDone(up)
+            raise Conflict("this upload is complete", headers=self.headers(up))
+        folder = self._writable_folder(p, up)
+        if new_length is not None:
+            if up.length is not None and new_length != up.length:
+                raise BadRequest("Upload-Length cannot change")
+            if new_length > self.settings.tus_max_size:
+                raise PayloadTooLarge(f"uploads are limited to {self.settings.tus_max_size} bytes")
+        fd = self._open_locked(up)
+        if fd is None:
+            raise Locked(headers={"Retry-After": "1"})
+        try:
+            self._reconcile(up, fd)
+            if offset != up.offset:
+                raise Conflict(f"Upload-Offset is {offset}, the upload is at {up.offset}",
+                               headers=self.headers(up))
+            length = up.length if up.length is not None else new_length
+            if length is not None and new_length is not None and new_length < up.offset:
+                raise BadRequest("Upload-Length is smaller than what was received")
+            limit_error: type[Exception] = PayloadTooLarge
+            limit = None if length is None else length - up.offset
+            if content_length is not None and limit is not None and content_length > limit:
+                raise PayloadTooLarge("the chunk goes past the upload's declared length")
+            room = self._room(p, up)
+            if room is not None:
+                # what this upload still needs must fit; the partial is already counted
+                need = (length - up.offset) if length is not None else (content_length or 0)
+                if need > room:
+                    raise QuotaExceeded(f"this upload would exceed your quota "
+                                        f"({max(room, 0)} bytes left)", needed=need)
+                if limit is None or room < limit:
+                    limit, limit_error = max(room, 0), QuotaExceeded
+            need = (length - up.offset) if length is not None else (content_length or 0)
+            fs.check_free_space(folder, need)
+            if new_length is not None and up.length is None:
+                self._set(up.id, length=new_length)
+                up.length = new_length
+            hasher = expected = None
+            if checksum is not None:
+                hasher, expected = CHECKSUMS[checksum[0]](), checksum[1]
+                self._set(up.id, verify_from=up.offset)
+            # by the whole upload's size: a big file's last small PATCHes go direct too
+            direct = use_direct(self.settings.upload_direct_io, folder,
+                                length if length is not None else need)
+            out = Appender(self.partial(up), fd, up.offset, direct)
+            return Patch(self, p, up, fd, out, up.offset, limit, limit_error, hasher, expected)
+        except BaseException:
+            os.close(fd)
+            self._release(up.id)
+            raise
+
+    def _commit(self, patch: Patch, new_length: int | None) -> Upload:
+        up = patch.up
+        up.offset = patch.start + patch.written
+        up.expires = self.expires_at()
+        up.verify_from = None
+        self._set(up.id, offset=up.offset, verify_from=None, expires=up.expires)
+        if up.length is not None and up.offset == up.length:
+            os.fsync(patch.fd)
+            return self._finalize(patch.p, up)
+        return up
+
+    def _finalize(self, p: Principal, up: Upload) -> Upload:
+        """Last byte: fsync, place atomically under the final name, record usage."""
+        folder = self._writable_folder(p, up)
+        partial = folder / up.partial_name
+        if up.length == 0:
+            fs.fsync_file(partial)
+        try:
+            final = fs.place(partial, folder, up.name, up.policy)  # type: ignore[arg-type]
+        except Conflict:
+            # another upload took the name first: this one is over, its bytes removed
+            self._delete_row(up.id)
+            raise
+        fs.fsync_dir(folder)
+        up.final_path = join(up.folder, final)
+        self._set(up.id, final_path=up.final_path, offset=up.length)
+        self.fb.usage.set_owner(p.name, up.final_path)
+        self.fb.usage.record(p.name, "tus", up.final_path, up.length or 0)
+        return up
+
+    def terminate(self, p: Principal, uid: str) -> None:
+        up = self.get(p, uid)
+        if not up.done and not self._acquire(up.id):
+            raise Locked(headers={"Retry-After": "1"})
+        try:
+            self._discard(up)
+        finally:
+            self._release(up.id)
+
+    def _discard(self, up: Upload) -> None:
+        """Forget the upload and remove its partial file (never the placed file)."""
+        if not up.done:
+            with contextlib.suppress(FileNotFoundError, NotFound):
+                self.partial(up).unlink()
+        self._delete_row(up.id)
+
+    def fail_full(self, up: Upload) -> None:
+        """The disk filled up mid-PATCH: give the space back and forget the upload."""
+        self._discard(up)
+
+    def cleanup(self, now: float | None = None) -> int:
+        """Remove expired uploads (and their partial files); return how many."""
+        now = time.time() if now is None else now
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(uploads).where(uploads.c.expires < now)).all()
+        n = 0
+        for row in rows:
+            up = Upload(**row._mapping)
+            if not up.done and not self._acquire(up.id):
+                continue
+            try:
+                self._discard(up)
+                n += 1
+            finally:
+                self._release(up.id)
+        return n
+
+    # -- answers ------------------------------------------------------------------
+
+    def headers(self, up: Upload) -> dict[str, str]:
+        h = {"Upload-Offset": str(up.length if up.done else up.offset),
+             "Cache-Control": "no-store"}
+        if up.length is None:
+            h["Upload-Defer-Length"] = "1"
+        else:
+            h["Upload-Length"] = str(up.length)
+        if up.metadata:
+            h["Upload-Metadata"] = up.metadata
+        if not up.done:
+            h["Upload-Expires"] = http_date(up.expires)
+        else:
+            h["X-Atelier-Path"] = quote(up.final_path or "")
+        return h
+
+
+class _AlreadyDone(Exception):
+    """A zero-byte PATCH at the end of a finished upload: answer 204 again (idempotent)."""
+
+    def __init__(self, up: Upload) -> None:
+        self.up = up
