@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import requests
 
-from ..conftest import Server
+from ...conftest import Server
 
 SECRET = "s3cret-" + "x" * 40
 
