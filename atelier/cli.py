@@ -21,6 +21,11 @@ def _serve(args: argparse.Namespace) -> int:
 
     settings = filebrowser.settings_from(args, host=args.host, port=args.port)
     app = create_app(settings)
+    if args.parent_fd is not None:
+        from .lifeline import Lifeline
+
+        app.state.lifeline = Lifeline(grace=args.orphan_grace)
+        app.state.lifeline.tie_to_parent(args.parent_fd)
     print(f"atelier: serving {settings.root.resolve()} on http://{settings.host}:{settings.port}",
           file=sys.stderr, flush=True)
 
@@ -80,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=None, help="listen address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=None, help="port (default 7862)")
     serve.add_argument("--log-level", default="info")
+    serve.add_argument("--parent-fd", type=int, default=None, metavar="FD",
+                       help="(set by the WebUI extension) read end of a pipe from the WebUI "
+                       "that started the service: when the WebUI ends, the service stops")
+    serve.add_argument("--orphan-grace", type=float, default=10.0, metavar="SECONDS",
+                       help="with --parent-fd: how long to wait for a restarted WebUI to "
+                       "take the service over before stopping (default 10)")
     serve.set_defaults(func=_serve)
     filebrowser.register(sub)
     modelzoo.register(sub)

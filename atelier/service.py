@@ -23,9 +23,11 @@ from filebrowser import (
     Settings,
     current_user,
     current_user_or_basic,
+    require_gateway,
 )
 from filebrowser import create_app as create_filebrowser
 
+from . import lifeline
 from .ui import install as install_pages
 
 log = logging.getLogger("atelier")
@@ -86,6 +88,11 @@ def create_app(settings: Settings) -> FastAPI:
     app = create_filebrowser(settings)
     fb: FileBrowser = app.state.fb
     install_pages(app)  # the web pages under /ui/
+    # The WebUI extension's side: its lifeline and identity proof, and what the WebUI
+    # process reports of its own checkpoints (no torch needed for either).
+    app.include_router(lifeline.build_router())
+    app.include_router(modelzoo.build_webui_router(current_user=current_user,
+                                                   require_gateway=require_gateway))
     _add_models(app, fb)
     _add_generation(app, fb)
     return app

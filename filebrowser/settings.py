@@ -56,6 +56,10 @@ class Settings(BaseSettings):
         "X-Forwarded-User", description="Header in which a trusted gateway names the user.")
     proxy_auto_create: bool = Field(
         True, description="Create a 'user' account for a name a trusted gateway sends.")
+    gateway_secret: str | None = Field(
+        None, description="A request whose X-Atelier-Gateway header carries this secret is "
+        "a trusted gateway whatever its address (the WebUI extension's proxy, which sets it "
+        "for the service it starts); it may then name the user in proxy_user_header.")
     default_quota_bytes: int | None = Field(
         None, description="Storage quota for new users (bytes); none means unlimited.")
     list_page_max: int = Field(1000, description="Largest page a listing returns.")

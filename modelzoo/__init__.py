@@ -16,12 +16,14 @@ if TYPE_CHECKING:
     from .cli import register
     from .errors import ModelZooError, QuotaExceeded
     from .fetch.settings import FetchSettings
+    from .residency.webui import build_webui_router
     from .settings import ZooSettings
 
 __all__ = ["FetchSettings", "ModelZooError", "QuotaExceeded", "ZooSettings", "build_router",
-           "register"]
+           "build_webui_router", "register"]
 
 __getattr__, __dir__ = exports(__name__, {
     "build_router": "api", "register": "cli", "ModelZooError": "errors",
     "QuotaExceeded": "errors", "FetchSettings": "fetch.settings", "ZooSettings": "settings",
+    "build_webui_router": "residency.webui",
 })

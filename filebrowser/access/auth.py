@@ -9,7 +9,10 @@
   only their sha256 is stored. Revocation deletes the row, so it acts at once.
 - HTTP Basic: accepted where a route asks for it (token creation, WebDAV).
 - Gateway: the ``proxy_user_header`` is believed only when the TCP peer itself is one
-  of ``trusted_proxies`` (never an address taken from a header: :mod:`.peers`).
+  of ``trusted_proxies`` (never an address taken from a header: :mod:`.peers`), or from
+  a request carrying ``X-Atelier-Gateway: <gateway_secret>`` whatever its address (the
+  WebUI extension's proxy: loopback is shared by every local process, so the address
+  alone proves nothing). A wrong secret is refused (401).
 
 Failed logins are counted per user name and per client address in the database
 (so replicas sharing PostgreSQL share the limit) and answered 429 past the limit; the
@@ -42,6 +45,7 @@ from .users import User, UserStore
 SESSION_COOKIE = "atelier_session"
 CSRF_COOKIE = "atelier_csrf"
 CSRF_HEADER = "X-CSRF-Token"
+GATEWAY_HEADER = "X-Atelier-Gateway"
 TOKEN_PREFIX = "atl_"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _TOUCH_EVERY = 60.0  # seconds between last_seen writes for one session
@@ -226,6 +230,16 @@ class Authenticator:
         """The address failed attempts are counted by (see :mod:`.peers`)."""
         return self.peers.client(request)
 
+    def is_gateway(self, request: Request) -> bool:
+        """True if the request carries the gateway secret; a wrong one is refused."""
+        sent = request.headers.get(GATEWAY_HEADER)
+        if sent is None:
+            return False
+        secret = self.settings.gateway_secret
+        if not secret or not hmac.compare_digest(sent.encode(), secret.encode()):
+            raise Unauthorized("wrong gateway secret")
+        return True
+
     def _from_proxy(self, name: str) -> Principal | None:
         try:
             user = self.users.get(name)
@@ -257,7 +271,7 @@ class Authenticator:
     def identify(self, request: Request, *, allow_basic: bool = False) -> Principal:
         addr = Peers.peer(request)  # the TCP peer, never a forwarded address
         proxy_name = request.headers.get(self.settings.proxy_user_header)
-        if proxy_name and self._trusted(addr):
+        if proxy_name and (self.is_gateway(request) or self._trusted(addr)):
             p = self._from_proxy(proxy_name)
             if p:
                 return p
@@ -291,6 +305,12 @@ def current_user(request: Request) -> Principal:
 
 def current_user_or_basic(request: Request) -> Principal:
     return _auth(request).identify(request, allow_basic=True)
+
+
+def require_gateway(request: Request) -> None:
+    """FastAPI dependency: the caller must carry the gateway secret (401 otherwise)."""
+    if not _auth(request).is_gateway(request):
+        raise Unauthorized(headers={"WWW-Authenticate": 'Bearer realm="atelier"'})
 
 
 def require_admin(p: Annotated[Principal, Depends(current_user)]) -> Principal:

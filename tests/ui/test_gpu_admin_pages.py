@@ -54,7 +54,8 @@ def test_gpu_page_memory_bar_load_and_pin(gpu_server: Server, open_page) -> None
     row.get_by_role("button", name="Pin").click()
     expect(row).to_contain_text("Unpin")
     expect(page.get_by_test_id("mem-chart")).to_be_visible()
-    expect(page.get_by_test_id("webui-section")).to_have_count(0)  # no such API here
+    # GET /api/gpu/webui exists (the WebUI extension reports there); no WebUI here
+    expect(page.get_by_test_id("webui-section")).to_contain_text("The WebUI holds no checkpoint")
 
 
 def test_admin_users_quota_usage_chart_and_csv(gpu_server: Server, open_page) -> None:
