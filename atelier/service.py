@@ -66,6 +66,7 @@ def _add_models(app: FastAPI, fb: FileBrowser) -> None:
         engine=fb.engine, root=fb.root, current_user=current_user, home_of=home_of,
         check_quota=check_quota, fetch_settings=modelzoo.FetchSettings())
     app.include_router(router)
+    app.state.metrics.include(router.zoo.metrics)  # type: ignore[attr-defined]
     # `atelier serve` calls these when a stop begins: the job event streams end then
     app.state.on_exit = [*getattr(app.state, "on_exit", []), router.zoo.closing.set]  # type: ignore[attr-defined]
 
@@ -78,10 +79,11 @@ def _add_generation(app: FastAPI, fb: FileBrowser) -> None:
         log.info("model switching API not available: %s", exc)
         return
     settings = ResidencySettings(models_dir=fb.root / "models" / "Stable-diffusion")
-    app.include_router(build_router(settings, engine=fb.engine, current_user=current_user,
-                                    open_outputs=fb.open_outputs, quota_room=_quota_room(fb),
-                                    record_image=_record_image(fb),
-                                    sdapi_user=current_user_or_basic))
+    router = build_router(settings, engine=fb.engine, current_user=current_user,
+                          open_outputs=fb.open_outputs, quota_room=_quota_room(fb),
+                          record_image=_record_image(fb), sdapi_user=current_user_or_basic)
+    app.include_router(router)
+    app.state.metrics.include(router.service.manager.metrics.registry)
 
 
 def create_app(settings: Settings) -> FastAPI:

@@ -24,6 +24,7 @@ from .files.tmpsweep import TempSweeper, sweep_forever
 from .guards import FiniteJson, JsonErrors
 from .images import routes as images_routes
 from .images.service import Images
+from .metrics import install as install_metrics
 from .settings import Settings
 from .shares import routes as shares_routes
 from .transfers import dav, tus_routes
@@ -86,4 +87,5 @@ def create_app(settings: Settings, fb: FileBrowser | None = None) -> FastAPI:
                 await task
 
     chain_lifespan(app, sweep_temps)
+    install_metrics(app, fb, images)
     return app

@@ -26,6 +26,7 @@ from . import db, download, placement
 from .access import Caller
 from .errors import JobNotFound, QuotaExceeded
 from .jobs.events import EventHub
+from .jobs.metrics import JobsCollector
 from .jobs.runner import JobRunner
 from .jobs.store import JobStore
 from .library.index import Index
@@ -82,6 +83,7 @@ class ModelZoo:
                                 on_cancelled=self.remove_partials)
         self.scanner = Scanner(self)
         self.closing = threading.Event()   # set when the service stops: streams end
+        self.metrics = JobsCollector(self.jobs)  # the queue's figures, for /metrics
         self._local = threading.local()
 
     # -- pieces -------------------------------------------------------------------------

@@ -91,6 +91,13 @@ class JobStore:
         with self.engine.connect() as conn:
             return [to_json(r) for r in conn.execute(q.limit(limit))]
 
+    def counts(self) -> dict[str, tuple[int, int]]:
+        """Per state: (jobs, bytes downloaded so far), every user's."""
+        q = sa.select(J.c.state, sa.func.count(), sa.func.coalesce(sa.func.sum(J.c.done), 0)
+                      ).group_by(J.c.state)
+        with self.engine.connect() as conn:
+            return {state: (int(n), int(done)) for state, n, done in conn.execute(q)}
+
     def _update(self, where: Any, **values: Any) -> int:
         values["updated"] = time.time()
         with self.engine.begin() as conn:

@@ -7,7 +7,6 @@
     POST /api/gpu/unload      {model, to: ram|disk, dry_run?}            (admins)
     POST /api/gpu/pin         {model, pinned}                            (admins)
     GET  /api/gpu/usage       GPU and switch seconds and bytes per user  (admins: everyone)
-    GET  /metrics             Prometheus text                            (any signed-in user)
 
 Every route needs the service's credentials (the ``current_user`` dependency the service
 edge passes in; ``sdapi_user`` may also accept HTTP Basic, which WebUI clients send).
@@ -26,7 +25,6 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import PlainTextResponse, Response
 from pydantic import BaseModel, Field
 
 from ..errors import ResidencyForbidden
@@ -77,6 +75,7 @@ def build_router(settings: ResidencySettings, *, engine: sa.Engine, current_user
     """
     db.create(engine)
     service = ResidencyService.from_settings(settings)
+    service.manager.metrics.sample_with(service.gauges)  # read at each /metrics scrape
     storage = Storage(open_outputs, quota_room or (lambda user: None),
                       record_image or (lambda user, rel, nbytes: None))
     gen = GenerateService(settings, service, engine, storage, version=VERSION)
@@ -156,11 +155,5 @@ def build_router(settings: ResidencySettings, *, engine: sa.Engine, current_user
             name = user.name
         rows = await run_in_threadpool(lambda: db.usage(engine, user=name, since=since))
         return {"users": rows}
-
-    @router.get("/metrics", response_class=PlainTextResponse)
-    async def metrics(user: Any = User) -> Response:
-        text = await run_in_threadpool(
-            lambda: service.manager.metrics.render(service.gauges()))
-        return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     return router

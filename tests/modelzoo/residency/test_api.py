@@ -26,6 +26,7 @@ from modelzoo.residency.settings import ResidencySettings
 
 from .checkpoints import write_family
 from .conftest import outputs_opener
+from .test_catalog_metrics import samples
 
 
 def current_user(x_user: str | None = Header(None)) -> SimpleNamespace:
@@ -156,7 +157,7 @@ def test_roles(api) -> None:
                        ("/api/gpu/pin", {"model": "tiny"})):
         assert api.client.post(path, json=body, headers=_as("ann:user")).status_code == 403
     assert api.client.get("/api/gpu", headers=_as("vic:viewer")).status_code == 200
-    assert api.client.get("/metrics").status_code == 401
+    assert api.client.get("/api/gpu").status_code == 401
 
 
 def test_load_unload_pin_and_gpu_view(api) -> None:
@@ -194,17 +195,13 @@ def test_load_unload_pin_and_gpu_view(api) -> None:
 def test_metrics_in_prometheus_text(api) -> None:
     api.client.post("/api/generate?wait=true", json=GEN, headers=_as("ann:user"))
     api.client.post("/api/generate?wait=true", json=GEN, headers=_as("ann:user"))
-    r = api.client.get("/metrics", headers=_as("ann:viewer"))
-    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
-    text = r.text
-    assert 'atelier_gpu_switches_total{device="sim:0",source="disk"} 1' in text
-    assert 'atelier_gpu_switches_total{device="sim:0",source="gpu"} 1' in text
-    assert 'atelier_gpu_hit_ratio{device="sim:0"} 0.5' in text
-    assert 'atelier_gpu_switch_seconds_count{source="disk"} 1' in text
-    assert f'atelier_gpu_resident_bytes{{device="sim:0"}} {api.size}' in text
-    assert 'atelier_gpu_queue_length{device="sim:0"} 0' in text
-    for line in text.splitlines():
-        assert line.startswith("#") or len(line.rsplit(" ", 1)) == 2
+    got = samples(api.service.manager.metrics.render())  # what /metrics serves of it
+    assert got[("atelier_gpu_switches_total", (("device", "sim:0"), ("source", "disk")))] == 1
+    assert got[("atelier_gpu_switches_total", (("device", "sim:0"), ("source", "gpu")))] == 1
+    assert got[("atelier_gpu_hit_ratio", (("device", "sim:0"),))] == 0.5
+    assert got[("atelier_gpu_switch_seconds_count", (("source", "disk"),))] == 1
+    assert got[("atelier_gpu_resident_bytes", (("device", "sim:0"),))] == api.size
+    assert got[("atelier_gpu_queue_length", (("device", "sim:0"),))] == 0
 
 
 def test_concurrent_generations_from_threads(api) -> None:
