@@ -163,6 +163,9 @@ class QuotaExceeded(JobError, OSError):
 #   ├── InvalidNetwork (422, ValueError)           a LoRA / embedding that does not fit the model
 #   ├── JobNotFinished (409, RuntimeError)         cancelling a job that has finished
 #   ├── QueueFull (429)                            the generation queue is at its bound
+#   ├── UnknownCommand (404, LookupError)          a WebUI command id never queued here
+#   ├── WebUINotConnected (409)                    no WebUI adapter reported lately
+#   ├── WebUIRefused (409)                         the WebUI could not do what was asked
 #   ├── BackendUnavailable (503, ImportError)      torch/diffusers missing
 #   ├── ModelTooLarge (507, MemoryError)           cannot fit even with everything evicted
 #   ├── OutOfDeviceMemory (507, MemoryError)       CUDA OOM again after one eviction + retry
@@ -246,6 +249,22 @@ class JobNotFinished(ResidencyError, RuntimeError):
 
 class QueueFull(ResidencyError):
     status, code, message = 429, "queue_full", "the generation queue is full; retry later"
+
+
+class UnknownCommand(ResidencyError, LookupError):
+    status, code, message = 404, "unknown_command", "no such command"
+
+
+class WebUINotConnected(ResidencyError):
+    """No WebUI adapter has reported lately: a state of the service, not a fault (409)."""
+
+    status, code, message = 409, "webui_not_connected", "the WebUI is not connected"
+
+
+class WebUIRefused(ResidencyError):
+    """The WebUI could not do what was asked (Forge pinning, a failed load...)."""
+
+    status, code, message = 409, "webui_refused", "the WebUI refused the command"
 
 
 class StorageQuotaExceeded(ResidencyError, OSError):

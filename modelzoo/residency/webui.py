@@ -39,26 +39,18 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..errors import ModelZooError, ResidencyError, ResidencyForbidden
+from ..errors import (
+    ModelZooError,
+    ResidencyForbidden,
+    UnknownCommand,
+    WebUINotConnected,
+    WebUIRefused,
+)
 
 CONNECTED_WITHIN = 60.0  # seconds since the adapter's last poll or report
 COMMAND_TIMEOUT = 600.0  # a command the WebUI took but never answered
 KEEP_COMMANDS = 50
 KEEPALIVE = 15.0
-
-
-class UnknownCommand(ResidencyError, LookupError):
-    status, code, message = 404, "unknown_command", "no such command"
-
-
-class WebUINotConnected(ResidencyError):
-    status, code, message = 503, "webui_not_connected", "the WebUI is not connected"
-
-
-class WebUIRefused(ResidencyError):
-    """The WebUI could not do what was asked (Forge pinning, a failed load...)."""
-
-    status, code, message = 409, "webui_refused", "the WebUI refused the command"
 
 
 class _JsonErrors(APIRoute):
@@ -250,7 +242,9 @@ def build_webui_router(*, current_user: Any, require_gateway: Any,
     async def webui_state(user: Any = User) -> dict[str, Any]:
         return link.state()
 
-    @router.get("/api/gpu/webui/events")
+    @router.get("/api/gpu/webui/events", response_class=StreamingResponse,
+                responses={200: {"description": "Server-Sent Events: the WebUI's state",
+                                 "content": {"text/event-stream": {}}}})
     async def webui_events(user: Any = User) -> StreamingResponse:
         async def events() -> AsyncIterator[bytes]:
             seen = -1

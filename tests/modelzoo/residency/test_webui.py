@@ -98,7 +98,7 @@ def test_commands_reach_the_webui_and_their_results_come_back(
     admin = srv.session()
     user = srv.add_user("ann")
     r = user.post(f"{srv.url}/api/gpu/webui/load", json={"model": "a"}, timeout=10)
-    assert r.status_code == 503 and r.json()["error"] == "webui_not_connected"
+    assert r.status_code == 409 and r.json()["error"] == "webui_not_connected"
     a = adapter()
     deadline = time.monotonic() + 10
     while not admin.get(f"{srv.url}/api/gpu/webui", timeout=10).json()["connected"]:
