@@ -18,6 +18,7 @@ import http.client
 import json
 import select
 import threading
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -137,9 +138,12 @@ class Client:
             conn.close()
 
     def request(self, method: str, url: str, *, params: dict[str, Any] | None = None,
-                headers: dict[str, str] | None = None, body: bytes | None = None,
+                headers: dict[str, str] | None = None,
+                body: bytes | memoryview | Iterable[bytes | memoryview] | None = None,
                 json_body: Any = None, stream: bool = False) -> Response:
-        """Send one request; the body is read whole unless ``stream`` (then use ``with``)."""
+        """Send one request; the answer's body is read whole unless ``stream`` (then use
+        ``with``). ``body`` may be an iterable of pieces, sent as they come (give a
+        ``Content-Length``): an upload streams without being held in memory."""
         target = self.path(url)
         if params:
             target += ("&" if "?" in target else "?") + urlencode(params)
@@ -163,6 +167,9 @@ class Client:
                               BrokenPipeError)):
                     continue
                 raise ConnectionFailed(f"{method} {self.base_url}: {exc!r}") from None
+            except BaseException:
+                self._drop()  # a body iterable that failed left the request half sent
+                raise
         response = Response(raw, self._drop)
         if not stream:
             response.read()  # the connection is free again (http.client closes it if asked)
