@@ -19,7 +19,10 @@ from collections.abc import Callable
 
 from .http import ConnectionFailed, Response
 
-PIPE_SIZE = 1024 * 1024      # bytes moved per splice pair (the pipe is grown to this)
+# Bytes moved per splice pair (the pipe is grown to this). 256 KiB measured best here
+# (1 GB: 0.32 CPU s against 0.33 for 64 KiB and 0.82 for 1 MiB, whose writes ask the
+# page cache for large folios, costly on this VM after a cache drop).
+PIPE_SIZE = 256 * 1024
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 
