@@ -54,6 +54,7 @@ def body_into(response: Response, fd: int, step: Callable[[int], None],
         if head:
             step(len(head))
         if not left:
+            raw.read()  # the body is done: http.client ends it and the connection stays
             return done
         rp, wp = os.pipe2(os.O_CLOEXEC)
         size = PIPE_SIZE
