@@ -82,6 +82,21 @@ class Response:
         self.close()
 
 
+def _early_answer(conn: http.client.HTTPConnection,
+                  exc: BaseException) -> http.client.HTTPResponse | None:
+    """A server that refuses an upload (413, 409, 423) may answer and close before it
+    reads a long body, and the send then breaks: the answer, if it arrived, is the
+    news. The connection is not reused after it (the stale check drops it)."""
+    if not isinstance(exc, (BrokenPipeError, ConnectionResetError)):
+        return None
+    try:
+        raw = conn.getresponse()
+    except (OSError, http.client.HTTPException):
+        return None
+    raw.will_close = True  # http.client closes its side once the answer is read
+    return raw
+
+
 class Client:
     def __init__(self, base_url: str, *, headers: dict[str, str] | None = None,
                  timeout: float = 300.0) -> None:
@@ -159,6 +174,10 @@ class Client:
                 raw = conn.getresponse()
                 break
             except (OSError, http.client.HTTPException) as exc:
+                early = _early_answer(conn, exc) if body is not None else None
+                if early is not None:
+                    raw = early
+                    break
                 self._drop()
                 # A keep-alive connection the server closed just as it was reused: a
                 # GET or HEAD is safe to send again once, on a new connection.
