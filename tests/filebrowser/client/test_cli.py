@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from ...conftest import ADMIN_PASSWORD, Server
 from ..transfers.conftest import sha256
 
@@ -129,13 +131,19 @@ def test_push_tree_then_pull_it_back(server: Server, tmp_path: Path) -> None:
     assert usage["downloaded_bytes"] >= 2 * MiB + 300_000
 
 
-def test_push_resumes_after_the_cli_is_killed(server: Server, tmp_path: Path) -> None:
+# one streaming PATCH per file (the default), or 1 MiB requests
+PATCH_SIZES = pytest.mark.parametrize("cap", [[], ["--chunk-mib", "1"]],
+                                      ids=["streamed", "1MiB-requests"])
+
+
+@PATCH_SIZES
+def test_push_resumes_after_the_cli_is_killed(server: Server, tmp_path: Path,
+                                              cap: list[str]) -> None:
     login(server)
     src = tmp_path / "big.safetensors"
     src.write_bytes(os.urandom(16 * MiB))
     folder = server.root / "models" / "Stable-diffusion"
-    proc = start("push", str(src), "models/Stable-diffusion", "--chunk-mib", "1",
-                 "--limit-rate", "2M")
+    proc = start("push", str(src), "models/Stable-diffusion", *cap, "--limit-rate", "2M")
     wait_for(lambda: partial_size(folder) >= 3 * MiB)
     proc.kill()
     proc.wait()
@@ -147,12 +155,14 @@ def test_push_resumes_after_the_cli_is_killed(server: Server, tmp_path: Path) ->
     assert partial_size(folder) == 0
 
 
-def test_push_survives_a_server_restart(spawn_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+@PATCH_SIZES
+def test_push_survives_a_server_restart(spawn_server, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                        cap: list[str]) -> None:
     srv = spawn_server()
     login(srv)
     src = tmp_path / "big.bin"
     src.write_bytes(os.urandom(16 * MiB))
-    proc = start("push", str(src), "users", "--chunk-mib", "1", "--limit-rate", "2M")
+    proc = start("push", str(src), "users", *cap, "--limit-rate", "2M")
     wait_for(lambda: partial_size(srv.root / "users") >= 3 * MiB)
     srv.kill9()
     srv = spawn_server(root=srv.root, state=srv.state, port=srv.port)
