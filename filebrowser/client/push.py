@@ -155,27 +155,31 @@ class Pusher:
         before = local.stat()
         tail = max(0, size - TAIL)
         throttle = Throttle(self.rate)
+        reported = offset  # what progress() has been told
 
         def sent(n: int) -> None:
+            nonlocal reported
+            reported += n
             progress(n)
             throttle(n)
 
         waits = self.retry.waits()
-        reported = offset  # what progress() has been told
         # Two buffers, reused: one on the wire while the reader thread fills and hashes the
         # other. A fresh bytes object per step is a fresh mmap, and on a VM that hands
         # freed memory back to its host every new page costs a host fault.
         buffers = [memoryview(bytearray(min(self.block, size))) for _ in range(2)]
         with open(local, "rb") as f:
             hasher = _hash_upto(f.fileno(), offset, buffers[0], local)
+            exact: int | None = offset  # the hash covers [0, exact); None: it ran ahead
             while True:
                 try:
                     if offset < tail:
                         stop = tail if not self.chunk_size else \
                             min(tail, offset + self.chunk_size)
+                        exact = None
                         self._stream(url, f.fileno(), offset, stop, hasher, buffers, local,
                                      sent)
-                        reported, offset = stop, stop
+                        exact = offset = stop
                         waits = self.retry.waits()  # progress made: the outage budget resets
                         continue
                     if (local.stat().st_size, local.stat().st_mtime_ns) != \
@@ -201,8 +205,9 @@ class Pusher:
                 reported = offset
                 if final_path is not None:
                     return final_path  # placed: the server checked the digest we sent
-                # the stream hashes ahead of what the server stored: hash up to its offset
-                hasher = _hash_upto(f.fileno(), offset, buffers[0], local)
+                if exact != offset:  # the stream hashed ahead of what the server stored
+                    hasher = _hash_upto(f.fileno(), offset, buffers[0], local)
+                    exact = offset
 
     def _stream(self, url: str, fd: int, start: int, stop: int, hasher: Any,
                 buffers: list[memoryview], local: Path, sent: Progress) -> None:
