@@ -102,7 +102,7 @@ class Puller:
             progress(size)
             return PullResult(remote, dest, size, 0, size, skipped=True)
         part = dest.with_name(dest.name + PART_SUFFIX)
-        key = json.dumps(["pull", self.base, remote, str(dest.absolute())])
+        key = json.dumps(["pull", self.base, remote, str(dest.resolve())])
         etag = self.store.get(key)
         if etag is None:
             with contextlib.suppress(FileNotFoundError):
