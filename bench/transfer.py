@@ -28,7 +28,9 @@ The download section ends with ``atelier pull``'s fixed cost: the median wall ti
 The desktop client against curl on the same server: ``atelier push`` / curl's streaming
 PATCH is the median over rounds of the two rates in the same round (range in
 brackets), ``atelier pull`` / curl GET the ratio of the medians; each client's peak
-RSS (VmHWM, read from /proc while it runs) is printed beside it. Before anything is
+RSS (VmHWM, read from /proc while it runs) is printed beside it. After each cache
+drop, curl and the CLI are loaded once with 1-byte transfers (``warm_clients``): the
+timed run measures the transfer, not reading the programs back from disk. Before anything is
 timed the packages are compiled to bytecode, as ``pip install`` does: with
 ``PYTHONDONTWRITEBYTECODE`` set and no ``__pycache__``, every run of the CLI would
 compile its modules again (about 30 ms here), which no installed copy does.
@@ -150,6 +152,25 @@ def run_child(cmd: list[str], env: dict[str, str] | None = None) -> float:
     if proc.returncode != 0:
         raise subprocess.CalledProcessError(proc.returncode, cmd, stderr=err)
     return peak / MB
+
+
+def warm_clients(svc: Service, home: Path, work: Path) -> None:
+    """Load curl and the ``atelier`` CLI (push and pull) once after a cache drop, with
+    1-byte transfers, so that the timed run measures the transfer and not reading the
+    programs back from disk: after settle() a cold Python start read ~150 files and took
+    60-100 ms here, curl's 10-20. The served file is warmed the same way (``cat``)."""
+    env = client_env(svc, home)
+    one = work / "warm.bin"
+    one.write_bytes(b"x")
+    subprocess.run(["curl", "-sS", "-f", "-o", "/dev/null", "-H",
+                    f"Authorization: Bearer {svc.token}",
+                    f"{svc.url}/api/fs/download?path=outputs/one.bin"],
+                   check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "atelier", "push", str(one), "bench/warm",
+                    "--conflict", "overwrite"], check=True, capture_output=True, env=env)
+    subprocess.run([sys.executable, "-m", "atelier", "pull", "outputs/one.bin",
+                    str(work / "warm.out")], check=True, capture_output=True, env=env)
+    (work / "warm.out").unlink()
 
 
 def compile_packages() -> None:
@@ -342,6 +363,7 @@ def upload_rows(args: argparse.Namespace, root: Path, home: Path, work: Path, up
             svc = Service(root, state)
             try:
                 settle()
+                warm_clients(svc, home, work)
                 method.run(svc, usage)
                 peak_mb = proc_status(svc.proc.pid, "VmHWM:") / MB
                 peak_text = svc.peak_mb()
@@ -457,8 +479,6 @@ def download_rows(args: argparse.Namespace, root: Path, home: Path, work: Path,
     """curl against ``atelier pull`` of one big file, then of a 1-byte file."""
     big = root / "outputs" / "download.bin"
     make_file(big, down)
-    tiny = root / "outputs" / "one.bin"
-    tiny.write_bytes(b"x")
     dsvc = Service(root, work / "state-dl")
     try:
         subprocess.run(["cat", str(big)], stdout=subprocess.DEVNULL, check=True)
@@ -469,6 +489,7 @@ def download_rows(args: argparse.Namespace, root: Path, home: Path, work: Path,
             for name in ("curl", "pull") if i % 2 == 0 else ("pull", "curl"):
                 settle()  # then warm the served file again: only the copy is measured
                 subprocess.run(["cat", str(big)], stdout=subprocess.DEVNULL, check=True)
+                warm_clients(dsvc, home, work)
                 if name == "curl":
                     runs[name].append(curl_get_seconds(dsvc, "outputs/download.bin",
                                                        work / "curl.out", down))
@@ -536,6 +557,7 @@ def main() -> int:
     root, home = work / "nas", work / "home"
     (root / "bench").mkdir(parents=True)
     (root / "outputs").mkdir(parents=True)
+    (root / "outputs" / "one.bin").write_bytes(b"x")  # warm-ups and the 1-byte pulls
     try:
         if "upload" in sections:
             rows += upload_rows(args, root, home, work, up, "quota" in sections)
