@@ -25,6 +25,7 @@ import select
 import socket
 import ssl  # http.client imports it anyway
 import threading
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import unquote, urlencode, urlsplit
 
@@ -125,6 +126,21 @@ class Response:
         self.close()
 
 
+def _early_answer(conn: http.client.HTTPConnection,
+                  exc: BaseException) -> http.client.HTTPResponse | None:
+    """A server that refuses an upload (413, 409, 423) may answer and close before it
+    reads a long body, and the send then breaks: the answer, if it arrived, is the
+    news. The connection is not reused after it (the stale check drops it)."""
+    if not isinstance(exc, (BrokenPipeError, ConnectionResetError)):
+        return None
+    try:
+        raw = conn.getresponse()
+    except (OSError, http.client.HTTPException):
+        return None
+    raw.will_close = True  # http.client closes its side once the answer is read
+    return raw
+
+
 class Client:
     def __init__(self, base_url: str, *, headers: dict[str, str] | None = None,
                  timeout: float = 300.0) -> None:
@@ -181,9 +197,12 @@ class Client:
             conn.close()
 
     def request(self, method: str, url: str, *, params: dict[str, Any] | None = None,
-                headers: dict[str, str] | None = None, body: bytes | None = None,
+                headers: dict[str, str] | None = None,
+                body: bytes | memoryview | Iterable[bytes | memoryview] | None = None,
                 json_body: Any = None, stream: bool = False) -> Response:
-        """Send one request; the body is read whole unless ``stream`` (then use ``with``)."""
+        """Send one request; the answer's body is read whole unless ``stream`` (then use
+        ``with``). ``body`` may be an iterable of pieces, sent as they come (give a
+        ``Content-Length``): an upload streams without being held in memory."""
         target = self.path(url)
         if params:
             target += ("&" if "?" in target else "?") + urlencode(params)
@@ -199,6 +218,10 @@ class Client:
                 raw = conn.getresponse()
                 break
             except (OSError, http.client.HTTPException) as exc:
+                early = _early_answer(conn, exc) if body is not None else None
+                if early is not None:
+                    raw = early
+                    break
                 self._drop()
                 # A keep-alive connection the server closed just as it was reused: a
                 # GET or HEAD is safe to send again once, on a new connection.
@@ -207,6 +230,9 @@ class Client:
                               BrokenPipeError)):
                     continue
                 raise ConnectionFailed(f"{method} {self.base_url}: {exc!r}") from None
+            except BaseException:
+                self._drop()  # a body iterable that failed left the request half sent
+                raise
         response = Response(raw, self._drop)
         if not stream:
             response.read()  # the connection is free again (http.client closes it if asked)

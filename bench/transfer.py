@@ -25,8 +25,19 @@ home walked for every PATCH's quota check and with the walk reused, against no q
 The download section ends with ``atelier pull``'s fixed cost: the median wall time of
 5 pulls of a 1-byte file, beside curl's.
 
+The desktop client against curl on the same server: ``atelier push`` / curl's streaming
+PATCH is the median over rounds of the two rates in the same round (range in
+brackets), ``atelier pull`` / curl GET the ratio of the medians; each client's peak
+RSS (VmHWM, read from /proc while it runs) is printed beside it. After each cache
+drop, curl and the CLI are loaded once with 1-byte transfers (``warm_clients``): the
+timed run measures the transfer, not reading the programs back from disk. Before anything is
+timed the packages are compiled to bytecode, as ``pip install`` does: with
+``PYTHONDONTWRITEBYTECODE`` set and no ``__pycache__``, every run of the CLI would
+compile its modules again (about 30 ms here), which no installed copy does.
+
 Targets (issue 3): tus and WebDAV PUT >= 0.5x dd, server peak <= 200 MB, zip peak
-<= 200 MB, ``atelier pull`` >= 0.8x curl.
+<= 200 MB. Issue 11: ``atelier push`` >= 0.8x curl, ``atelier pull`` >= 1.0x curl, each
+client's peak RSS < 150 MB. ``--sections`` runs a part (e.g. ``upload,download``).
 """
 
 from __future__ import annotations
@@ -40,6 +51,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -58,6 +70,9 @@ MiB = 1024 * 1024
 SETTLE_SECONDS = 3.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 UPLOAD_TARGET = "0.5"
+PUSH_TARGET, PULL_TARGET, CLIENT_PEAK_MB = "0.8", "1.0", 150
+SECTIONS = ("upload", "quota", "zip", "download")
+PACKAGES = ("atelier", "atelier_io", "filebrowser", "modelzoo")
 
 
 def make_file(path: Path, size: int) -> None:
@@ -102,11 +117,67 @@ def rusage_cpu(who: int) -> float:
 
 @dataclass
 class Usage:
-    """Wall time and CPU seconds of one transfer."""
+    """Wall time and CPU seconds of one transfer (and the client's peak RSS, if a child)."""
 
     seconds: float = 0.0
     server_cpu: float = 0.0
     client_cpu: float = 0.0
+    client_peak_mb: float = 0.0
+
+
+def run_child(cmd: list[str], env: dict[str, str] | None = None) -> float:
+    """Run ``cmd`` to completion (it must succeed); its peak RSS in MB.
+
+    Read as VmHWM from /proc while it runs (every 10 ms; the mark only grows, so the
+    last read misses at most the final 10 ms): the ``ru_maxrss`` that wait4 reports
+    carries the parent's peak across the vfork + exec that starts the child.
+    """
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    peak = 0
+    stop = threading.Event()
+
+    def watch() -> None:
+        nonlocal peak
+        while not stop.is_set():
+            peak = max(peak, proc_status(proc.pid, "VmHWM:"))
+            stop.wait(0.01)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        _, err = proc.communicate()
+    finally:
+        stop.set()
+        watcher.join()
+    if proc.returncode != 0:
+        raise subprocess.CalledProcessError(proc.returncode, cmd, stderr=err)
+    return peak / MB
+
+
+def warm_clients(svc: Service, home: Path, work: Path) -> None:
+    """Load curl and the ``atelier`` CLI (push and pull) once after a cache drop, with
+    1-byte transfers, so that the timed run measures the transfer and not reading the
+    programs back from disk: after settle() a cold Python start read ~150 files and took
+    60-100 ms here, curl's 10-20. The served file is warmed the same way (``cat``)."""
+    env = client_env(svc, home)
+    one = work / "warm.bin"
+    one.write_bytes(b"x")
+    subprocess.run(["curl", "-sS", "-f", "-o", "/dev/null", "-H",
+                    f"Authorization: Bearer {svc.token}",
+                    f"{svc.url}/api/fs/download?path=outputs/one.bin"],
+                   check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "atelier", "push", str(one), "bench/warm",
+                    "--conflict", "overwrite"], check=True, capture_output=True, env=env)
+    subprocess.run([sys.executable, "-m", "atelier", "pull", "outputs/one.bin",
+                    str(work / "warm.out")], check=True, capture_output=True, env=env)
+    (work / "warm.out").unlink()
+
+
+def compile_packages() -> None:
+    """Bytecode for the packages, as an installed copy has (see the module docstring)."""
+    root = Path(__file__).resolve().parent.parent
+    subprocess.run([sys.executable, "-m", "compileall", "-q",
+                    *(str(root / p) for p in PACKAGES)], check=True, capture_output=True)
 
 
 @contextmanager
@@ -146,11 +217,11 @@ def create_upload(svc: Service, name: str, size: int) -> str:
 def run_tus_curl(svc: Service, src: Path, size: int, usage: Usage) -> None:
     url = create_upload(svc, "curl.bin", size)
     with metered(usage, resource.RUSAGE_CHILDREN, svc.proc.pid):
-        subprocess.run(["curl", "-sS", "-f", "-X", "PATCH", "-T", str(src), "-H", "Expect:",
-                        "-H", f"Authorization: Bearer {svc.token}",
-                        "-H", "Tus-Resumable: 1.0.0", "-H", "Upload-Offset: 0", "-H",
-                        "Content-Type: application/offset+octet-stream", url], check=True,
-                       capture_output=True)
+        usage.client_peak_mb = run_child(
+            ["curl", "-sS", "-f", "-X", "PATCH", "-T", str(src), "-H", "Expect:",
+             "-H", f"Authorization: Bearer {svc.token}", "-H", "Tus-Resumable: 1.0.0",
+             "-H", "Upload-Offset: 0", "-H", "Content-Type: application/offset+octet-stream",
+             url])
 
 
 def run_tus_tuspy(svc: Service, src: Path, chunk: int, usage: Usage) -> None:
@@ -171,8 +242,8 @@ def client_env(svc: Service, home: Path) -> dict[str, str]:
 def run_push(svc: Service, src: Path, home: Path, usage: Usage) -> None:
     env = client_env(svc, home)
     with metered(usage, resource.RUSAGE_CHILDREN, svc.proc.pid):
-        subprocess.run([sys.executable, "-m", "atelier", "push", str(src), "bench/push"],
-                       check=True, capture_output=True, env=env)
+        usage.client_peak_mb = run_child(
+            [sys.executable, "-m", "atelier", "push", str(src), "bench/push"], env)
 
 
 def quota_push(root: Path, state: Path, src: Path, home: Path, files: int,
@@ -228,35 +299,28 @@ def run_zip(svc: Service, folder: str) -> tuple[float, int]:
     return rate(n, time.perf_counter() - t), n
 
 
-def curl_get_seconds(svc: Service, remote: str, dst: Path, size: int) -> float:
+def curl_get_seconds(svc: Service, remote: str, dst: Path, size: int) -> tuple[float, float]:
+    """(seconds, client peak MB) of one curl download."""
     t = time.perf_counter()
-    subprocess.run(["curl", "-sS", "-f", "-o", str(dst), "-H",
-                    f"Authorization: Bearer {svc.token}",
-                    f"{svc.url}/api/fs/download?path={remote}"], check=True,
-                   capture_output=True)
+    peak = run_child(["curl", "-sS", "-f", "-o", str(dst), "-H",
+                      f"Authorization: Bearer {svc.token}",
+                      f"{svc.url}/api/fs/download?path={remote}"])
     seconds = time.perf_counter() - t
     assert dst.stat().st_size == size
     dst.unlink()
-    return seconds
+    return seconds, peak
 
 
-def run_curl_get(svc: Service, remote: str, dst: Path, size: int) -> float:
-    return rate(size, curl_get_seconds(svc, remote, dst, size))
-
-
-def pull_seconds(svc: Service, remote: str, dst: Path, size: int, home: Path) -> float:
+def pull_seconds(svc: Service, remote: str, dst: Path, size: int,
+                 home: Path) -> tuple[float, float]:
+    """(seconds, client peak MB) of one ``atelier pull``."""
     env = client_env(svc, home)
     t = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "atelier", "pull", remote, str(dst)], check=True,
-                   capture_output=True, env=env)
+    peak = run_child([sys.executable, "-m", "atelier", "pull", remote, str(dst)], env)
     seconds = time.perf_counter() - t
     assert dst.stat().st_size == size
     dst.unlink()
-    return seconds
-
-
-def run_pull(svc: Service, remote: str, dst: Path, size: int, home: Path) -> float:
-    return rate(size, pull_seconds(svc, remote, dst, size, home))
+    return seconds, peak
 
 
 @dataclass
@@ -268,6 +332,7 @@ class Sample:
     client_cpu: float
     peak_mb: float = 0.0
     peak_text: str = "-"
+    client_peak_mb: float = 0.0
 
 
 @dataclass
@@ -275,6 +340,185 @@ class Method:
     label: str
     run: Callable[[Service, Usage], None] | None  # None: dd, no server
     dd_flags: list[str] | None = None
+
+
+def upload_rows(args: argparse.Namespace, root: Path, home: Path, work: Path, up: int,
+                quota: bool) -> list[tuple[str, str, str, str, str]]:
+    """dd, tus with curl, ``atelier push``, tuspy and WebDAV PUT in rotated rounds; then
+    (``quota``) push into a quota'd home."""
+    rows: list[tuple[str, str, str, str, str]] = []
+    # The source lives in RAM (tmpfs) so that every writer, dd included, reads it at
+    # memory speed and only the write to this disk is measured.
+    src = Path(tempfile.mkdtemp(prefix="atelier-src-", dir=args.src_dir)) / "src.bin"
+    try:
+        make_file(src, up)
+
+        def measure(method: Method, state: Path) -> Sample:
+            """One timed write from a settled page cache (each server a fresh process)."""
+            usage = Usage()
+            if method.run is None:
+                settle()
+                dd(src, root / "bench" / "dd.bin", usage, method.dd_flags or [])
+                return Sample(rate(up, usage.seconds), 0.0, usage.client_cpu)
+            svc = Service(root, state)
+            try:
+                settle()
+                warm_clients(svc, home, work)
+                method.run(svc, usage)
+                peak_mb = proc_status(svc.proc.pid, "VmHWM:") / MB
+                peak_text = svc.peak_mb()
+            finally:
+                svc.stop()
+                # stop() may kill without waiting: reap the server now, or its CPU time
+                # lands in the RUSAGE_CHILDREN of whichever client runs when it is reaped
+                svc.proc.wait()
+            for f in (root / "bench").rglob("*.bin"):
+                f.unlink()
+            shutil.rmtree(state, ignore_errors=True)
+            return Sample(rate(up, usage.seconds), usage.server_cpu, usage.client_cpu,
+                          peak_mb, peak_text, usage.client_peak_mb)
+
+        chunk = args.tuspy_chunk_mib * MiB
+        methods = [
+            Method(f"dd bs=8M conv=fsync, {up / 1e9:.1f} GB", None, []),
+            # the disk without the page cache: what an O_DIRECT writer can reach
+            Method(f"dd bs=8M oflag=direct conv=fsync, {up / 1e9:.1f} GB", None,
+                   ["oflag=direct"]),
+            Method("tus, curl: one streaming PATCH",
+                   lambda s, u: run_tus_curl(s, src, up, u)),
+            Method("tus, atelier push (streamed, blake3 of the file)",
+                   lambda s, u: run_push(s, src, home, u)),
+            Method(f"tus, tuspy ({args.tuspy_chunk_mib} MiB chunks)",
+                   lambda s, u: run_tus_tuspy(s, src, chunk, u)),
+            Method("WebDAV PUT, curl -T", lambda s, u: run_dav_put(s, src, u)),
+        ]
+        curl_i, push_i = 2, 3
+        # Every method once per round, starting one later each round, so that no method
+        # always follows the same one; samples[i][r] is method i in round r.
+        samples: list[list[Sample]] = [[] for _ in methods]
+        for r in range(args.rounds):
+            for k in range(len(methods)):
+                i = (r + k) % len(methods)
+                samples[i].append(measure(methods[i], work / f"state-{r}-{i}"))
+
+        quota_rows = []
+        if quota:
+            # Quota checks per PATCH: a home of many files walked for each one (recheck 0,
+            # as before the walk was reused), reused for 30 s (the default), and no quota.
+            qsrc = src.with_name("quota.bin")
+            make_file(qsrc, min(up, 512 * MiB))
+            qstate = work / "state-quota"
+            qrates = {label: quota_push(root, qstate, qsrc, home, args.quota_files, recheck)
+                      for label, recheck in (("none", None), ("walk", "0"), ("reuse", "30"))}
+            quota_rows.append((f"push {qsrc.stat().st_size / 1e9:.1f} GB into a quota'd home "
+                               f"of {args.quota_files} files, walk per PATCH",
+                               f"{qrates['walk']:.0f}",
+                               f"{qrates['walk'] / qrates['none']:.2f}x no quota", "-", "-"))
+            quota_rows.append(("  the same, walk reused for 30 s (default)",
+                               f"{qrates['reuse']:.0f}",
+                               f"{qrates['reuse'] / qrates['none']:.2f}x no quota", "-", "-"))
+            shutil.rmtree(root / "users" / "ann", ignore_errors=True)
+    finally:
+        shutil.rmtree(src.parent)
+
+    floors = [s.mbps for s in samples[0]]
+    direct_floors = [s.mbps for s in samples[1]]
+    per_gb = up / GB
+    for method, runs in zip(methods, samples, strict=True):
+        mbps = statistics.median(s.mbps for s in runs)
+        client = statistics.median(s.client_cpu for s in runs) / per_gb
+        ratios = [s.mbps / floor for s, floor in zip(runs, floors, strict=True)]
+        if method.run is None:
+            rows.append((f"{method.label} (median of {args.rounds} rounds)",
+                         f"{mbps:.0f}", f"{statistics.median(ratios):.2f}x",
+                         f"cpu s/GB dd {client:.2f}", "-"))
+            continue
+        direct = statistics.median(
+            s.mbps / floor for s, floor in zip(runs, direct_floors, strict=True))
+        server = statistics.median(s.server_cpu for s in runs) / per_gb
+        peak = max(runs, key=lambda s: s.peak_mb)
+        client_peak = max(s.client_peak_mb for s in runs)
+        rows.append((method.label, f"{mbps:.0f}",
+                     f"{statistics.median(ratios):.2f}x [{min(ratios):.2f}-"
+                     f"{max(ratios):.2f}] (>= {UPLOAD_TARGET}); "
+                     f"{direct:.2f}x direct dd",
+                     f"cpu s/GB server {server:.2f} client {client:.2f}"
+                     + (f"; client peak {client_peak:.0f} MB" if client_peak else ""),
+                     peak.peak_text))
+    # the client's own target: push against curl's streaming PATCH, round by round
+    vs_curl = [p.mbps / c.mbps for p, c in zip(samples[push_i], samples[curl_i], strict=True)]
+    push_peak = max(s.client_peak_mb for s in samples[push_i])
+    rows.append(("  atelier push / curl PATCH, same round", "-",
+                 f"{statistics.median(vs_curl):.2f}x [{min(vs_curl):.2f}-{max(vs_curl):.2f}]"
+                 f" (>= {PUSH_TARGET})",
+                 f"client peak {push_peak:.0f} MB (< {CLIENT_PEAK_MB})", "-"))
+    return rows + quota_rows
+
+
+def zip_rows(root: Path, work: Path, zsize: int) -> list[tuple[str, str, str, str, str]]:
+    """A folder of checkpoints and images (stored, as they would be) as a zip stream."""
+    folder = root / "outputs" / "zipme"
+    folder.mkdir(parents=True)
+    n = 16
+    for i in range(n):
+        ext = ".safetensors" if i % 2 else ".png"
+        make_file(folder / f"f{i:02d}{ext}", zsize // n)
+    zsvc = Service(root, work / "state-zip")
+    try:
+        zrate, zbytes = run_zip(zsvc, "outputs/zipme")
+        zpeak = zsvc.peak_mb()
+    finally:
+        zsvc.stop()
+    shutil.rmtree(folder)
+    return [(f"zip stream of {zbytes / 1e9:.2f} GB folder ({n} files), curl",
+             f"{zrate:.0f}", "-", "-", zpeak)]
+
+
+def download_rows(args: argparse.Namespace, root: Path, home: Path, work: Path,
+                  down: int) -> list[tuple[str, str, str, str, str]]:
+    """curl against ``atelier pull`` of one big file, then of a 1-byte file."""
+    big = root / "outputs" / "download.bin"
+    make_file(big, down)
+    dsvc = Service(root, work / "state-dl")
+    try:
+        subprocess.run(["cat", str(big)], stdout=subprocess.DEVNULL, check=True)
+        # Both write 1 GB to the same disk, so the one that runs second meets the
+        # first one's writeback: alternate the order, sync before each, take medians.
+        runs: dict[str, list[tuple[float, float]]] = {"curl": [], "pull": []}
+        for i in range(args.download_runs):
+            for name in ("curl", "pull") if i % 2 == 0 else ("pull", "curl"):
+                settle()  # then warm the served file again: only the copy is measured
+                subprocess.run(["cat", str(big)], stdout=subprocess.DEVNULL, check=True)
+                warm_clients(dsvc, home, work)
+                if name == "curl":
+                    runs[name].append(curl_get_seconds(dsvc, "outputs/download.bin",
+                                                       work / "curl.out", down))
+                else:
+                    runs[name].append(pull_seconds(dsvc, "outputs/download.bin",
+                                                   work / "pull.out", down, home))
+        curl_rate = statistics.median(rate(down, t) for t, _ in runs["curl"])
+        pull_rate = statistics.median(rate(down, t) for t, _ in runs["pull"])
+        pull_peak = max(peak for _, peak in runs["pull"])
+        curl_peak = max(peak for _, peak in runs["curl"])
+        # pull's fixed cost: interpreter start-up, the GET and the final HEAD
+        curl_tiny, pull_tiny = [], []
+        for _ in range(5):
+            curl_tiny.append(curl_get_seconds(dsvc, "outputs/one.bin", work / "curl.out", 1)[0])
+            pull_tiny.append(pull_seconds(dsvc, "outputs/one.bin", work / "pull.out", 1,
+                                          home)[0])
+        dpeak = dsvc.peak_mb()
+    finally:
+        dsvc.stop()
+    return [
+        (f"download {down / 1e9:.1f} GB, curl (median of {args.download_runs})",
+         f"{curl_rate:.0f}", "1.00x", f"client peak {curl_peak:.0f} MB", "-"),
+        ("download, atelier pull (Range-resumable)", f"{pull_rate:.0f}",
+         f"{pull_rate / curl_rate:.2f}x curl (>= {PULL_TARGET})",
+         f"client peak {pull_peak:.0f} MB (< {CLIENT_PEAK_MB})", dpeak),
+        ("atelier pull of a 1-byte file (start-up + 2 requests)",
+         f"{statistics.median(pull_tiny):.2f} s",
+         f"curl: {statistics.median(curl_tiny):.3f} s (median of 5)", "-", "-"),
+    ]
 
 
 def main() -> int:
@@ -294,166 +538,33 @@ def main() -> int:
     ap.add_argument("--dir", default=".", help="where the temporary files go (same disk)")
     ap.add_argument("--src-dir", default="/dev/shm",
                     help="where the upload source is made (tmpfs: read at memory speed)")
+    ap.add_argument("--sections", default=",".join(SECTIONS),
+                    help="which parts to run, comma-separated (default: all of "
+                         f"{','.join(SECTIONS)}); the quota rows need the upload section")
     args = ap.parse_args()
     if args.rounds < 1:
         ap.error("--rounds must be at least 1")
+    sections = set(args.sections.split(","))
+    if not sections <= set(SECTIONS):
+        ap.error(f"--sections takes {', '.join(SECTIONS)}")
+    compile_packages()
     up = int(args.upload_gb * 1e9)
     zsize = int(args.zip_gb * 1e9)
     down = int(args.download_gb * 1e9)
 
     work = Path(tempfile.mkdtemp(prefix="atelier-bench-", dir=args.dir))
     rows: list[tuple[str, str, str, str, str]] = []
+    root, home = work / "nas", work / "home"
+    (root / "bench").mkdir(parents=True)
+    (root / "outputs").mkdir(parents=True)
+    (root / "outputs" / "one.bin").write_bytes(b"x")  # warm-ups and the 1-byte pulls
     try:
-        # The source lives in RAM (tmpfs) so that every writer, dd included, reads it at
-        # memory speed and only the write to this disk is measured.
-        src = Path(tempfile.mkdtemp(prefix="atelier-src-", dir=args.src_dir)) / "src.bin"
-        make_file(src, up)
-        root, home = work / "nas", work / "home"
-        (root / "bench").mkdir(parents=True)
-
-        def measure(method: Method, state: Path) -> Sample:
-            """One timed write from a settled page cache (each server a fresh process)."""
-            usage = Usage()
-            if method.run is None:
-                settle()
-                dd(src, root / "bench" / "dd.bin", usage, method.dd_flags or [])
-                return Sample(rate(up, usage.seconds), 0.0, usage.client_cpu)
-            svc = Service(root, state)
-            try:
-                settle()
-                method.run(svc, usage)
-                peak_mb = proc_status(svc.proc.pid, "VmHWM:") / MB
-                peak_text = svc.peak_mb()
-            finally:
-                svc.stop()
-                # stop() may kill without waiting: reap the server now, or its CPU time
-                # lands in the RUSAGE_CHILDREN of whichever client runs when it is reaped
-                svc.proc.wait()
-            for f in (root / "bench").rglob("*.bin"):
-                f.unlink()
-            shutil.rmtree(state, ignore_errors=True)
-            return Sample(rate(up, usage.seconds), usage.server_cpu, usage.client_cpu,
-                          peak_mb, peak_text)
-
-        chunk = args.tuspy_chunk_mib * MiB
-        methods = [
-            Method(f"dd bs=8M conv=fsync, {up / 1e9:.1f} GB", None, []),
-            # the disk without the page cache: what an O_DIRECT writer can reach
-            Method(f"dd bs=8M oflag=direct conv=fsync, {up / 1e9:.1f} GB", None,
-                   ["oflag=direct"]),
-            Method("tus, curl: one streaming PATCH",
-                   lambda s, u: run_tus_curl(s, src, up, u)),
-            Method("tus, atelier push (32 MiB sha256 chunks)",
-                   lambda s, u: run_push(s, src, home, u)),
-            Method(f"tus, tuspy ({args.tuspy_chunk_mib} MiB chunks)",
-                   lambda s, u: run_tus_tuspy(s, src, chunk, u)),
-            Method("WebDAV PUT, curl -T", lambda s, u: run_dav_put(s, src, u)),
-        ]
-        # Every method once per round, starting one later each round, so that no method
-        # always follows the same one; samples[i][r] is method i in round r.
-        samples: list[list[Sample]] = [[] for _ in methods]
-        for r in range(args.rounds):
-            for k in range(len(methods)):
-                i = (r + k) % len(methods)
-                samples[i].append(measure(methods[i], work / f"state-{r}-{i}"))
-
-        # Quota checks per PATCH: a home of many files walked for each one (recheck 0, as
-        # before the walk was reused), reused for 30 s (the default), and no quota at all.
-        qsrc = src.with_name("quota.bin")
-        make_file(qsrc, min(up, 512 * MiB))
-        qstate = work / "state-quota"
-        qrates = {label: quota_push(root, qstate, qsrc, home, args.quota_files, recheck)
-                  for label, recheck in (("none", None), ("walk", "0"), ("reuse", "30"))}
-        quota_rows = []
-        quota_rows.append((f"push {qsrc.stat().st_size / 1e9:.1f} GB into a quota'd home of "
-                     f"{args.quota_files} files, walk per PATCH", f"{qrates['walk']:.0f}",
-                     f"{qrates['walk'] / qrates['none']:.2f}x no quota", "-", "-"))
-        quota_rows.append(("  the same, walk reused for 30 s (default)", f"{qrates['reuse']:.0f}",
-                     f"{qrates['reuse'] / qrates['none']:.2f}x no quota", "-", "-"))
-        shutil.rmtree(root / "users" / "ann", ignore_errors=True)
-        shutil.rmtree(src.parent)
-
-        floors = [s.mbps for s in samples[0]]
-        direct_floors = [s.mbps for s in samples[1]]
-        per_gb = up / GB
-        for method, runs in zip(methods, samples, strict=True):
-            mbps = statistics.median(s.mbps for s in runs)
-            client = statistics.median(s.client_cpu for s in runs) / per_gb
-            ratios = [s.mbps / floor for s, floor in zip(runs, floors, strict=True)]
-            if method.run is None:
-                rows.append((f"{method.label} (median of {args.rounds} rounds)",
-                             f"{mbps:.0f}", f"{statistics.median(ratios):.2f}x",
-                             f"cpu s/GB dd {client:.2f}", "-"))
-                continue
-            direct = statistics.median(
-                s.mbps / floor for s, floor in zip(runs, direct_floors, strict=True))
-            server = statistics.median(s.server_cpu for s in runs) / per_gb
-            peak = max(runs, key=lambda s: s.peak_mb)
-            rows.append((method.label, f"{mbps:.0f}",
-                         f"{statistics.median(ratios):.2f}x [{min(ratios):.2f}-"
-                         f"{max(ratios):.2f}] (>= {UPLOAD_TARGET}); "
-                         f"{direct:.2f}x direct dd",
-                         f"cpu s/GB server {server:.2f} client {client:.2f}",
-                         peak.peak_text))
-
-        rows += quota_rows
-
-        # zip: a folder of checkpoints and images (stored, as they would be)
-        folder = root / "outputs" / "zipme"
-        folder.mkdir(parents=True)
-        n = 16
-        for i in range(n):
-            ext = ".safetensors" if i % 2 else ".png"
-            make_file(folder / f"f{i:02d}{ext}", zsize // n)
-        zsvc = Service(root, work / "state-zip")
-        try:
-            zrate, zbytes = run_zip(zsvc, "outputs/zipme")
-            zpeak = zsvc.peak_mb()
-        finally:
-            zsvc.stop()
-        rows.append((f"zip stream of {zbytes / 1e9:.2f} GB folder ({n} files), curl",
-                     f"{zrate:.0f}", "-", "-", zpeak))
-        shutil.rmtree(folder)
-
-        big = root / "outputs" / "download.bin"
-        make_file(big, down)
-        tiny = root / "outputs" / "one.bin"
-        tiny.write_bytes(b"x")
-        dsvc = Service(root, work / "state-dl")
-        try:
-            subprocess.run(["cat", str(big)], stdout=subprocess.DEVNULL, check=True)
-            # Both write 1 GB to the same disk, so the one that runs second meets the
-            # first one's writeback: alternate the order, sync before each, take medians.
-            curl_rates, pull_rates = [], []
-            for i in range(args.download_runs):
-                for name in ("curl", "pull") if i % 2 == 0 else ("pull", "curl"):
-                    settle()  # then warm the served file again: only the copy is measured
-                    subprocess.run(["cat", str(big)], stdout=subprocess.DEVNULL, check=True)
-                    if name == "curl":
-                        curl_rates.append(run_curl_get(dsvc, "outputs/download.bin",
-                                                       work / "curl.out", down))
-                    else:
-                        pull_rates.append(run_pull(dsvc, "outputs/download.bin",
-                                                   work / "pull.out", down, home))
-            curl_rate = statistics.median(curl_rates)
-            pull_rate = statistics.median(pull_rates)
-            # pull's fixed cost: interpreter start-up, stat, GET and the final HEAD
-            curl_tiny, pull_tiny = [], []
-            for _ in range(5):
-                curl_tiny.append(curl_get_seconds(dsvc, "outputs/one.bin", work / "curl.out",
-                                                  1))
-                pull_tiny.append(pull_seconds(dsvc, "outputs/one.bin", work / "pull.out", 1,
-                                              home))
-            dpeak = dsvc.peak_mb()
-        finally:
-            dsvc.stop()
-        rows.append((f"download {down / 1e9:.1f} GB, curl (median of {args.download_runs})",
-                     f"{curl_rate:.0f}", "1.00x", "-", "-"))
-        rows.append(("download, atelier pull (Range-resumable)", f"{pull_rate:.0f}",
-                     f"{pull_rate / curl_rate:.2f}x curl (>= 0.8)", "-", dpeak))
-        rows.append(("atelier pull of a 1-byte file (start-up + 3 requests)",
-                     f"{statistics.median(pull_tiny):.2f} s",
-                     f"curl: {statistics.median(curl_tiny):.3f} s (median of 5)", "-", "-"))
+        if "upload" in sections:
+            rows += upload_rows(args, root, home, work, up, "quota" in sections)
+        if "zip" in sections:
+            rows += zip_rows(root, work, zsize)
+        if "download" in sections:
+            rows += download_rows(args, root, home, work, down)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -8,6 +8,10 @@ What lets an interrupted push or pull resume is in ``transfers.json`` beside it.
 Exit codes: 0 everything transferred; 1 some files failed (the summary says which and
 why; rerun to resume); 2 bad arguments or not logged in; 3 the server refused the
 credentials; 130 interrupted (rerun to resume).
+
+Start-up is most of a small pull, so this module imports little: the transfers
+(:mod:`.push`, :mod:`.pull`) load when their command runs, one file needs no thread
+pool, and one remote file needs no stat before its GET.
 """
 
 from __future__ import annotations
@@ -20,23 +24,17 @@ import socket
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from atelier_io.http import Client, ConnectionFailed
 from atelier_io.progress import human, parse_size, screen
 
-from .transfers import (
-    AuthError,
-    Puller,
-    PullResult,
-    Pusher,
-    PushResult,
-    ResumeStore,
-    Retry,
-    TransferError,
-)
+from .transfers import AuthError, ResumeStore, Retry, TransferError
+
+if TYPE_CHECKING:
+    from .pull import PullResult
+    from .push import PushResult
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_AUTH, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -144,6 +142,15 @@ def plan_push(locals_: list[str], remote: str) -> list[tuple[Path, str, str]]:
 def _run(jobs: int, items: list[Any], work: Callable[[Any], Any],
          on_error: Callable[[Any, Exception], None]) -> list[Any]:
     results = []
+    if len(items) == 1 or jobs <= 1:  # no pool to start (nor concurrent.futures to import)
+        for item in items:
+            try:
+                results.append(work(item))
+            except (TransferError, OSError) as exc:
+                on_error(item, exc)
+        return results
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
     with ThreadPoolExecutor(max(1, jobs)) as pool:
         futures = {pool.submit(work, item): item for item in items}
         try:
@@ -167,6 +174,8 @@ def cmd_push(args: argparse.Namespace) -> int:
     except FileNotFoundError as exc:
         console.print(f"atelier: {exc}")
         return EXIT_USAGE
+    from .push import Pusher
+
     store = ResumeStore(config_dir() / "transfers.json")
     pusher = Pusher(remote, store, chunk_size=args.chunk_mib * 1024 * 1024,
                     retry=Retry(attempts=args.retries), conflict=args.conflict,
@@ -220,7 +229,27 @@ def cmd_push(args: argparse.Namespace) -> int:
 # -- pull ----------------------------------------------------------------------------------
 
 
+def _plan_pull(puller: Any, remotes: list[str], dest: Path, into_dir: bool,
+               ) -> list[tuple[str, int | None, Path, float | None]]:
+    """(remote path, size, local path, mtime) per file; folders listed recursively."""
+    plan: list[tuple[str, int | None, Path, float | None]] = []
+    for raw in remotes:
+        info = puller.stat(raw.strip("/"))
+        if info["type"] == "dir":
+            base = dest / (info["name"] or "root")
+            for e in puller.walk(info["path"]):
+                rel = e["path"][len(info["path"]):].lstrip("/") if info["path"] \
+                    else e["path"]
+                plan.append((e["path"], e["size"], base / rel, e["mtime"]))
+        else:
+            target = dest / info["name"] if into_dir else dest
+            plan.append((info["path"], info["size"], target, info["mtime"]))
+    return plan
+
+
 def cmd_pull(args: argparse.Namespace) -> int:
+    from .pull import IsFolder, Puller
+
     console = screen()
     remote = connect(args.url)
     store = ResumeStore(config_dir() / "transfers.json")
@@ -228,32 +257,30 @@ def cmd_pull(args: argparse.Namespace) -> int:
                     rate=args.limit_rate)
     dest = Path(args.local)
     into_dir = len(args.remote) > 1 or dest.is_dir() or args.local.endswith(("/", os.sep))
-    plan: list[tuple[str, int, Path, float]] = []
-    try:
-        for raw in args.remote:
-            info = puller.stat(raw.strip("/"))
-            if info["type"] == "dir":
-                base = dest / (info["name"] or "root")
-                for e in puller.walk(info["path"]):
-                    rel = e["path"][len(info["path"]):].lstrip("/") if info["path"] \
-                        else e["path"]
-                    plan.append((e["path"], e["size"], base / rel, e["mtime"]))
-            else:
-                target = dest / info["name"] if into_dir else dest
-                plan.append((info["path"], info["size"], target, info["mtime"]))
-    except AuthError as exc:
-        console.print(f"atelier: {exc}")
-        return EXIT_AUTH
-    except TransferError as exc:
-        console.print(f"atelier: {exc}")
-        return EXIT_FAILED
+    plan: list[tuple[str, int | None, Path, float | None]] = []
+    only = args.remote[0].strip("/") if len(args.remote) == 1 else ""
+    target = dest / only.rpartition("/")[2] if into_dir else dest
+    if only and not target.exists():
+        # one file, nothing there to compare with: its GET says the rest (a folder
+        # answers 400 and is listed below)
+        plan = [(only, None, target, None)]
+    else:
+        try:
+            plan = _plan_pull(puller, args.remote, dest, into_dir)
+        except AuthError as exc:
+            console.print(f"atelier: {exc}")
+            return EXIT_AUTH
+        except TransferError as exc:
+            console.print(f"atelier: {exc}")
+            return EXIT_FAILED
     failures: list[tuple[str, str]] = []
-    auth_failed = False
+    auth_failed = folder = False
     t0 = time.monotonic()
     with console as progress:
-        overall = progress.add_task(f"{len(plan)} files", total=sum(p[1] for p in plan))
+        overall = progress.add_task(f"{len(plan)} files",
+                                    total=sum(p[1] or 0 for p in plan))
 
-        def work(item: tuple[str, int, Path, float]) -> PullResult:
+        def work(item: tuple[str, int | None, Path, float | None]) -> PullResult:
             path, size, target, mtime = item
             task = progress.add_task(Path(path).name[:40], total=size)
 
@@ -261,18 +288,35 @@ def cmd_pull(args: argparse.Namespace) -> int:
                 progress.advance(task, n)
                 progress.advance(overall, n)
 
+            def sized(total: int) -> None:
+                if size is None:
+                    progress.update(task, total=total)
+                    progress.update(overall, total=total)
+
             try:
-                return puller.pull(path, size, target, mtime, advance)
+                return puller.pull(path, size, target, mtime, advance, sized)
             finally:
                 progress.remove_task(task)
 
-        def failed(item: tuple[str, int, Path, float], exc: Exception) -> None:
-            nonlocal auth_failed
+        def failed(item: tuple[str, int | None, Path, float | None], exc: Exception) -> None:
+            nonlocal auth_failed, folder
+            if isinstance(exc, IsFolder) and item[1] is None:
+                folder = True  # the one remote path, pulled unseen, is a folder
+                return
             auth_failed = auth_failed or isinstance(exc, AuthError)
             failures.append((item[0], str(exc)))
 
         try:
             results: list[PullResult] = _run(args.jobs, plan, work, failed)
+            if folder:  # list it, then pull what it holds
+                try:
+                    plan = _plan_pull(puller, args.remote, dest, into_dir)
+                except TransferError as exc:
+                    failed(plan[0], exc)
+                    plan = []
+                progress.update(overall, description=f"{len(plan)} files",
+                                total=sum(p[1] or 0 for p in plan))
+                results = _run(args.jobs, plan, work, failed)
         except KeyboardInterrupt:
             console.print("interrupted; run the same command again to resume")
             return EXIT_INTERRUPTED
@@ -366,7 +410,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     push.add_argument("remote", help="target folder on the server, e.g. models/Lora")
     push.add_argument("--conflict", choices=("fail", "rename", "overwrite"), default="fail",
                       help="when the name exists (fail)")
-    push.add_argument("--chunk-mib", type=int, default=32, help="PATCH size in MiB (32)")
+    push.add_argument("--chunk-mib", type=int, default=0,
+                      help="the most MiB one request carries, for proxies that limit "
+                           "bodies (default: the whole file in one streaming request)")
     push.set_defaults(func=_guard(cmd_push))
 
     pull = sub.add_parser("pull", parents=[common], help="download files and folders "

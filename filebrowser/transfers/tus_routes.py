@@ -33,6 +33,7 @@ from ..errors import (
 from .tus import (
     CHECKSUMS,
     EXTENSIONS,
+    FILE_CHECKSUM,
     TUS_VERSION,
     TusStore,
     Upload,
@@ -205,7 +206,8 @@ async def _patch_answer(request: Request, p: Principal, uid: str) -> Response:
     up = await _patch(request, store, p, uid, offset)
     headers = {"Upload-Offset": str(up.offset)}
     if up.done:
-        headers["X-Atelier-Path"] = store.headers(up)["X-Atelier-Path"]
+        done = store.headers(up)
+        headers |= {k: done[k] for k in ("X-Atelier-Path", FILE_CHECKSUM) if k in done}
     else:
         headers["Upload-Expires"] = http_date(up.expires)
     return _no_content(headers)
@@ -216,10 +218,11 @@ async def _patch(request: Request, store: TusStore, p: Principal, uid: str,
     h = request.headers
     new_length = parse_int(h.get("upload-length"), "Upload-Length")
     checksum = parse_checksum(h.get("upload-checksum"))
+    file_checksum = parse_checksum(h.get(FILE_CHECKSUM.lower()))
     content_length = parse_int(h.get("content-length"), "Content-Length")
     try:
         patch = await run_in_threadpool(store.begin_patch, p, uid, offset, new_length,
-                                        checksum, content_length)
+                                        checksum, content_length, file_checksum)
     except _AlreadyDone as done:
         return done.up
     try:

@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from ...conftest import ADMIN_PASSWORD, Server
 from ..transfers.conftest import sha256
 
@@ -129,13 +131,19 @@ def test_push_tree_then_pull_it_back(server: Server, tmp_path: Path) -> None:
     assert usage["downloaded_bytes"] >= 2 * MiB + 300_000
 
 
-def test_push_resumes_after_the_cli_is_killed(server: Server, tmp_path: Path) -> None:
+# one streaming PATCH per file (the default), or 1 MiB requests
+PATCH_SIZES = pytest.mark.parametrize("cap", [[], ["--chunk-mib", "1"]],
+                                      ids=["streamed", "1MiB-requests"])
+
+
+@PATCH_SIZES
+def test_push_resumes_after_the_cli_is_killed(server: Server, tmp_path: Path,
+                                              cap: list[str]) -> None:
     login(server)
     src = tmp_path / "big.safetensors"
     src.write_bytes(os.urandom(16 * MiB))
     folder = server.root / "models" / "Stable-diffusion"
-    proc = start("push", str(src), "models/Stable-diffusion", "--chunk-mib", "1",
-                 "--limit-rate", "2M")
+    proc = start("push", str(src), "models/Stable-diffusion", *cap, "--limit-rate", "2M")
     wait_for(lambda: partial_size(folder) >= 3 * MiB)
     proc.kill()
     proc.wait()
@@ -147,12 +155,14 @@ def test_push_resumes_after_the_cli_is_killed(server: Server, tmp_path: Path) ->
     assert partial_size(folder) == 0
 
 
-def test_push_survives_a_server_restart(spawn_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+@PATCH_SIZES
+def test_push_survives_a_server_restart(spawn_server, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                        cap: list[str]) -> None:
     srv = spawn_server()
     login(srv)
     src = tmp_path / "big.bin"
     src.write_bytes(os.urandom(16 * MiB))
-    proc = start("push", str(src), "users", "--chunk-mib", "1", "--limit-rate", "2M")
+    proc = start("push", str(src), "users", *cap, "--limit-rate", "2M")
     wait_for(lambda: partial_size(srv.root / "users") >= 3 * MiB)
     srv.kill9()
     srv = spawn_server(root=srv.root, state=srv.state, port=srv.port)
@@ -223,3 +233,61 @@ def test_pull_restarts_when_the_file_changed(server: Server, tmp_path: Path) -> 
     r = atelier("pull", "outputs/x.bin", str(dest))
     assert r.returncode == 0, r.stderr.decode()
     assert (dest / "x.bin").read_bytes() == new
+
+
+def test_push_fails_loudly_when_the_file_does_not_verify(spawn_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The partial file changes on the server's disk while the server is down: the
+    rebuilt hash no longer matches the client's, nothing is placed, the upload is gone,
+    and the next run uploads the file afresh."""
+    srv = spawn_server()
+    login(srv)
+    src = tmp_path / "big.bin"
+    src.write_bytes(os.urandom(16 * MiB))
+    proc = start("push", str(src), "users", "--limit-rate", "2M")
+    folder = srv.root / "users"
+    wait_for(lambda: partial_size(folder) >= 3 * MiB)
+    srv.kill9()
+    partial = next(p for p in folder.iterdir() if p.name.startswith(".atelier-tmp-tus-"))
+    with open(partial, "r+b") as f:
+        f.write(b"\0" * 10)
+    srv = spawn_server(root=srv.root, state=srv.state, port=srv.port)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err.decode()
+    assert b"checksum does not match" in err and b"afresh" in err
+    assert not (folder / "big.bin").exists() and partial_size(folder) == 0
+    r = atelier("push", str(src), "users")
+    assert r.returncode == 0, r.stderr.decode()
+    assert b"resumed" not in r.stderr
+    assert sha256(folder / "big.bin") == sha256(src)
+
+
+def test_push_beyond_the_quota_says_so(server: Server, tmp_path: Path) -> None:
+    """The server refuses before reading the streamed body: the client reports why."""
+    server.add_user("cap", quota=4 * MiB)
+    login(server, "cap", "user-pass-123")
+    src = tmp_path / "big.bin"
+    src.write_bytes(os.urandom(64 * MiB))
+    r = atelier("push", str(src), "users/cap", "--retries", "1")
+    assert r.returncode == 1
+    assert b"would exceed your quota" in r.stderr, r.stderr.decode()
+
+
+def test_pull_a_folder_named_as_the_only_remote(server: Server, tmp_path: Path) -> None:
+    """One remote path is fetched without a stat; a folder answers 400 and is listed."""
+    login(server)
+    top = server.root / "outputs" / "day"
+    (top / "sub").mkdir(parents=True)
+    (top / "a.png").write_bytes(os.urandom(1000))
+    (top / "sub" / "b.png").write_bytes(os.urandom(2000))
+    r = atelier("pull", "outputs/day", str(tmp_path / "got"))
+    assert r.returncode == 0, r.stderr.decode()
+    assert b"pulled 2/2 files" in r.stderr
+    assert tree(tmp_path / "got" / "day") == tree(top)
+    r = atelier("pull", "outputs/nothing-here", str(tmp_path / "x"))
+    assert r.returncode == 1 and b"FAILED outputs/nothing-here" in r.stderr
+    # a single file keeps the server's modification time (from Last-Modified)
+    r = atelier("pull", "outputs/day/a.png", str(tmp_path / "a.png"))
+    assert r.returncode == 0
+    assert abs((tmp_path / "a.png").stat().st_mtime - (top / "a.png").stat().st_mtime) < 1
+    r = atelier("pull", "outputs/day/a.png", str(tmp_path / "a.png"))
+    assert r.returncode == 0 and b"already up to date" in r.stderr
