@@ -227,7 +227,17 @@ class Authenticator:
         return self.peers.trusted(addr)
 
     def client_addr(self, request: Request) -> str:
-        """The address failed attempts are counted by (see :mod:`.peers`)."""
+        """The address failed attempts are counted by (see :mod:`.peers`). Behind the
+        WebUI's proxy (the gateway secret) every browser arrives from loopback: the
+        proxy's ``X-Forwarded-For`` names the browser, so one user's wrong passwords do
+        not lock every other user of that WebUI out."""
+        secret = self.settings.gateway_secret
+        sent = request.headers.get(GATEWAY_HEADER)
+        if secret and sent is not None and hmac.compare_digest(sent.encode(), secret.encode()):
+            hops = [h.strip() for v in request.headers.getlist("x-forwarded-for")
+                    for h in v.split(",") if h.strip()]
+            if hops:
+                return hops[-1]  # the proxy's own hop: it drops what the browser sent
         return self.peers.client(request)
 
     def is_gateway(self, request: Request) -> bool:

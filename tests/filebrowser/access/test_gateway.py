@@ -49,3 +49,26 @@ def test_no_auto_create_refuses_unknown_names(make_server: Callable[..., Server]
     assert requests.get(f"{srv.url}/api/me", headers=h, timeout=10).status_code == 401
     h["X-Forwarded-User"] = "admin"
     assert requests.get(f"{srv.url}/api/me", headers=h, timeout=10).json()["name"] == "admin"
+
+
+def test_behind_the_gateway_failed_logins_count_per_browser(
+        make_server: Callable[..., Server]) -> None:
+    """Every browser reaches the service from the WebUI's loopback: the proxy's
+    X-Forwarded-For (believed only with the secret) keeps one browser's wrong passwords
+    from locking out the others; without the secret the header counts for nothing."""
+    srv = make_server(gateway_secret=SECRET, login_max_failures_addr=3,
+                      login_max_failures_user=100)
+    login = f"{srv.url}/api/login"
+
+    def attempt(headers: dict[str, str]) -> int:
+        return requests.post(login, json={"username": "admin", "password": "wrong"},
+                             headers=headers, timeout=10).status_code
+
+    via = {"X-Atelier-Gateway": SECRET}
+    assert [attempt({**via, "X-Forwarded-For": "203.0.113.5"}) for _ in range(4)] == \
+        [401, 401, 401, 429]
+    # another browser behind the same WebUI is not locked out by the first
+    assert attempt({**via, "X-Forwarded-For": "203.0.113.9"}) == 401
+    # a local process without the secret cannot pick its address to dodge the limit
+    assert [attempt({"X-Forwarded-For": f"198.51.100.{i}"}) for i in range(4)] == \
+        [401, 401, 401, 429]
