@@ -70,6 +70,10 @@ def _dtype_kwarg(diffusers: Any) -> str:
 
 
 _hash_lock = threading.Lock()
+# from_pretrained builds modules under accelerate's init_empty_weights, which patches
+# torch.nn.Module globally: two pipelines built at once in two threads (the residency
+# manager loads for different GPUs in parallel) get each other's parameters on "meta"
+_build_lock = threading.Lock()
 _hashes: dict[tuple[str, int, int], str] = {}
 
 
@@ -117,6 +121,16 @@ class DiffusersBackend:
     def load(self, spec: ModelSpec, host: Device) -> Any:
         torch, diffusers = _modules()
         dtype = {_dtype_kwarg(diffusers): getattr(torch, _DTYPES[self.dtype])}
+        with _build_lock:
+            pipe = self._build(spec, diffusers, dtype)
+        pipe.set_progress_bar_config(disable=True)
+        if getattr(pipe, "safety_checker", None) is not None:
+            pipe.safety_checker = None  # the WebUI has none either
+        if torch.cuda.is_available():
+            self._pin(pipe)
+        return pipe
+
+    def _build(self, spec: ModelSpec, diffusers: Any, dtype: dict[str, Any]) -> Any:
         if spec.path.is_dir():
             pipe = diffusers.DiffusionPipeline.from_pretrained(
                 spec.path, local_files_only=True, **dtype)
@@ -130,11 +144,6 @@ class DiffusersBackend:
                    else diffusers.StableDiffusionPipeline)
             pipe = cls.from_single_file(str(spec.path), config=str(self.config_dir),
                                         local_files_only=True, **dtype)
-        pipe.set_progress_bar_config(disable=True)
-        if getattr(pipe, "safety_checker", None) is not None:
-            pipe.safety_checker = None  # the WebUI has none either
-        if torch.cuda.is_available():
-            self._pin(pipe)
         return pipe
 
     @staticmethod

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from modelzoo.errors import ModelBusy, ModelTooLarge, OutOfDeviceMemory, UnknownModel
+from modelzoo.residency.backends.tensors import TensorsBackend, Weights
 from modelzoo.residency.devices import Device, SimulatedOutOfMemoryError
 from modelzoo.residency.plan import Tier
 
@@ -251,17 +252,42 @@ def test_prefetch_warms_into_ram_without_evicting_better_models(world, make_mode
     w.check_ledgers()
 
 
-def test_model_moves_between_gpus_through_ram(world, make_model) -> None:
+def test_a_second_gpu_gets_its_own_copy(world, make_model) -> None:
+    """No GPU-to-GPU move: a model wanted on a second GPU gets a copy there (from disk
+    here), and a job on the first GPU keeps its weights."""
     make_model("a", 40 * K)
     w = world([100 * K, 100 * K], 1000 * K)
     w.manager.acquire("a", "sim:0").release()
-    w.manager.acquire("a", "sim:1").release()
-    assert w.tiers() == {"a": ("gpu", "sim:1")}
-    assert w.gpus[0].used == 0 and w.gpus[1].used == 40 * K
-    held = w.manager.acquire("a", "sim:1")
-    with pytest.raises(ModelBusy):
-        w.manager.acquire("a", "sim:0")
+    held = w.manager.acquire("a", "sim:0")
+    with w.manager.acquire("a", "sim:1") as other:
+        assert other.switch.source is Tier.DISK
+        assert w.manager.locations("a") == ["sim:0", "sim:1"]
+        assert w.gpus[0].used == w.gpus[1].used == 40 * K
+        assert torch.equal(held.handle["model.diffusion_model.weight"],
+                           other.handle["model.diffusion_model.weight"])
     held.release()
+    w.check_ledgers()
+    w.manager.unload("a", Tier.RAM)  # one copy goes down to RAM, the other is dropped
+    assert w.tiers() == {"a": ("ram", None)} and w.gpus[0].used == w.gpus[1].used == 0
+    w.check_ledgers()
+
+
+def test_an_evicted_replica_with_a_copy_in_ram_is_dropped(world, make_model) -> None:
+    """A model on two GPUs whose first copy went down to RAM: evicting the second copy
+    drops it (RAM has one), it must not overwrite the RAM copy and leak its bytes."""
+    for n in "abc":
+        make_model(n, 40 * K)
+    w = world([50 * K, 50 * K], 1000 * K)
+    w.manager.acquire("a", "sim:0").release()
+    w.manager.acquire("a", "sim:1").release()
+    w.manager.acquire("b", "sim:0").release()  # a's copy on sim:0 goes down to RAM
+    assert w.tiers() == {"a": ("gpu", "sim:1"), "b": ("gpu", "sim:0")}
+    assert w.manager.held(Tier.RAM)[0].name == "a"
+    plan = w.manager.plan_load("c", "sim:1")
+    assert [(m.model, m.src, m.dst) for m in plan.evictions] == [("a", Tier.GPU, Tier.DISK)]
+    plan.execute()
+    assert [e.name for e in w.manager.held(Tier.RAM)] == ["a"]
+    w.check_ledgers()
 
 
 def test_concurrent_acquires_from_real_threads(world, make_model) -> None:
@@ -282,8 +308,6 @@ def test_concurrent_acquires_from_real_threads(world, make_model) -> None:
                 with w.manager.acquire(rnd.choice(names), f"sim:{k % 2}") as lease:
                     assert lease.handle  # weights are there while leased
                     assert sum(t.numel() * 2 for t in lease.handle.values()) > 0
-            except ModelBusy:
-                pass  # leased on the other GPU right now: placement avoids this
             except BaseException as exc:  # pragma: no cover - the assertion below reports it
                 errors.append(exc)
 
@@ -341,3 +365,169 @@ def test_simulated_device_reuses_freed_buffers_within_its_capacity(world, make_m
     assert pool.nbytes == 0
     w.manager.unload("b", Tier.DISK)
     assert pool.nbytes == 40 * K <= w.gpus[0].capacity - w.gpus[0].used
+
+
+class HalfwayOOM(TensorsBackend):
+    """Runs out of device memory after moving half of a model's tensors, as a CUDA
+    ``.to()`` does when another process grabs memory mid-copy."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+        self.partial: list[Any] = []
+
+    def to_device(self, handle: Any, device: Device) -> Any:
+        if self.failures <= 0:
+            return super().to_device(handle, device)
+        self.failures -= 1
+        half = dict(list(handle.items())[: len(handle) // 2])
+        moved = super().to_device(Weights(half), device)  # charged to the device
+        self.partial.append(moved)
+        assert device.memory().free < device.memory().total  # the half is really there
+        try:
+            raise SimulatedOutOfMemoryError(f"{device.name}: out of memory half way")
+        finally:
+            self.drop(moved)  # the backend's contract: what it placed is freed
+
+
+def _many_tensors(models_dir: Path, name: str, n: int, each: int, seed: int) -> None:
+    from .conftest import write_safetensors  # type: ignore[import-not-found]
+
+    write_safetensors(models_dir / f"{name}.safetensors",
+                      {f"model.diffusion_model.w{i}": ("F16", [each // 2]) for i in range(n)},
+                      fill=seed)
+
+
+def test_a_move_that_fails_half_way_rolls_back(world, models_dir: Path) -> None:
+    """OOM after half the tensors, twice: 507, no byte left on the device that no copy
+    accounts for, the cache emptied, and the weights whole in RAM for the next try."""
+    _many_tensors(models_dir, "a", 8, 4 * K, seed=7)
+    _many_tensors(models_dir, "b", 2, 4 * K, seed=8)
+    w = world([100 * K], 1000 * K)
+    w.manager.acquire("b", "sim:0").release()
+    backend = HalfwayOOM(failures=2)
+    w.manager.backend = backend
+    caches = w.gpus[0].empty_caches
+    with pytest.raises(OutOfDeviceMemory):
+        w.manager.acquire("a", "sim:0")
+    assert w.gpus[0].peak >= 8 * K + 16 * K  # the halves were on the device
+    assert w.tiers() == {"a": ("ram", None), "b": ("ram", None)}  # b evicted for the retry
+    w.check_ledgers()  # nothing invisible: the device holds exactly our copies (none)
+    assert w.gpus[0].used == 0
+    assert w.gpus[0].empty_caches >= caches + 2
+    assert w.manager.metrics.oom_retries == 1
+    with w.manager.acquire("a", "sim:0") as lease:  # and it works afterwards, from RAM
+        assert lease.switch.source is Tier.RAM
+        assert len(lease.handle) == 8
+        assert all(t.view(torch.int16)[0].item() == 7 * 257 for t in lease.handle.values())
+    w.check_ledgers()
+
+
+class InPlace:
+    """A pipeline-like handle moved in place by ``.to``, failing half way when told."""
+
+    def __init__(self, tensors: dict[str, Any]) -> None:
+        self.tensors = tensors
+        self.device = "cpu"
+        self.fail_after: int | None = None
+
+    def to(self, device: str) -> InPlace:
+        for i, key in enumerate(self.tensors):
+            if self.fail_after is not None and i == self.fail_after:
+                self.fail_after = None
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate")
+            self.tensors[key] = self.tensors[key].to(torch.float32 if device != "cpu"
+                                                     else torch.float16)
+        self.device = device
+        return self
+
+
+class InPlaceBackend:
+    """Moves handles in place, like DiffusersBackend's ``pipe.to``; the manager charges."""
+
+    def __init__(self) -> None:
+        self.fail_after: int | None = None
+
+    def load(self, spec: Any, host: Device) -> InPlace:
+        from safetensors.torch import load_file
+
+        return InPlace(dict(load_file(str(spec.path))))
+
+    def to_device(self, handle: InPlace, device: Device) -> InPlace:
+        handle.fail_after, self.fail_after = self.fail_after, None
+        return handle.to("sim")
+
+    def to_host(self, handle: InPlace, device: Device, host: Device) -> InPlace:
+        return handle.to("cpu")
+
+    def drop(self, handle: Any) -> None:
+        return None
+
+
+def test_an_in_place_move_that_fails_half_way_is_moved_back(world, models_dir: Path) -> None:
+    _many_tensors(models_dir, "a", 4, 4 * K, seed=2)
+    w = world([100 * K], 1000 * K)
+    backend = InPlaceBackend()
+    w.manager.backend = backend
+    w.manager._charges = False
+    w.manager.load("a", tier=Tier.RAM)
+    backend.fail_after = 2
+    with w.manager.acquire("a", "sim:0") as lease:  # one OOM, rolled back, retried
+        assert lease.handle.device == "sim"
+        assert all(t.dtype == torch.float32 for t in lease.handle.tensors.values())
+    assert w.manager.metrics.oom_retries == 1
+    w.check_ledgers()
+    w.manager.unload("a", Tier.RAM)
+    e = w.manager.entries()[0]
+    assert e.ram is not None and e.ram.handle.device == "cpu"
+    backend.fail_after = 1
+    w.gpus[0].fail_next = 0
+
+    def fail_twice(handle: InPlace, device: Device) -> InPlace:
+        handle.fail_after = 1
+        return handle.to("sim")
+
+    backend.to_device = fail_twice  # type: ignore[method-assign]
+    with pytest.raises(OutOfDeviceMemory):
+        w.manager.acquire("a", "sim:0")
+    e = w.manager.entries()[0]
+    assert e.ram is not None and e.ram.handle.device == "cpu"
+    assert all(t.dtype == torch.float16 for t in e.ram.handle.tensors.values())  # all back
+    w.check_ledgers()
+
+
+def test_host_and_our_own_memory_errors_are_not_device_ooms() -> None:
+    from modelzoo.residency.devices import is_oom
+
+    assert not is_oom(MemoryError())  # the host is out of RAM: evicting a GPU model won't help
+    assert not is_oom(ModelTooLarge("too large"))  # our 507 answers are not accidents
+    assert not is_oom(OutOfDeviceMemory("again"))
+    assert not is_oom(RuntimeError("DefaultCPUAllocator: not enough memory: you tried to "
+                                   "allocate 1073741824 bytes"))
+    assert is_oom(RuntimeError("HIP out of memory. Tried to allocate 2.00 GiB"))
+    assert is_oom(RuntimeError("MPS backend out of memory"))
+
+
+def test_reload_cost_counts_the_bytes_on_disk(world, models_dir: Path) -> None:
+    """Two models of the same size at run dtype (fp16), one stored as fp32: reading it
+    takes twice as long, so the cost policy keeps it and evicts the other."""
+    from .conftest import write_safetensors  # type: ignore[import-not-found]
+
+    write_safetensors(models_dir / "wide.safetensors",
+                      {"model.diffusion_model.w": ("F32", [20 * K])}, fill=1)
+    write_safetensors(models_dir / "slim.safetensors",
+                      {"model.diffusion_model.w": ("F16", [20 * K])}, fill=2)
+    write_safetensors(models_dir / "new.safetensors",
+                      {"model.diffusion_model.w": ("F16", [20 * K])}, fill=3)
+    w = world([90 * K], 1000 * K)
+    m = w.manager
+    wide, slim = m.spec("wide"), m.spec("slim")
+    assert wide.nbytes == slim.nbytes == 40 * K
+    assert wide.disk_bytes > 2 * 40 * K > slim.disk_bytes
+    assert m.reload_seconds(wide) > 1.9 * m.reload_seconds(slim)
+    read = [mv for mv in m.plan_load("wide", "sim:0").moves if mv.src is Tier.DISK][0]
+    assert read.seconds == pytest.approx(m.reload_seconds(wide))
+    m.acquire("wide", "sim:0").release()  # older, so LRU would evict it
+    m.acquire("slim", "sim:0").release()
+    m.acquire("new", "sim:0").release()
+    assert w.tiers()["wide"] == ("gpu", "sim:0") and w.tiers()["slim"] == ("ram", None)
