@@ -35,6 +35,11 @@ class ResidencySettings(BaseSettings):
                           "available RAM minus ram_reserve.")
     ram_reserve: ByteSize = Field(
         ByteSize(2 << 30), description="CPU RAM always left to the rest of the system.")
+    pinned_max: ByteSize | None = Field(
+        None, description="Most host RAM kept page-locked (pinned) for full-speed copies to "
+                          "the GPU; copies beyond it stay pageable. Pinned memory cannot be "
+                          "swapped or reclaimed. Unset = half the RAM (or the container's "
+                          "cgroup limit, when lower).")
     reserve_base: ByteSize = Field(
         ByteSize(int(0.8 * (1 << 30))),
         description="Inference memory kept free on a GPU (ComfyUI's minimum_inference_memory).")
@@ -51,6 +56,9 @@ class ResidencySettings(BaseSettings):
                             "(GreedyDual-frequency); 'lru' is plain least-recently-used.")
     prefetch: bool = Field(
         True, description="Warm the next queued request's model into RAM during the current job.")
+    spread_queue: int = Field(
+        3, ge=0, description="Load another copy of a model on a GPU with room when every GPU "
+                             "holding it has this many more jobs queued (0 = never).")
     diffusers_config: Path | None = Field(
         None, description="Local folder with diffusers component configs, needed to load "
                           "single-file checkpoints offline (from_single_file(config=...)).")
