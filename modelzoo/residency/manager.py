@@ -8,7 +8,8 @@
 Copies. A model has at most one copy in RAM and one per GPU: a popular model runs on
 several GPUs at once when placement spreads it. There are no GPU-to-GPU moves; a model
 wanted on another GPU gets a copy there from its RAM copy or from disk, so a copy in use
-is never carried away. A copy moved up leaves the tier below (RAM -> GPU frees the RAM).
+is never carried away. Whether a RAM copy stays when its model moves up is the policy's
+choice (below).
 
 Budgets come from the probe at every decision: ``limit = free + ours - reserve`` (capped
 by configuration), where ``ours`` is what our copies hold on that tier and ``reserve`` the
@@ -30,11 +31,24 @@ for I/O:
   reads, run in parallel. A plan that does not fit only because other transitions are
   under way (bytes booked, copies leaving) waits for them instead of failing.
 
-Eviction order. ``policy="cost"`` is GreedyDual-Size-Frequency with the reload cost
-measured in seconds: a model's priority is ``L + uses * reload_seconds / size``, where
-``reload_seconds`` counts the bytes on disk at the measured disk speed, and ``L`` rises to
-the priority of each model evicted, so idle models age out. ``policy="lru"`` is plain LRU
-(the benchmark's baseline). Pinned models and models running a job are never evicted.
+Policies. ``policy="cost"`` (the default) is memory-aware:
+
+- eviction order on both tiers by GreedyDual-Size-Frequency: a model's priority is
+  ``L + uses * miss_seconds / GiB held``, where ``miss_seconds`` is what bringing it back
+  costs (its bytes on disk at the measured read speed, plus the copy to the GPU) and
+  ``L`` rises to the priority of each model evicted, so idle models age out. Large models
+  used once go before small ones used often; a model read from fp32 files is worth more;
+- an inclusive RAM tier: a model moved up keeps its RAM copy (the staged read, or the
+  copy it came from) when the backend copied it, so evicting it from the GPU later costs
+  nothing and it comes back at RAM speed;
+- a GPU victim with no RAM copy is copied down only when that costs less than half the
+  read it may save, at the measured speeds (a GPU beside a NAS: yes; a file in the page
+  cache, which reads as fast as a copy: no, it is dropped).
+
+``policy="lru"`` is the classic exclusive two-tier LRU (the benchmark's baseline, and
+what A1111's ``keep_in_cpu`` does with a count): least recently used first, every victim
+copied down while RAM has room, a copy moved up leaves RAM. Pinned models and models
+running a job are never evicted.
 
 CUDA out-of-memory (a racing process, fragmentation): while moving a model in, or while
 running a job, one eviction and one retry, then :class:`~modelzoo.errors.OutOfDeviceMemory`.
@@ -47,7 +61,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -62,6 +76,7 @@ T = TypeVar("T")
 
 DEFAULT_BPS = {"disk": 1.0 * GIB, "h2d": 10.0 * GIB, "d2h": 10.0 * GIB}
 POLICIES = ("cost", "lru")
+DEMOTE_BELOW = 0.5  # copy a GPU victim to RAM if that costs < this share of a re-read
 
 
 class _Wait(Exception):
@@ -203,6 +218,7 @@ class ResidencyManager:
         self._clock = 0
         self._inflation = 0.0  # GreedyDual's L
         self._bps = dict(DEFAULT_BPS)
+        self._measured: set[str] = set()  # paths whose speed was measured, not assumed
         self._charges = bool(getattr(backend, "charges_devices", False))
 
     # ---- lookups -------------------------------------------------------------------
@@ -288,6 +304,10 @@ class ResidencyManager:
         """Expected time to read a model from disk: its bytes on disk (not at run dtype)."""
         return spec.disk_bytes / self._bps["disk"]
 
+    def _miss_seconds(self, e: Entry) -> float:
+        """What it costs to bring ``e`` back to a GPU from disk."""
+        return self.reload_seconds(e.spec) + self._seconds("h2d", e.nbytes)
+
     def _rank(self, e: Entry) -> tuple[float, int]:
         """Ascending: evicted first."""
         if self.policy == "lru":
@@ -295,7 +315,9 @@ class ResidencyManager:
         return (e.value, e.last_used)
 
     def _priority(self, e: Entry, uses: int) -> float:
-        return self._inflation + uses * self.reload_seconds(e.spec)
+        """GreedyDual-Size-Frequency: seconds a miss costs per GiB held, times the uses,
+        on top of the inflation ``L`` (the priority of the last model evicted)."""
+        return self._inflation + uses * self._miss_seconds(e) * GIB / max(1, e.nbytes)
 
     def _touch(self, e: Entry) -> None:
         self._clock += 1
@@ -305,6 +327,23 @@ class ResidencyManager:
 
     def _age(self, e: Entry) -> None:
         self._inflation = max(self._inflation, e.value)
+
+    def _worth_demoting(self, x: Entry) -> bool:
+        """Copy a GPU victim down to RAM, or drop it and read its file again next time?
+        LRU always copies (while RAM has room). The cost policy copies when that takes
+        less than half the read it may save, at the speeds measured: on a GPU with a
+        NAS (10+ GiB/s down, ~1 GiB/s reads) it copies; where the file sits in the page
+        cache and reads as fast as a copy, it drops."""
+        if self.policy == "lru":
+            return True
+        return self._seconds("d2h", x.nbytes) < DEMOTE_BELOW * self.reload_seconds(x.spec)
+
+    def _keeps_ram_copies(self) -> bool:
+        """Inclusive RAM tier: a model moved up to a GPU keeps its RAM copy (the staged
+        read, or the copy it came from) when the backend copied rather than moved it, so
+        its eviction from the GPU later costs nothing. LRU is the classic exclusive
+        two-tier cache (what A1111's keep_in_cpu does): the RAM copy goes up."""
+        return self.policy != "lru"
 
     @staticmethod
     def _free_gpu(e: Entry, dev: str) -> bool:
@@ -316,6 +355,8 @@ class ResidencyManager:
         return e.ram is not None and not (e.pinned or e.ram.busy)
 
     def _seconds(self, path: str, nbytes: int) -> float:
+        if path == "d2h" and path not in self._measured:
+            path = "h2d"  # until a copy down is measured, as fast as a copy up
         return nbytes / self._bps[path]
 
     def _leaving(self, where: str) -> int:
@@ -418,7 +459,8 @@ class ResidencyManager:
             raise self._too_large(e, hb, blocked, "ram", must - hb.pending)
         room = hb.limit - must
         keep: set[int] = set()
-        demotable = [x for x in victims if x.ram is None and self.host.name not in x.arriving]
+        demotable = [x for x in victims if x.ram is None and self.host.name not in x.arriving
+                     and self._worth_demoting(x)]
         for x in sorted([x for x in in_ram if self._free_ram(x)] + demotable, key=self._rank,
                         reverse=True):
             if x.nbytes <= room:
@@ -480,9 +522,8 @@ class ResidencyManager:
             cands = sorted((x for x in in_ram if x not in fixed), key=self._rank)
             _take_until(cands, need, victims)
             if not strict:
-                mine = (self._priority(e, e.uses + 1), self._clock + 1)
-                if self.policy == "lru":
-                    mine = (float(self._clock + 1), 0)
+                mine = ((float(self._clock + 1), 0) if self.policy == "lru" else
+                        (self._priority(e, e.uses + 1), self._clock + 1))
                 if any(self._rank(x) >= mine for x in victims):
                     return None
         moves = [Move(x.name, Tier.RAM, Tier.DISK, x.nbytes, 0.0, reason="make room in RAM")
@@ -647,7 +688,10 @@ class ResidencyManager:
 
     def _observe(self, path: str, nbytes: int, seconds: float) -> None:
         if nbytes >= (1 << 20) and seconds > 0:
-            self._bps[path] = 0.7 * self._bps[path] + 0.3 * (nbytes / seconds)
+            rate = nbytes / seconds
+            first = path not in self._measured
+            self._bps[path] = rate if first else 0.7 * self._bps[path] + 0.3 * rate
+            self._measured.add(path)
 
     def _charge(self, dev: Device, n: int) -> None:
         if not self._charges:
@@ -734,18 +778,29 @@ class ResidencyManager:
             assert e.ram is not None
             source = e.ram.handle
         handle = self._to_device_or_evict(e, source, dev, exclude={plan.target, e.name})
+        self._observe("h2d", n, time.perf_counter() - t0)
+        copied = handle is not source
         with self._cond:
             e.gpus[dev.name] = Copy(dev.name, handle)
             self._unbook(c, dev.name, n)
             self._arrived(c, e, dev.name)
-        if handle is not source:
+            from_staged = staged.pop(e.name, None) is not None
+            keep = copied and self._keeps_ram_copies() and (
+                not from_staged or (e.ram is None and host.name not in e.arriving))
+            if keep and from_staged:
+                e.ram = Copy(host.name, source)
+                self._unbook(c, host.name, n)
+            elif keep and e.ram is not None:
+                self._unbusy(c, e.ram)
+            self._cond.notify_all()
+        if keep:
+            return
+        if copied:
             self.backend.drop(source)
         self._uncharge(host, n)
         host.empty_cache()  # pinned staging buffers go back to the system
-        self._observe("h2d", n, time.perf_counter() - t0)
         with self._cond:
-            if e.name in staged:
-                del staged[e.name]
+            if from_staged:
                 self._unbook(c, host.name, n)
             elif e.ram is not None and e.ram.handle is source:
                 ram = e.ram
@@ -929,14 +984,6 @@ class ResidencyManager:
                 "models": [e.to_json() for e in sorted(self.entries(), key=lambda x: x.name)
                            if e.tier is not Tier.DISK or e.pinned],
                 "policy": self.policy}
-
-    @contextlib.contextmanager
-    def _all_settled(self) -> Iterator[None]:
-        """Hold the state lock once no transition is under way (tests, benchmarks)."""
-        with self._cond:
-            while any(self._booked.values()) or any(e.moving for e in self.entries()):
-                self._cond.wait()
-            yield
 
 
 def _take_until(cands: list[Entry], need: int, victims: list[Entry]) -> int:

@@ -97,6 +97,7 @@ class TensorsBackend:
         self.host_pool_bytes = host_pool_bytes
         self._host = _Pool()
         self._devices: dict[str, _Pool] = defaultdict(_Pool)
+        self.fresh_bytes = 0  # bytes placed in new buffers rather than pooled ones
 
     # ---- placing buffers ----------------------------------------------------------------
     def _pool(self, device: Device, host: bool) -> _Pool | None:
@@ -121,6 +122,7 @@ class TensorsBackend:
             if buf is None:
                 buf = torch.empty(src.shape, dtype=src.dtype, device=device.torch_device,
                                   pin_memory=pinned and real)
+                self.fresh_bytes += n
             # from pinned memory (either way) the copy is a DMA the CPU does not wait for
             buf.copy_(src, non_blocking=real or device.torch_device != "cpu")
         except BaseException:

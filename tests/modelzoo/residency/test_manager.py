@@ -9,7 +9,7 @@ import torch
 
 from modelzoo.errors import ModelBusy, ModelTooLarge, OutOfDeviceMemory, UnknownModel
 from modelzoo.residency.backends.tensors import TensorsBackend, Weights
-from modelzoo.residency.devices import Device, SimulatedOutOfMemoryError
+from modelzoo.residency.devices import GIB, Device, SimulatedOutOfMemoryError
 from modelzoo.residency.plan import Tier
 
 K = 1024
@@ -51,7 +51,7 @@ def test_victim_goes_to_ram_when_ram_has_room(world, make_model) -> None:
 def test_victim_dropped_when_ram_is_full(world, make_model) -> None:
     for n in "ab":
         make_model(n, 64 * K)
-    w = world([100 * K], 70 * K)  # RAM can stage one model, keep none beside it
+    w = world([100 * K], 70 * K, policy="lru")  # RAM can stage one model, keep none beside
     w.manager.acquire("a", "sim:0").release()
     plan = w.manager.plan_load("b", "sim:0")
     assert [(m.model, m.src, m.dst) for m in plan.moves] == [
@@ -252,15 +252,17 @@ def test_prefetch_warms_into_ram_without_evicting_better_models(world, make_mode
     w.check_ledgers()
 
 
-def test_a_second_gpu_gets_its_own_copy(world, make_model) -> None:
+@pytest.mark.parametrize(("policy", "source"), [("lru", Tier.DISK), ("cost", Tier.RAM)])
+def test_a_second_gpu_gets_its_own_copy(world, make_model, policy: str, source: Tier) -> None:
     """No GPU-to-GPU move: a model wanted on a second GPU gets a copy there (from disk
-    here), and a job on the first GPU keeps its weights."""
+    with LRU; from the RAM copy the cost policy kept), and a job on the first GPU keeps
+    its weights."""
     make_model("a", 40 * K)
-    w = world([100 * K, 100 * K], 1000 * K)
+    w = world([100 * K, 100 * K], 1000 * K, policy=policy)
     w.manager.acquire("a", "sim:0").release()
     held = w.manager.acquire("a", "sim:0")
     with w.manager.acquire("a", "sim:1") as other:
-        assert other.switch.source is Tier.DISK
+        assert other.switch.source is source
         assert w.manager.locations("a") == ["sim:0", "sim:1"]
         assert w.gpus[0].used == w.gpus[1].used == 40 * K
         assert torch.equal(held.handle["model.diffusion_model.weight"],
@@ -277,7 +279,7 @@ def test_an_evicted_replica_with_a_copy_in_ram_is_dropped(world, make_model) -> 
     drops it (RAM has one), it must not overwrite the RAM copy and leak its bytes."""
     for n in "abc":
         make_model(n, 40 * K)
-    w = world([50 * K, 50 * K], 1000 * K)
+    w = world([50 * K, 50 * K], 1000 * K, policy="lru")
     w.manager.acquire("a", "sim:0").release()
     w.manager.acquire("a", "sim:1").release()
     w.manager.acquire("b", "sim:0").release()  # a's copy on sim:0 goes down to RAM
@@ -475,6 +477,7 @@ def test_an_in_place_move_that_fails_half_way_is_moved_back(world, models_dir: P
     with w.manager.acquire("a", "sim:0") as lease:  # one OOM, rolled back, retried
         assert lease.handle.device == "sim"
         assert all(t.dtype == torch.float32 for t in lease.handle.tensors.values())
+    assert w.manager.entries()[0].ram is None  # moved, not copied: no RAM copy to keep
     assert w.manager.metrics.oom_retries == 1
     w.check_ledgers()
     w.manager.unload("a", Tier.RAM)
@@ -531,3 +534,67 @@ def test_reload_cost_counts_the_bytes_on_disk(world, models_dir: Path) -> None:
     m.acquire("slim", "sim:0").release()
     m.acquire("new", "sim:0").release()
     assert w.tiers()["wide"] == ("gpu", "sim:0") and w.tiers()["slim"] == ("ram", None)
+
+
+def test_the_cost_policy_keeps_the_ram_copy_of_a_model_it_moves_up(world, make_model) -> None:
+    """Inclusive RAM tier: the read that staged the model stays as its RAM copy, so
+    evicting it from the GPU later is free (no copy down) and it comes back from RAM.
+    LRU keeps the classic exclusive tiers: the copy goes up, and comes down on eviction."""
+    for n in "ab":
+        make_model(n, 40 * K)
+    ours = world([50 * K], 1000 * K)
+    ours.manager.acquire("a", "sim:0").release()
+    assert ours.ram.used == ours.gpus[0].used == 40 * K
+    plan = ours.manager.plan_load("b", "sim:0")
+    assert [(m.model, m.src, m.dst) for m in plan.evictions] == [("a", Tier.GPU, Tier.DISK)]
+    assert "a copy stays in RAM" in plan.evictions[0].reason
+    plan.execute()
+    with ours.manager.acquire("a", "sim:0") as lease:
+        assert lease.switch.source is Tier.RAM
+    assert {e.name for e in ours.manager.held(Tier.RAM)} == {"a", "b"}
+    ours.check_ledgers()
+
+    lru = world([50 * K], 1000 * K, policy="lru")
+    lru.manager.acquire("a", "sim:0").release()
+    assert lru.ram.used == 0
+    plan = lru.manager.plan_load("b", "sim:0")
+    assert [(m.model, m.src, m.dst) for m in plan.evictions] == [("a", Tier.GPU, Tier.RAM)]
+    lru.check_ledgers()
+
+
+def test_the_cost_policy_copies_a_victim_down_only_when_cheaper_than_a_reread(
+        world, make_model) -> None:
+    for n in "ab":
+        make_model(n, 4 << 20)  # 4 MiB: large enough for speeds to be measured
+    w = world([6 << 20], 64 << 20, policy="lru")
+    m = w.manager
+    m.acquire("a", "sim:0").release()  # exclusive: no RAM copy of a
+    m.policy = "cost"
+    m._bps.update(disk=1.0 * GIB, h2d=12.0 * GIB, d2h=12.0 * GIB)  # a NAS and PCIe
+    m._measured = {"disk", "h2d", "d2h"}
+    assert [(x.src, x.dst) for x in m.plan_load("b", "sim:0").evictions] == [
+        (Tier.GPU, Tier.RAM)]
+    m._bps.update(disk=2.0 * GIB, d2h=2.0 * GIB)  # the page cache: a re-read is a copy
+    assert [(x.src, x.dst) for x in m.plan_load("b", "sim:0").evictions] == [
+        (Tier.GPU, Tier.DISK)]
+    m._measured = {"disk", "h2d"}  # copies down not measured yet: as fast as copies up
+    m._bps.update(h2d=12.0 * GIB)
+    assert [(x.src, x.dst) for x in m.plan_load("b", "sim:0").evictions] == [
+        (Tier.GPU, Tier.RAM)]
+
+
+@pytest.mark.parametrize(("policy", "evicted"), [("cost", "big"), ("lru", "small")])
+def test_size_and_frequency_pick_the_victim(world, make_model, policy: str,
+                                            evicted: str) -> None:
+    """GreedyDual-Size-Frequency: a large model used once goes before a small one used
+    twice, even if more recent; LRU takes the least recent."""
+    make_model("small", 20 * K)
+    make_model("big", 60 * K)
+    make_model("new", 30 * K)
+    w = world([100 * K], 1000 * K, policy=policy)
+    for _ in range(2):
+        w.manager.acquire("small", "sim:0").release()
+    w.manager.acquire("big", "sim:0").release()
+    w.manager.acquire("new", "sim:0").release()
+    assert evicted not in w.manager.locations("new") and w.manager.locations(evicted) == []
+    assert w.manager.locations({"big": "small", "small": "big"}[evicted]) == ["sim:0"]
