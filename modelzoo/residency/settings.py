@@ -52,8 +52,10 @@ class ResidencySettings(BaseSettings):
     dtype: Literal["fp16", "bf16", "fp32"] = Field(
         "fp16", description="Dtype models run in; sizes are computed at this dtype.")
     policy: Literal["cost", "lru"] = Field(
-        "cost", description="Eviction order: 'cost' keeps large, often used models "
-                            "(GreedyDual-frequency); 'lru' is plain least-recently-used.")
+        "cost", description="'cost': GreedyDual-Size-Frequency eviction (reload seconds per GiB "
+                            "held, times the uses), an inclusive RAM tier, and GPU victims "
+                            "copied down only when cheaper than a re-read; 'lru': the "
+                            "classic exclusive two-tier least-recently-used cache.")
     prefetch: bool = Field(
         True, description="Warm the next queued request's model into RAM during the current job.")
     spread_queue: int = Field(
