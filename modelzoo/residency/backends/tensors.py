@@ -30,6 +30,7 @@ used stays within it, like CUDA's reserved-but-unused blocks), and, when
 
 from __future__ import annotations
 
+import threading
 from collections import defaultdict
 from typing import Any
 
@@ -68,25 +69,30 @@ class Weights(dict[str, Any]):
 
 
 class _Pool:
+    """Freed buffers by (shape, dtype); shared by loads running in parallel, so locked."""
+
     def __init__(self) -> None:
         self.free: dict[Key, list[Any]] = defaultdict(list)
         self.nbytes = 0
+        self._lock = threading.Lock()
 
     def take(self, shape: tuple[int, ...], dtype: Any) -> Any | None:
-        bucket = self.free.get((shape, dtype))
-        if not bucket:
-            return None
-        t = bucket.pop()
-        self.nbytes -= _nbytes(t)
-        return t
+        with self._lock:
+            bucket = self.free.get((shape, dtype))
+            if not bucket:
+                return None
+            t = bucket.pop()
+            self.nbytes -= _nbytes(t)
+            return t
 
     def give(self, tensors: list[Any], cap: int) -> None:
-        for t in tensors:
-            n = _nbytes(t)
-            if self.nbytes + n > cap:
-                continue  # let it go back to the system
-            self.free[(tuple(t.shape), t.dtype)].append(t)
-            self.nbytes += n
+        with self._lock:
+            for t in tensors:
+                n = _nbytes(t)
+                if self.nbytes + n > cap:
+                    continue  # let it go back to the system
+                self.free[(tuple(t.shape), t.dtype)].append(t)
+                self.nbytes += n
 
 
 class TensorsBackend:
@@ -96,7 +102,8 @@ class TensorsBackend:
         self.dtype = dtype
         self.host_pool_bytes = host_pool_bytes
         self._host = _Pool()
-        self._devices: dict[str, _Pool] = defaultdict(_Pool)
+        self._devices: dict[str, _Pool] = {}
+        self._lock = threading.Lock()
         self.fresh_bytes = 0  # bytes placed in new buffers rather than pooled ones
 
     # ---- placing buffers ----------------------------------------------------------------
@@ -105,7 +112,8 @@ class TensorsBackend:
             return None  # CUDA: torch's caching allocator pools
         if host:
             return self._host if self.host_pool_bytes else None
-        return self._devices[device.name]
+        with self._lock:
+            return self._devices.setdefault(device.name, _Pool())
 
     def _place(self, out: Weights, key: str, src: Any, device: Device, *, host: bool) -> None:
         """Copy ``src`` into a buffer on ``device``, charged to it, into ``out[key]``."""
@@ -198,4 +206,6 @@ class TensorsBackend:
             return
         # the pool is memory the device has reserved but no copy uses: keep it within
         # what is free now, as CUDA's reserved-but-unused blocks are
-        self._devices[device.name].give(tensors, device.memory().free)
+        pool = self._pool(device, host=False)
+        assert pool is not None
+        pool.give(tensors, device.memory().free)
