@@ -47,7 +47,7 @@ Before the timed rounds, the same replays run once more in-process with a backen
 moves nothing, pricing the bytes each policy reads and copies at part 1's measured costs:
 a noise-free figure (this VM is shared, and wall clock swings with its load), and
 ablations that show what each part of the cost policy contributes (LRU's order with the
-cost policy's tiers, and the reverse).
+cost policy's tiers, and the reverse) and the cost policy as it was before issue 15.
 
 Printed per policy: total switch seconds (median of the rounds, every round listed), GiB
 read from disk, GiB copied between RAM and GPU, requests served from GPU / RAM / disk,
@@ -82,6 +82,7 @@ from modelzoo.residency.footprint import ReserveRule
 from modelzoo.residency.manager import ResidencyManager, Switch
 from modelzoo.residency.placement import Placement
 from modelzoo.residency.plan import Tier
+from modelzoo.residency.policy import Policy, Speeds
 
 GIB = 1 << 30
 MIB = 1 << 20
@@ -184,10 +185,10 @@ def touch(handle: Any, device: Any) -> float:
 
 def replay_ours(catalog: ModelCatalog, backend: Any, gpu: SimulatedDevice,
                 host: SimulatedDevice, policy: str, trace: list[str],
-                knobs: dict[str, Any] | None = None,
-                cls: type[ResidencyManager] = ResidencyManager) -> Tally:
-    m = cls(backend, [gpu], host, catalog, reserve=ReserveRule(0, 0, 0), policy=policy)
-    for k, v in (knobs or {}).items():
+                knobs: dict[str, Any] | None = None) -> Tally:
+    m = ResidencyManager(backend, [gpu], host, catalog, reserve=ReserveRule(0, 0, 0),
+                         policy=policy)
+    for k, v in (knobs or {}).items():  # the priced replays' speeds and ablated policies
         setattr(m, k, v)
     placement = Placement(m)
     tally = Tally()
@@ -336,37 +337,49 @@ class Priced:
         return None
 
 
-class LruOrderCostTiers(ResidencyManager):
+class LruOrderCostTiers(Policy):
     """Ablation: LRU's eviction order with the cost policy's tier decisions."""
 
-    def _rank(self, e: Any) -> tuple[float, int]:
+    def rank(self, e: Any) -> tuple[float, int]:
         return (float(e.last_used), 0)
 
 
-class CostOrderLruTiers(ResidencyManager):
+class CostOrderLruTiers(Policy):
     """Ablation: the cost policy's order with LRU's tiers (exclusive, always copy down)."""
 
-    def _worth_demoting(self, x: Any) -> bool:
+    def worth_copying_down(self, e: Any) -> bool:
         return True
 
-    def _keeps_ram_copies(self) -> bool:
+    def keeps_ram_copies(self) -> bool:
         return False
+
+
+class FirstCost(CostOrderLruTiers):
+    """The cost policy before issue 15 (attempt 0): ``L + uses * reload seconds``, which
+    keeps large models, with LRU's tiers."""
+
+    def priority(self, e: Any, uses: int) -> float:
+        return self.inflation + uses * self.speeds.reload_seconds(e.spec)
 
 
 def priced(root: Path, trace: list[str], gpu_b: int, ram_b: int,
            rates: dict[str, float]) -> None:
     catalog = ModelCatalog(root)
     # the manager decides with part 1's speeds (nothing is timed here)
-    speeds = {"disk": GIB / rates["read"], "h2d": GIB / rates["copy"],
-              "d2h": GIB / rates["copy"]}
-    knobs = {"_bps": speeds, "_measured": set(speeds), "_observe": lambda *a: None}
+    speeds = Speeds()
+    speeds.bps = {"disk": GIB / rates["read"], "h2d": GIB / rates["copy"],
+                  "d2h": GIB / rates["copy"]}
+    speeds.measured = set(speeds.bps)
+    speeds.observe = lambda *a: None  # type: ignore[method-assign]
     rows: dict[str, Tally] = {}
-    for key, cls in (("cost", ResidencyManager), ("lru", ResidencyManager),
+    for key, cls in (("cost", Policy), ("lru", Policy),
                      ("lru order, cost tiers", LruOrderCostTiers),
-                     ("cost order, lru tiers", CostOrderLruTiers)):
-        policy = "lru" if key == "lru" else "cost"
+                     ("cost order, lru tiers", CostOrderLruTiers),
+                     ("first cost policy", FirstCost)):
+        rules = cls("lru" if key == "lru" else "cost", speeds)
         gpu, host = SimulatedDevice("sim:0", gpu_b), SimulatedDevice("ram", ram_b, kind="ram")
-        rows[key] = replay_ours(catalog, Priced(), gpu, host, policy, trace, knobs, cls)
+        rows[key] = replay_ours(catalog, Priced(), gpu, host, rules.name, trace,
+                                {"speeds": speeds, "rules": rules})
     for key in ("a1111-1", "a1111-3", "a1111-3gpu"):
         gpu = SimulatedDevice("sim:0", 64 * gpu_b)
         host = SimulatedDevice("ram", 64 * ram_b, kind="ram")
@@ -423,11 +436,10 @@ def worker(job: dict[str, Any]) -> int:
     # as it takes), so nobody pays page faults on fresh memory in the timed pass
     backend = TensorsBackend("fp16", host_pool_bytes=ram_b if ours else 64 * ram_b)
     replay = replay_ours if ours else replay_a1111
-    knobs = job.get("knobs")
-    replay(catalog, backend, gpu, host, policy, trace[: len(trace) // 3], knobs)  # untimed
+    replay(catalog, backend, gpu, host, policy, trace[: len(trace) // 3])  # untimed
     gpu.peak = host.peak = 0
     backend.fresh_bytes = 0
-    tally = replay(catalog, backend, gpu, host, policy, trace, knobs)
+    tally = replay(catalog, backend, gpu, host, policy, trace)
     res = {**tally.to_json(), "gpu_peak": gpu.peak, "ram_peak": host.peak,
            "fresh": backend.fresh_bytes,
            "gpu_budget": gpu_b, "ram_budget": ram_b, "cached": cached, "on_disk": total,
@@ -537,7 +549,6 @@ def main(argv: list[str] | None = None) -> int:
                    help="comma-separated subset of " + ", ".join(POLICIES))
     p.add_argument("--repeat", type=int, default=5, help="repetitions of part 1's timings")
     p.add_argument("--dir", type=Path, default=None, help="where to write the checkpoints")
-    p.add_argument("--knobs", default="{}", help=argparse.SUPPRESS)  # policy experiments
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
@@ -583,7 +594,7 @@ def main(argv: list[str] | None = None) -> int:
             orders.append(order)
             for key in order:
                 job = {"root": str(root), "trace": trace, "gpu": gpu, "ram": ram,
-                       "policy": key, "knobs": json.loads(args.knobs)}
+                       "policy": key}
                 results[key].append(run_child(job))
                 last = results[key][-1]
                 print(f"   round {i + 1}: {POLICIES[key]:<27} {last['seconds']:.2f} s "

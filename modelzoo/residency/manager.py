@@ -31,24 +31,10 @@ for I/O:
   reads, run in parallel. A plan that does not fit only because other transitions are
   under way (bytes booked, copies leaving) waits for them instead of failing.
 
-Policies. ``policy="cost"`` (the default) is memory-aware:
-
-- eviction order on both tiers by GreedyDual-Size-Frequency: a model's priority is
-  ``L + uses * miss_seconds / GiB held``, where ``miss_seconds`` is what bringing it back
-  costs (its bytes on disk at the measured read speed, plus the copy to the GPU) and
-  ``L`` rises to the priority of each model evicted, so idle models age out. Large models
-  used once go before small ones used often; a model read from fp32 files is worth more;
-- an inclusive RAM tier: a model moved up keeps its RAM copy (the staged read, or the
-  copy it came from) when the backend copied it, so evicting it from the GPU later costs
-  nothing and it comes back at RAM speed;
-- a GPU victim with no RAM copy is copied down only when that costs less than half the
-  read it may save, at the measured speeds (a GPU beside a NAS: yes; a file in the page
-  cache, which reads as fast as a copy: no, it is dropped).
-
-``policy="lru"`` is the classic exclusive two-tier LRU (the benchmark's baseline, and
-what A1111's ``keep_in_cpu`` does with a count): least recently used first, every victim
-copied down while RAM has room, a copy moved up leaves RAM. Pinned models and models
-running a job are never evicted.
+Policies (:mod:`.policy`): ``cost``, memory-aware (GreedyDual-Size-Frequency order, an
+inclusive RAM tier, victims copied down only when cheaper than a re-read), and ``lru``,
+the classic exclusive two-tier LRU. Pinned models and models running a job are never
+evicted.
 
 CUDA out-of-memory (a racing process, fragmentation): while moving a model in, or while
 running a job, one eviction and one retry, then :class:`~modelzoo.errors.OutOfDeviceMemory`.
@@ -67,16 +53,14 @@ from typing import Any, TypeVar
 
 from ..errors import ModelBusy, ModelTooLarge, OutOfDeviceMemory, UnknownDevice
 from .backends.base import Backend, ModelSpec
-from .devices import GIB, Device, is_oom
+from .devices import Device, is_oom
 from .footprint import ReserveRule
 from .metrics import ResidencyMetrics
 from .plan import Budget, Move, Plan, Tier
+from .policy import Policy, Speeds
 
 T = TypeVar("T")
 
-DEFAULT_BPS = {"disk": 1.0 * GIB, "h2d": 10.0 * GIB, "d2h": 10.0 * GIB}
-POLICIES = ("cost", "lru")
-DEMOTE_BELOW = 0.5  # copy a GPU victim to RAM if that costs < this share of a re-read
 
 
 class _Wait(Exception):
@@ -194,8 +178,6 @@ class ResidencyManager:
                  policy: str = "cost", metrics: ResidencyMetrics | None = None) -> None:
         if not devices:
             raise ValueError("at least one compute device is needed")
-        if policy not in POLICIES:
-            raise ValueError(f"policy must be one of {', '.join(POLICIES)}")
         if host.name in {d.name for d in devices}:
             raise ValueError(f"the host tier and a device are both named {host.name!r}")
         self.backend = backend
@@ -206,7 +188,8 @@ class ResidencyManager:
         self.ram_reserve = ram_reserve
         self.vram_cap = vram_cap
         self.ram_cap = ram_cap
-        self.policy = policy
+        self.speeds = Speeds()
+        self.rules = Policy(policy, self.speeds)  # raises ValueError for an unknown name
         self.metrics = metrics or ResidencyMetrics()
         self._entries: dict[str, Entry] = {}
         self._cond = threading.Condition(threading.RLock())
@@ -215,10 +198,6 @@ class ResidencyManager:
         self._locks = {d.name: threading.RLock() for d in devices}
         self._booked: dict[str, int] = {}
         self._generation = 0
-        self._clock = 0
-        self._inflation = 0.0  # GreedyDual's L
-        self._bps = dict(DEFAULT_BPS)
-        self._measured: set[str] = set()  # paths whose speed was measured, not assumed
         self._charges = bool(getattr(backend, "charges_devices", False))
 
     # ---- lookups -------------------------------------------------------------------
@@ -299,51 +278,17 @@ class ResidencyManager:
     def reserve_for(self, width: int = 512, height: int = 512, batch: int = 1) -> int:
         return self.reserve.bytes_for(width, height, batch)
 
-    # ---- ranking -------------------------------------------------------------------
+    # ---- policy --------------------------------------------------------------------
+    @property
+    def policy(self) -> str:
+        return self.rules.name
+
     def reload_seconds(self, spec: ModelSpec) -> float:
         """Expected time to read a model from disk: its bytes on disk (not at run dtype)."""
-        return spec.disk_bytes / self._bps["disk"]
-
-    def _miss_seconds(self, e: Entry) -> float:
-        """What it costs to bring ``e`` back to a GPU from disk."""
-        return self.reload_seconds(e.spec) + self._seconds("h2d", e.nbytes)
+        return self.speeds.reload_seconds(spec)
 
     def _rank(self, e: Entry) -> tuple[float, int]:
-        """Ascending: evicted first."""
-        if self.policy == "lru":
-            return (float(e.last_used), 0)
-        return (e.value, e.last_used)
-
-    def _priority(self, e: Entry, uses: int) -> float:
-        """GreedyDual-Size-Frequency: seconds a miss costs per GiB held, times the uses,
-        on top of the inflation ``L`` (the priority of the last model evicted)."""
-        return self._inflation + uses * self._miss_seconds(e) * GIB / max(1, e.nbytes)
-
-    def _touch(self, e: Entry) -> None:
-        self._clock += 1
-        e.last_used = self._clock
-        e.uses += 1
-        e.value = self._priority(e, e.uses)
-
-    def _age(self, e: Entry) -> None:
-        self._inflation = max(self._inflation, e.value)
-
-    def _worth_demoting(self, x: Entry) -> bool:
-        """Copy a GPU victim down to RAM, or drop it and read its file again next time?
-        LRU always copies (while RAM has room). The cost policy copies when that takes
-        less than half the read it may save, at the speeds measured: on a GPU with a
-        NAS (10+ GiB/s down, ~1 GiB/s reads) it copies; where the file sits in the page
-        cache and reads as fast as a copy, it drops."""
-        if self.policy == "lru":
-            return True
-        return self._seconds("d2h", x.nbytes) < DEMOTE_BELOW * self.reload_seconds(x.spec)
-
-    def _keeps_ram_copies(self) -> bool:
-        """Inclusive RAM tier: a model moved up to a GPU keeps its RAM copy (the staged
-        read, or the copy it came from) when the backend copied rather than moved it, so
-        its eviction from the GPU later costs nothing. LRU is the classic exclusive
-        two-tier cache (what A1111's keep_in_cpu does): the RAM copy goes up."""
-        return self.policy != "lru"
+        return self.rules.rank(e)
 
     @staticmethod
     def _free_gpu(e: Entry, dev: str) -> bool:
@@ -355,9 +300,7 @@ class ResidencyManager:
         return e.ram is not None and not (e.pinned or e.ram.busy)
 
     def _seconds(self, path: str, nbytes: int) -> float:
-        if path == "d2h" and path not in self._measured:
-            path = "h2d"  # until a copy down is measured, as fast as a copy up
-        return nbytes / self._bps[path]
+        return self.speeds.seconds(path, nbytes)
 
     def _leaving(self, where: str) -> int:
         """Bytes of busy copies on a tier: transitions under way take them away."""
@@ -460,7 +403,7 @@ class ResidencyManager:
         room = hb.limit - must
         keep: set[int] = set()
         demotable = [x for x in victims if x.ram is None and self.host.name not in x.arriving
-                     and self._worth_demoting(x)]
+                     and self.rules.worth_copying_down(x)]
         for x in sorted([x for x in in_ram if self._free_ram(x)] + demotable, key=self._rank,
                         reverse=True):
             if x.nbytes <= room:
@@ -522,8 +465,7 @@ class ResidencyManager:
             cands = sorted((x for x in in_ram if x not in fixed), key=self._rank)
             _take_until(cands, need, victims)
             if not strict:
-                mine = ((float(self._clock + 1), 0) if self.policy == "lru" else
-                        (self._priority(e, e.uses + 1), self._clock + 1))
+                mine = self.rules.rank_if_used(e)
                 if any(self._rank(x) >= mine for x in victims):
                     return None
         moves = [Move(x.name, Tier.RAM, Tier.DISK, x.nbytes, 0.0, reason="make room in RAM")
@@ -686,13 +628,6 @@ class ResidencyManager:
         with self._cond:
             self._unbook(c, self.host.name, e.nbytes)
 
-    def _observe(self, path: str, nbytes: int, seconds: float) -> None:
-        if nbytes >= (1 << 20) and seconds > 0:
-            rate = nbytes / seconds
-            first = path not in self._measured
-            self._bps[path] = rate if first else 0.7 * self._bps[path] + 0.3 * rate
-            self._measured.add(path)
-
     def _charge(self, dev: Device, n: int) -> None:
         if not self._charges:
             dev.allocate(n)
@@ -719,7 +654,7 @@ class ResidencyManager:
             except BaseException:
                 self._uncharge(host, n)
                 raise
-            self._observe("disk", e.spec.disk_bytes, time.perf_counter() - t0)
+            self.speeds.observe("disk", e.spec.disk_bytes, time.perf_counter() - t0)
             if plan.tier is Tier.RAM:
                 with self._cond:
                     e.ram = Copy(host.name, handle)
@@ -737,7 +672,7 @@ class ResidencyManager:
                 e.ram = None
                 self._unbusy(c, copy)
                 if evicted:
-                    self._age(e)
+                    self.rules.evicted(e)
             if evicted:
                 self.metrics.record_eviction("ram", "disk")
             return
@@ -751,7 +686,7 @@ class ResidencyManager:
                 except BaseException:
                     self._uncharge(host, n)
                     raise
-                self._observe("d2h", n, time.perf_counter() - t0)
+                self.speeds.observe("d2h", n, time.perf_counter() - t0)
                 with self._cond:
                     e.ram = Copy(host.name, handle)
                     self._unbook(c, host.name, n)
@@ -766,7 +701,7 @@ class ResidencyManager:
                 del e.gpus[dev.name]
                 self._unbusy(c, copy)
                 if evicted:
-                    self._age(e)
+                    self.rules.evicted(e)
                 self._cond.notify_all()
             if evicted:
                 self.metrics.record_eviction("gpu", m.dst.value)
@@ -778,14 +713,14 @@ class ResidencyManager:
             assert e.ram is not None
             source = e.ram.handle
         handle = self._to_device_or_evict(e, source, dev, exclude={plan.target, e.name})
-        self._observe("h2d", n, time.perf_counter() - t0)
+        self.speeds.observe("h2d", n, time.perf_counter() - t0)
         copied = handle is not source
         with self._cond:
             e.gpus[dev.name] = Copy(dev.name, handle)
             self._unbook(c, dev.name, n)
             self._arrived(c, e, dev.name)
             from_staged = staged.pop(e.name, None) is not None
-            keep = copied and self._keeps_ram_copies() and (
+            keep = copied and self.rules.keeps_ram_copies() and (
                 not from_staged or (e.ram is None and host.name not in e.arriving))
             if keep and from_staged:
                 e.ram = Copy(host.name, source)
@@ -937,7 +872,7 @@ class ResidencyManager:
     def _lease(self, e: Entry, copy: Copy, dev: Device, source: Tier, seconds: float,
                plan: Plan | None) -> Lease:
         copy.leases += 1
-        self._touch(e)
+        self.rules.touch(e)
         self.metrics.record_switch(dev.name, source.value, seconds)
         return Lease(self, copy, dev, Switch(e.name, dev.name, source, seconds, plan))
 

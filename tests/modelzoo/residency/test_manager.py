@@ -11,6 +11,7 @@ from modelzoo.errors import ModelBusy, ModelTooLarge, OutOfDeviceMemory, Unknown
 from modelzoo.residency.backends.tensors import TensorsBackend, Weights
 from modelzoo.residency.devices import GIB, Device, SimulatedOutOfMemoryError
 from modelzoo.residency.plan import Tier
+from modelzoo.residency.policy import Policy
 
 K = 1024
 
@@ -569,16 +570,20 @@ def test_the_cost_policy_copies_a_victim_down_only_when_cheaper_than_a_reread(
     w = world([6 << 20], 64 << 20, policy="lru")
     m = w.manager
     m.acquire("a", "sim:0").release()  # exclusive: no RAM copy of a
-    m.policy = "cost"
-    m._bps.update(disk=1.0 * GIB, h2d=12.0 * GIB, d2h=12.0 * GIB)  # a NAS and PCIe
-    m._measured = {"disk", "h2d", "d2h"}
+    m.rules = Policy("cost", m.speeds)
+    m.speeds.bps.update(disk=1.0 * GIB, h2d=12.0 * GIB, d2h=12.0 * GIB)  # a NAS and PCIe
+    m.speeds.measured = {"disk", "h2d", "d2h"}
     assert [(x.src, x.dst) for x in m.plan_load("b", "sim:0").evictions] == [
         (Tier.GPU, Tier.RAM)]
-    m._bps.update(disk=2.0 * GIB, d2h=2.0 * GIB)  # the page cache: a re-read is a copy
+    m.speeds.bps.update(disk=2.0 * GIB, d2h=2.0 * GIB)  # the page cache: a re-read is a copy
     assert [(x.src, x.dst) for x in m.plan_load("b", "sim:0").evictions] == [
         (Tier.GPU, Tier.DISK)]
-    m._measured = {"disk", "h2d"}  # copies down not measured yet: as fast as copies up
-    m._bps.update(h2d=12.0 * GIB)
+    m.speeds.measured = {"disk", "h2d"}  # copies down not measured yet: as fast as up
+    m.speeds.bps.update(h2d=12.0 * GIB)
+    assert [(x.src, x.dst) for x in m.plan_load("b", "sim:0").evictions] == [
+        (Tier.GPU, Tier.RAM)]
+    m.rules = Policy("lru", m.speeds)  # LRU copies down, whatever the speeds
+    m.speeds.bps.update(disk=2.0 * GIB, d2h=2.0 * GIB)
     assert [(x.src, x.dst) for x in m.plan_load("b", "sim:0").evictions] == [
         (Tier.GPU, Tier.RAM)]
 
