@@ -603,3 +603,32 @@ def test_size_and_frequency_pick_the_victim(world, make_model, policy: str,
     w.manager.acquire("new", "sim:0").release()
     assert evicted not in w.manager.locations("new") and w.manager.locations(evicted) == []
     assert w.manager.locations({"big": "small", "small": "big"}[evicted]) == ["sim:0"]
+
+
+def test_pinned_host_memory_is_given_back_when_a_ram_copy_goes(models_dir: Path,
+                                                                make_model) -> None:
+    """RAM copies are pinned up to the cap (simulated here: no CUDA); evicting one gives
+    its pinned bytes back, and the snapshot shows the ledger."""
+    from modelzoo.residency.catalog import ModelCatalog
+    from modelzoo.residency.devices import SimulatedDevice
+    from modelzoo.residency.footprint import ReserveRule
+    from modelzoo.residency.manager import ResidencyManager
+
+    for n in "abc":
+        make_model(n, 40 * K)
+    host = SimulatedDevice("ram", 90 * K, kind="ram", pinned_max=60 * K)
+    m = ResidencyManager(TensorsBackend(), [SimulatedDevice("sim:0", 50 * K)], host,
+                         ModelCatalog(models_dir), reserve=ReserveRule(0, 0, 0))
+    assert host.pinned is not None
+    m.acquire("a", "sim:0").release()  # its staged read stays in RAM, pinned
+    assert host.pinned.used == 40 * K
+    m.acquire("b", "sim:0").release()  # b's small tensors fit under the cap, not its UNet
+    assert 40 * K < host.pinned.used <= 60 * K and host.pinned.refused == 30 * K
+    m.acquire("c", "sim:0").release()  # RAM is full: a's copy goes, and gives its pins
+    assert {e.name for e in m.held(Tier.RAM)} == {"b", "c"}
+    assert host.pinned.used == 10 * K + 40 * K  # c pinned in full: a's 40 KiB came back
+    assert host.pinned.peak <= 60 * K
+    assert m.snapshot()["ram"]["pinned"] == host.pinned.used
+    for e in m.entries():
+        m.unload(e.name, Tier.DISK)
+    assert host.pinned.used == 0 and host.used == 0
