@@ -63,7 +63,6 @@ from .policy import Policy, Speeds
 T = TypeVar("T")
 
 
-
 class _Wait(Exception):
     """Raised while planning when only transitions under way stand in the way."""
 
