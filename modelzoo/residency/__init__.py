@@ -11,12 +11,13 @@ from typing import Any
 
 _EXPORTS = {
     "Device": "devices", "CudaDevice": "devices", "HostMemory": "devices",
-    "SimulatedDevice": "devices", "MemoryReading": "devices", "probe_devices": "devices",
-    "is_oom": "devices",
+    "SimulatedDevice": "devices", "MemoryReading": "memory", "probe_devices": "devices",
+    "is_oom": "devices", "PinnedLedger": "devices", "cgroup_memory": "cgroup",
     "Footprint": "footprint", "footprint": "footprint", "read_header": "footprint",
     "ReserveRule": "footprint",
     "Plan": "plan", "Move": "plan", "Budget": "plan", "Tier": "plan",
     "ResidencyManager": "manager", "Lease": "manager", "Switch": "manager",
+    "Entry": "entries", "Copy": "entries", "Policy": "policy", "Speeds": "policy",
     "Placement": "placement", "GpuWorker": "placement", "Prefetcher": "placement",
     "ResidencyMetrics": "metrics",
     "ModelCatalog": "catalog", "ModelSpec": "backends.base",

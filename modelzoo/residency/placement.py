@@ -2,7 +2,8 @@
 
 A request for model M goes to the first of::
 
-    1. the GPU holding M (or with M already waiting in its queue: it will be loaded there)
+    1. a GPU holding M (or with M already waiting in its queue: it will be loaded there),
+       the shortest queue among them
     2. a GPU close to the RAM holding M    (one host: every GPU is as close; go on to 3's order)
     3. the GPU with the most free memory
 
@@ -10,6 +11,11 @@ Ties are broken by the shorter queue. "Most free memory" compares room: among GP
 M fits without evicting anything the shorter queue wins (memory is no constraint there),
 otherwise the GPU with the most free bytes. Ray Serve's multiplexing router ranks by
 "holds the model" then "fewest models" and never looks at memory; this looks.
+
+A popular model spreads (ModelMesh loads copies "based on usage frequency and current
+request volumes"): when every GPU holding M has ``spread_queue`` or more jobs more than
+another GPU where M fits without evicting anything, M goes there and that GPU loads a
+copy of its own; from then on both hold M and share its queue.
 
 Jobs run through :meth:`ResidencyManager.run` on the worker's GPU, so loading and
 inference never happen on the caller's thread (nor on an event loop). When a worker
@@ -166,8 +172,12 @@ class Prefetcher:
 
 
 class Placement:
-    def __init__(self, manager: ResidencyManager, *, prefetch: bool = True) -> None:
+    def __init__(self, manager: ResidencyManager, *, prefetch: bool = True,
+                 spread_queue: int = 3) -> None:
+        if spread_queue < 0:
+            raise ValueError("spread_queue must be >= 0 (0: never spread)")
         self.manager = manager
+        self.spread_queue = spread_queue
         self.prefetcher = Prefetcher(manager, self._queued) if prefetch else None
         self.workers = {name: GpuWorker(manager, dev, self._started)
                         for name, dev in manager.devices.items()}
@@ -182,26 +192,33 @@ class Placement:
 
     def rank(self, model: str, width: int = 512, height: int = 512,
              batch: int = 1) -> list[tuple[tuple[float, ...], str]]:
-        """Every GPU with its sort key, best first (shown by ``GET /api/gpu``)."""
-        tier, where = self.manager.where(model)
+        """Every GPU with its sort key, best first (shown by ``GET /api/gpu``).
+
+        Keys: ``(0, queue, 0)`` holds M; ``(0, queue, 1)`` will get a copy (spreading);
+        ``(1 or 2, 0, queue, -room)`` M fits without evicting; ``(1 or 2, 1, -room, queue)``
+        it does not.
+        """
+        tier, _ = self.manager.where(model)
+        holding = set(self.manager.locations(model))
         size = self.manager.spec(model).nbytes
         reserve = self.manager.reserve_for(width, height, batch)
         ranked = []
         for name, worker in self.workers.items():
-            b = self.manager.budget(name, reserve)
             qlen = worker.queue_length
-            if (tier is Tier.GPU and where == name) or model in worker.models():
+            if name in holding or model in worker.models():
                 key: tuple[float, ...] = (0, qlen, 0)
             else:
                 # with a single host RAM every GPU is as close to a RAM copy: rank 1 keeps the
                 # order of rank 2 below (memory, then queue)
                 rank = 1 if tier is Tier.RAM else 2
-                room = b.free - b.reserve
-                if room >= size:
-                    key = (rank, 0, qlen, -room)
-                else:
-                    key = (rank, 1, -room, qlen)
+                room = self.manager.budget(name, reserve).room
+                key = (rank, 0, qlen, -room) if room >= size else (rank, 1, -room, qlen)
             ranked.append((key, name))
+        holders = [k[1] for k, _ in ranked if k[0] == 0]
+        if holders and self.spread_queue:
+            shortest = min(holders)
+            ranked = [((0, k[2], 1) if k[0] != 0 and k[1] == 0
+                       and k[2] + self.spread_queue <= shortest else k, n) for k, n in ranked]
         ranked.sort()
         return ranked
 

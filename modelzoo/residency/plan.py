@@ -11,8 +11,11 @@ on the way::
     3. stage the target in RAM      (from disk, or down from another GPU)
     4. move the target to the GPU   (its RAM copy is released afterwards)
 
-A plan made earlier may be stale when executed (other requests ran, another process
-took GPU memory): ``execute`` re-measures and re-plans if the state changed since.
+A plan made earlier may be stale when executed (other requests ran, a job leased one of
+its models, another process took GPU memory): ``execute`` plans again under the
+manager's lock, against the leases and measures of that moment, and runs that plan.
+There are no GPU-to-GPU moves: a model wanted on a second GPU gets a second copy (from
+its RAM copy, or read again from disk), so a copy in use is never moved away.
 """
 
 from __future__ import annotations
@@ -48,7 +51,12 @@ class Move:
 
 @dataclass(frozen=True)
 class Budget:
-    """One tier's numbers at decision time; ``limit`` is what our models may hold."""
+    """One tier's numbers at decision time; ``limit`` is what our models may hold.
+
+    ``ours`` is what our settled copies hold; ``pending`` the bytes of moves under way
+    onto this tier (other loads running in parallel), which the measured ``free`` may
+    not show yet, so they are counted as taken.
+    """
 
     device: str
     free: int
@@ -56,16 +64,26 @@ class Budget:
     ours: int
     reserve: int
     cap: int | None = None
+    pending: int = 0
 
     @property
     def limit(self) -> int:
         room = self.free + self.ours - self.reserve
         return max(0, room if self.cap is None else min(room, self.cap))
 
+    @property
+    def used(self) -> int:
+        return self.ours + self.pending
+
+    @property
+    def room(self) -> int:
+        """Bytes that fit now without evicting anything."""
+        return max(0, self.limit - self.used)
+
     def to_json(self) -> dict[str, Any]:
         return {"device": self.device, "free": self.free, "total": self.total,
-                "ours": self.ours, "reserve": self.reserve, "cap": self.cap,
-                "limit": self.limit}
+                "ours": self.ours, "pending": self.pending, "reserve": self.reserve,
+                "cap": self.cap, "limit": self.limit}
 
 
 @dataclass
@@ -77,6 +95,7 @@ class Plan:
     budgets: dict[str, Budget]
     generation: int
     reserve: int = 0  # inference memory kept free on the device for this request
+    action: str = "load"  # "load", "unload", or "evict" (the out-of-memory answer)
     executor: Callable[[Plan], Plan] | None = field(default=None, repr=False, compare=False)
     executed: bool = False
 
@@ -107,7 +126,8 @@ class Plan:
         return self.executor(self)
 
     def to_json(self) -> dict[str, Any]:
-        return {"target": self.target, "tier": self.tier.value, "device": self.device,
+        return {"action": self.action, "target": self.target, "tier": self.tier.value,
+                "device": self.device,
                 "moves": [m.to_json() for m in self.moves], "bytes_freed": self.bytes_freed,
                 "expected_seconds": round(self.seconds, 4), "reserve": self.reserve,
                 "budgets": {k: b.to_json() for k, b in self.budgets.items()},

@@ -27,14 +27,17 @@ class ResidencyService:
         catalog = ModelCatalog(settings.models_dir, dtype=settings.dtype)
         backend = DiffusersBackend(settings.dtype, settings.diffusers_config,
                                    family_of=catalog.family)
+        pinned = None if settings.pinned_max is None else int(settings.pinned_max)
         manager = ResidencyManager(
-            backend, devices, HostMemory(), catalog, reserve=settings.reserve_rule(),
+            backend, devices, HostMemory(pinned_max=pinned), catalog,
+            reserve=settings.reserve_rule(),
             ram_reserve=int(settings.ram_reserve),
             vram_cap=None if settings.vram_budget is None else int(settings.vram_budget),
             ram_cap=None if settings.ram_budget is None else int(settings.ram_budget),
             policy=settings.policy)
         return cls(settings, catalog, backend, manager,
-                   Placement(manager, prefetch=settings.prefetch))
+                   Placement(manager, prefetch=settings.prefetch,
+                             spread_queue=settings.spread_queue))
 
     def gauges(self) -> list[tuple[str, str, Labels, float]]:
         out: list[tuple[str, str, Labels, float]] = []

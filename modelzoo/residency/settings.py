@@ -35,6 +35,11 @@ class ResidencySettings(BaseSettings):
                           "available RAM minus ram_reserve.")
     ram_reserve: ByteSize = Field(
         ByteSize(2 << 30), description="CPU RAM always left to the rest of the system.")
+    pinned_max: ByteSize | None = Field(
+        None, description="Most host RAM kept page-locked (pinned) for full-speed copies to "
+                          "the GPU; copies beyond it stay pageable. Pinned memory cannot be "
+                          "swapped or reclaimed. Unset = half the RAM (or the container's "
+                          "cgroup limit, when lower).")
     reserve_base: ByteSize = Field(
         ByteSize(int(0.8 * (1 << 30))),
         description="Inference memory kept free on a GPU (ComfyUI's minimum_inference_memory).")
@@ -47,10 +52,15 @@ class ResidencySettings(BaseSettings):
     dtype: Literal["fp16", "bf16", "fp32"] = Field(
         "fp16", description="Dtype models run in; sizes are computed at this dtype.")
     policy: Literal["cost", "lru"] = Field(
-        "cost", description="Eviction order: 'cost' keeps large, often used models "
-                            "(GreedyDual-frequency); 'lru' is plain least-recently-used.")
+        "cost", description="'cost': GreedyDual-Size-Frequency eviction (reload seconds per GiB "
+                            "held, times the uses), an inclusive RAM tier, and GPU victims "
+                            "copied down only when cheaper than a re-read; 'lru': the "
+                            "classic exclusive two-tier least-recently-used cache.")
     prefetch: bool = Field(
         True, description="Warm the next queued request's model into RAM during the current job.")
+    spread_queue: int = Field(
+        3, ge=0, description="Load another copy of a model on a GPU with room when every GPU "
+                             "holding it has this many more jobs queued (0 = never).")
     diffusers_config: Path | None = Field(
         None, description="Local folder holding one diffusers config folder per model family "
                           "(sd1, sd1-inpaint, sd2, sd2-inpaint, sdxl, sdxl-inpaint, "

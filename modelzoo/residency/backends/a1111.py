@@ -32,7 +32,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from ...errors import UnknownModel
-from ..devices import GIB, _meminfo
+from ..devices import GIB, HostMemory, MemoryReading
 from ..footprint import ReserveRule, file_footprint
 
 FORGE_NOTICE = ("Atelier: Forge keeps a single checkpoint (sd_checkpoints_limit has no effect "
@@ -113,6 +113,7 @@ class A1111Residency:
                  overshoot: int = 1, dtype: str = "fp16",
                  modules: SimpleNamespace | None = None,
                  vram: Callable[[], tuple[int, int] | None] = cuda_free,
+                 ram: Callable[[], MemoryReading] | None = None,
                  log: Callable[[str], None] = print) -> None:
         self.reserve = reserve or ReserveRule()
         self.ram_reserve = ram_reserve
@@ -120,6 +121,8 @@ class A1111Residency:
         self.dtype = dtype
         self._modules = modules
         self._vram = vram
+        # RAM as the container sees it: its cgroup limit when below the host's memory
+        self._ram = ram or HostMemory(pinned_max=0).memory
         self.log = log
         self._forge_noticed = False
 
@@ -155,7 +158,7 @@ class A1111Residency:
         reading = self._vram()
         vram_free = reading[0] if reading else 0
         return decide_limits(self.model_sizes(extra), vram_free=vram_free, vram_ours=vram_ours,
-                             ram_free=_meminfo().free, ram_ours=ram_ours,
+                             ram_free=self._ram().free, ram_ours=ram_ours,
                              reserve=self.reserve.bytes_for(width, height),
                              ram_reserve=self.ram_reserve, overshoot=self.overshoot)
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,12 @@ def _dtype_kwarg(diffusers: Any) -> str:
     """diffusers renamed ``torch_dtype`` to ``dtype`` (and warns on the old name)."""
     utils = getattr(getattr(diffusers, "pipelines", None), "pipeline_utils", None)
     return "dtype" if hasattr(utils, "_resolve_dtype") else "torch_dtype"
+
+
+# from_pretrained builds modules under accelerate's init_empty_weights, which patches
+# torch.nn.Module globally: two pipelines built at once in two threads (the residency
+# manager loads for different GPUs in parallel) get each other's parameters on "meta"
+_build_lock = threading.Lock()
 
 
 def is_v_prediction(unet: Any) -> bool:
@@ -135,11 +142,12 @@ class DiffusersBackend:
         dtype = {_dtype_kwarg(diffusers): getattr(torch, _DTYPES[self.dtype])}
         fam = self._family(spec)
         try:
-            if spec.path.is_dir():
-                pipe = diffusers.DiffusionPipeline.from_pretrained(
-                    spec.path, local_files_only=True, **dtype)
-            else:
-                pipe = self._single_file(diffusers, spec, fam, dtype)
+            with _build_lock:
+                if spec.path.is_dir():
+                    pipe = diffusers.DiffusionPipeline.from_pretrained(
+                        spec.path, local_files_only=True, **dtype)
+                else:
+                    pipe = self._single_file(diffusers, spec, fam, dtype)
         except ResidencyError:
             raise
         except Exception as exc:

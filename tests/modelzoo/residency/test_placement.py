@@ -152,7 +152,50 @@ def test_many_threads_many_gpus(placed, make_model) -> None:
     results = [f.result(60) for f in futures]
     assert len(results) == 60
     w.placement.prefetcher.join()
+    w.check_ledgers()  # every copy (a popular model may have several) is accounted
+
+
+def test_a_popular_model_spreads_to_a_gpu_with_room(placed, make_model) -> None:
+    """sim:0 holds "a" with a long queue, sim:1 is idle with room: the next request for
+    "a" loads a copy on sim:1 and runs there, while sim:0 still runs its own."""
+    make_model("a", 40 * K, seed=4)
+    make_model("b", 40 * K, seed=5)
+    w = placed([100 * K, 100 * K], 1000 * K)
+    w.manager.acquire("a", "sim:0").release()
+    started, go, job = _gate()
+    queued = [w.placement.submit("a", job)]
+    assert started.wait(30)
+    queued += [w.placement.submit("a", _name) for _ in range(2)]
+    assert w.placement.queue_lengths() == {"sim:0": 3, "sim:1": 0}
+    w.gpus[1].set_external(70 * K)  # no room on sim:1: "a" waits its turn on sim:0
+    assert w.placement.choose("a") == "sim:0"
+    w.gpus[1].set_external(0)
+    ranked = w.placement.rank("a")
+    assert ranked[0] == ((0, 0, 1), "sim:1")
+    result, switch = w.placement.submit("a", _name).result(30)
+    assert result == "sim:1"  # ran while sim:0 was busy
+    assert switch.source is Tier.RAM  # from the RAM copy kept when "a" went to sim:0
+    assert not queued[0].done()
+    assert w.manager.locations("a") == ["sim:0", "sim:1"]
+    go.set()
+    assert [f.result(30)[0] for f in queued] == ["sim:0"] * 3
     w.check_ledgers()
-    # a model is on one GPU at most
-    on_gpu = [e.name for e in w.manager.entries() if e.tier is Tier.GPU]
-    assert len(on_gpu) == len(set(on_gpu))
+
+
+def test_spreading_can_be_turned_off(placed, make_model, world) -> None:
+    from modelzoo.residency.placement import Placement
+
+    make_model("a", 40 * K)
+    w = world([100 * K, 100 * K], 1000 * K)
+    p = Placement(w.manager, prefetch=False, spread_queue=0)
+    try:
+        w.manager.acquire("a", "sim:0").release()
+        started, go, job = _gate()
+        futs = [p.submit("a", job)]
+        assert started.wait(30)
+        futs += [p.submit("a", _name) for _ in range(4)]
+        assert p.choose("a") == "sim:0"
+        go.set()
+        assert all(f.result(30)[0] == "sim:0" for f in futs)
+    finally:
+        p.close()

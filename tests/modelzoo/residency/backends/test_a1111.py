@@ -188,3 +188,23 @@ def test_adapter_imports_without_the_web_stack() -> None:
                          cwd=Path(__file__).resolve().parents[4], timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "9"
+
+
+def test_ram_slots_follow_the_containers_cgroup_limit(webui, tmp_path) -> None:
+    """In a 40 MiB container on a large host, RAM holds 4 models of 8 MiB, not hundreds."""
+    from modelzoo.residency.devices import HostMemory
+
+    root = tmp_path / "cg"
+    root.mkdir()
+    (root / "cgroup.controllers").write_text("memory\n")
+    (root / "memory.max").write_text(f"{40 * MIB}\n")
+    (root / "memory.current").write_text(f"{8 * MIB}\n")
+    proc = tmp_path / "cgroup"
+    proc.write_text("0::/\n")
+    host = HostMemory(pinned_max=0, cgroup_root=root, proc_cgroup=proc)
+    r = A1111Residency(reserve=ReserveRule(MIB, 0, 0), ram_reserve=0,
+                       vram=lambda: (10 * MIB, 64 * MIB), ram=host.memory, log=[].append)
+    limits = r.apply([webui.infos["b"].filename])
+    assert limits.keep_in_cpu is True
+    assert limits.ram_slots == (40 - 8) // 8
+    assert limits.checkpoints_limit == 1 + limits.ram_slots - 1
