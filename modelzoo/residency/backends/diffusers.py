@@ -43,7 +43,7 @@ from ...errors import (
     ModelConfigMissing,
     ResidencyError,
 )
-from ..devices import Device, is_oom
+from ..devices import Device, PinnedLedger, is_oom
 from ..families import Family
 from ..footprint import read_header
 from .base import ModelSpec
@@ -161,8 +161,7 @@ class DiffusersBackend:
             pipe.safety_checker = None  # the WebUI has none either
         self._prediction(pipe, fam)
         pipe.atelier_family = fam
-        if torch.cuda.is_available():
-            self._pin(pipe)
+        self._pin(pipe, getattr(host, "pinned", None))
         return pipe
 
     def _single_file(self, diffusers: Any, spec: ModelSpec, fam: Family,
@@ -195,28 +194,51 @@ class DiffusersBackend:
         pipe.atelier_scheduler_config = dict(pipe.scheduler.config)
 
     @staticmethod
-    def _pin(pipe: Any) -> None:
+    def _pin(pipe: Any, ledger: PinnedLedger | None) -> None:
+        """Page-lock the pipeline's host weights, within the host's pinned-memory cap
+        (``ATELIER_GPU_PINNED_MAX``): what does not fit stays pageable. What is taken is
+        recorded on the pipeline and given back when it leaves the host or is dropped."""
+        if ledger is None or not ledger.active:
+            return
+        import torch
+
+        real = torch.cuda.is_available()  # else a simulated host: counted, not pinned
         for comp in pipe.components.values():
             params = getattr(comp, "parameters", None)
             if params is None:
                 continue
             for p in params():
-                if p.device.type == "cpu":
+                if p.device.type != "cpu" or (real and p.data.is_pinned()):
+                    continue
+                n = p.data.numel() * p.data.element_size()
+                if not ledger.take(n):
+                    return  # the cap is reached: the rest stays pageable
+                if real:
                     p.data = p.data.pin_memory()
+                pipe.atelier_pinned = getattr(pipe, "atelier_pinned", 0) + n
+                pipe.atelier_pin_ledger = ledger
+
+    @staticmethod
+    def _unpin(pipe: Any) -> None:
+        ledger: PinnedLedger | None = getattr(pipe, "atelier_pin_ledger", None)
+        n = getattr(pipe, "atelier_pinned", 0)
+        if ledger is not None and n:
+            ledger.give(n)
+        pipe.atelier_pinned = 0
 
     def to_device(self, handle: Any, device: Device) -> Any:
         if device.torch_device == "cpu":
             return handle
-        return handle.to(device.torch_device)
+        moved = handle.to(device.torch_device)  # in place: the host copy is gone
+        self._unpin(handle)
+        return moved
 
     def to_host(self, handle: Any, device: Device, host: Device) -> Any:
         if device.torch_device == "cpu":
             return handle
-        torch, _ = _modules()
         handle.to("cpu")
-        if torch.cuda.is_available():
-            self._pin(handle)
+        self._pin(handle, getattr(host, "pinned", None))
         return handle
 
     def drop(self, handle: Any) -> None:
-        return None  # the manager forgets the reference; torch frees the tensors
+        self._unpin(handle)  # the manager forgets the reference; torch frees the tensors

@@ -64,3 +64,25 @@ def test_single_file_needs_a_local_config(models_dir: Path) -> None:
         m.acquire("one", "sim:0")
     assert exc.value.extra["family"] == "sdxl"
     assert m.where("one") == (Tier.DISK, None)
+
+
+@pytest.mark.parametrize("cap_share", [4.0, 0.5])
+def test_host_weights_are_pinned_within_the_cap_and_given_back(pipes: Path,
+                                                               cap_share: float) -> None:
+    """The host's pinned-memory ledger (a simulated host counts what a CUDA host would
+    pin) holds a loaded pipeline's weights up to ATELIER_GPU_PINNED_MAX, never more, and
+    gets every byte back when the pipeline is dropped."""
+    spec = ModelCatalog(pipes, dtype="fp32").get("tiny")
+    cap = int(spec.nbytes * cap_share)
+    host = SimulatedDevice("ram", 1 << 30, kind="ram", pinned_max=cap)
+    backend = DiffusersBackend("fp32")
+    pipe = backend.load(spec, host)
+    assert host.pinned is not None
+    held = host.pinned.used
+    assert 0 < held <= cap
+    if cap_share < 1:
+        assert host.pinned.refused > 0  # the rest stayed pageable
+    else:
+        assert held == spec.footprint.weights
+    backend.drop(pipe)
+    assert host.pinned.used == 0
