@@ -4,6 +4,7 @@ queue overflows, with a deep rescan for what was missed, and its state reported.
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -98,11 +99,34 @@ def test_a_real_queue_overflow_restarts_and_rescans(spawn_server: Callable[..., 
         auth = {"Authorization": srv.session().headers["Authorization"]}
         wait_until(lambda: status()["watcher"] == "running", what="watcher up")
     n = 400  # each file is several events: far beyond a queue of 32
-    for i in range(n):
-        write_png(root / "outputs" / "burst" / f"{i}.png", text(f"burst {i}"), size=(8, 8))
-    st = wait_until(lambda: (s := status())["watcher_restarts"] >= 1 and s["watcher"] == "running"
-                    and not s["scanning"] and s["counts"].get("image") == n + 1 and s,
-                    timeout=60, what="overflow noticed, watcher restarted, all files indexed")
+    # The service is paused while the burst is written, as a process starved of CPU under
+    # load would be: the kernel queues events nobody reads, so the overflow is certain
+    # (a fast reader on an idle machine could otherwise keep up with the burst).
+    # The burst's folder must be watched before the pause: a folder made while nobody reads
+    # is one event, and watchdog lists its contents when it adds the watch afterwards.
+    write_png(root / "outputs" / "burst" / "marker.png", text("marker"), size=(8, 8))
+    wait_until(lambda: status()["counts"].get("image") == 2, what="the burst folder watched")
+    assert srv.proc is not None
+    srv.proc.send_signal(signal.SIGSTOP)
+    try:
+        for i in range(n):
+            write_png(root / "outputs" / "burst" / f"{i}.png", text(f"burst {i}"), size=(8, 8))
+    finally:
+        srv.proc.send_signal(signal.SIGCONT)
+    seen: list[dict[str, Any]] = []
+
+    def recovered() -> dict[str, Any] | None:
+        s = status()
+        seen.append(s)
+        ok = (s["watcher_restarts"] >= 1 and s["watcher"] == "running" and not s["scanning"]
+              and s["counts"].get("image") == n + 2)
+        return s if ok else None
+
+    try:
+        st = wait_until(recovered, timeout=60,
+                        what="overflow noticed, watcher restarted, all files indexed")
+    except AssertionError as e:
+        raise AssertionError(f"{e}; last status {seen[-1] if seen else None}") from None
     assert "overflowed" in st["watcher_error"]
     r = requests.get(f"{srv.url}/api/search", params={"q": "burst", "limit": 1}, headers=auth)
     assert r.json()["total"] == n
