@@ -6,8 +6,9 @@ value of a field (an OR) still shows what each would add; a NOT on the field is 
 out with it. Fields without a filter of their own share one pass.
 
 Counting is bounded like the search's totals: at most ``index.facet_limit`` matches
-are looked at, the newest first. Past that, ``exact`` is false and each count is the
-count among those newest matches, so a lower bound of the real one.
+are looked at, the most recently indexed first (the table's own order: no sort). Past
+that, ``exact`` is false and each count is the count among those, so a lower bound of
+the real one.
 
 One SQL pass per group: the matches (their facet columns only) in a materialized CTE,
 then one GROUP BY per field over it, ``UNION ALL``-ed; LoRA names sit in one column
@@ -79,11 +80,13 @@ def _count_group(index: Index, scope: Scope, sq: SearchQuery, fields: list[str],
     where = conditions(index, scope, sq, skip=skip)
     cap = index.facet_limit
     base = select_where(where, *_columns(fields, index.fts, sq.tz)).order_by(
-        t.c.mtime.desc()).limit(cap + 1)
-    cte = base.cte("m").prefix_with("MATERIALIZED")
+        t.c.id.desc()).limit(cap + 1)
+    # one row past the cap tells whether there are more; the counts stop at the cap
+    over = base.cte("m_all").prefix_with("MATERIALIZED")
+    cte = sa.select(over).limit(cap).cte("m").prefix_with("MATERIALIZED")
     branches: list[Any] = [sa.select(sa.literal("").label("f"), sa.cast(sa.null(), sa.Text)
                                      .label("v"), sa.cast(sa.null(), sa.Text).label("v2"),
-                                     sa.func.count().label("n")).select_from(cte)]
+                                     sa.func.count().label("n")).select_from(over)]
     for f in fields:
         # LoRA combinations ("|a|b|") are all fetched and split here; dates are merged
         # into months or years here

@@ -906,7 +906,6 @@ def search(index: Index, scope: Scope, sq: SearchQuery) -> dict[str, Any]:
     relevance = sort == "relevance" and where.match is not None
     desc = sq.order != "asc"
     limit = max(1, min(sq.limit, 1000))
-    base = select_where(where, t)
     offset = 0
     seed = sq.seed
     cursor = _dec_cursor(sq.cursor) if sq.cursor else None
@@ -915,7 +914,10 @@ def search(index: Index, scope: Scope, sq: SearchQuery) -> dict[str, Any]:
             if cursor[0] != "offset" or not isinstance(cursor[1], int) or cursor[1] < 0:
                 raise BadQuery("invalid cursor")
             offset = cursor[1]
-        page_q = base.order_by(sa.text(_BM25), t.c.id).offset(offset).limit(limit + 1)
+        col: Any = sa.literal_column(_BM25)
+        keys = select_where(where, t.c.id, col.label("sort_key")).order_by(
+            col, t.c.id).offset(offset).limit(limit + 1)
+        desc = False
         key_of: Callable[[Any], list[Any]] = lambda r: ["offset", offset + limit, 0]  # noqa: E731
     else:
         if sort == "random":
@@ -930,27 +932,32 @@ def search(index: Index, scope: Scope, sq: SearchQuery) -> dict[str, Any]:
         else:
             sort = sort if sort in _SORT_COLS else "mtime"
             col = _SORT_COLS[sort]
-        key = sa.tuple_(col, t.c.id)
-        page_q = base
+        keys = select_where(where, t.c.id, col.label("sort_key"))
         if cursor is not None:
             if cursor[0] != sort:
                 raise BadQuery("cursor from another sort order")
             _check_cursor(cursor, sort)
             last_id = cursor[2][1] if sort == "random" else cursor[2]
+            key = sa.tuple_(col, t.c.id)
             after = sa.tuple_(sa.literal(cursor[1]), sa.literal(last_id))
-            page_q = page_q.where(key < after if desc else key > after)
-        page_q = page_q.add_columns(col.label("sort_key")).order_by(
-            col.desc() if desc else col.asc(),
-            t.c.id.desc() if desc else t.c.id.asc()).limit(limit + 1)
+            keys = keys.where(key < after if desc else key > after)
+        keys = keys.order_by(col.desc() if desc else col.asc(),
+                             t.c.id.desc() if desc else t.c.id.asc()).limit(limit + 1)
 
         def key_of(r: Any) -> list[Any]:
             return [sort, r.sort_key, [seed, r.id] if sort == "random" else r.id]
+    # Two steps: the page's ids are chosen reading only the sort key (a sort that carried
+    # whole rows through thousands of matches cost 3x as much), then those rows are read,
+    # and put in order here (sorting them again in SQL cost as much as the rest).
+    k = keys.subquery("k")
+    page_q = sa.select(t, k.c.sort_key).select_from(k).join(t, t.c.id == k.c.id)
     try:
         with index.engine.connect() as conn:
             rows = conn.execute(page_q).all()
     except sa.exc.OperationalError as exc:
         _fts_errors(exc)
         raise
+    rows.sort(key=lambda r: (r.sort_key, r.id), reverse=desc)
     more = len(rows) > limit
     rows = rows[:limit]
     if cursor is None and not more:

@@ -22,6 +22,7 @@ share it, the facets leaving a field's own filter out when they count that field
 
 from __future__ import annotations
 
+import random
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -154,9 +155,11 @@ def condition(t: Any, field: str, vals: Sequence[Value], under: Callable[[str], 
 
 
 def random_key(t: Any, seed: int) -> Any:
-    """A stable pseudo-random order for ``seed``: id times a seed-chosen multiplier,
-    modulo a prime (a permutation; ids stay below 2**31)."""
-    mult = 1 + seed % (RANDOM_P - 2)
+    """A stable pseudo-random order for ``seed``: id times a multiplier drawn from the
+    seed, modulo a prime: a permutation of the ids (below 2**31). The multiplier is
+    large, so that even ids 1, 2, 3... wrap around the prime at once (a small one
+    would leave them in order)."""
+    mult = random.Random(seed).randrange(RANDOM_P // 4, RANDOM_P - 1)
     return (t.c.id * mult) % RANDOM_P
 
 

@@ -556,14 +556,19 @@ def stealth_png(path: Path, text: str, mode: str = "alpha", compressed: bool = T
     bits = "".join(format(b, "08b") for b in sig.encode())
     body = "".join(format(b, "08b") for b in payload)
     bits += format(len(body), "032b") + body
+    return stealth_bits_png(path, bits, mode, size, text if keep_text else None)
+
+
+def stealth_bits_png(path: Path, bits: str, mode: str = "alpha",
+                     size: tuple[int, int] = (96, 96), text: str | None = None) -> Path:
+    """The extension's ``add_data``: ``bits`` into the low bits, column by column."""
     im = _pixels(size, (120, 130, 140))
     if mode == "alpha":
         im.putalpha(255)
     px = im.load()
     assert px is not None
     w, h = im.size
-    per = 1 if mode == "alpha" else 3
-    assert len(bits) <= w * h * per, "image too small for the payload"
+    assert len(bits) <= w * h * (1 if mode == "alpha" else 3), "image too small"
     i = 0
     for x in range(w):
         for y in range(h):
@@ -584,8 +589,7 @@ def stealth_png(path: Path, text: str, mode: str = "alpha", compressed: bool = T
                 i += 3
     path.parent.mkdir(parents=True, exist_ok=True)
     info = PngImagePlugin.PngInfo()
-    if keep_text:
+    if text is not None:
         info.add_text("parameters", text)
     im.save(path, pnginfo=info)
     return path
-
