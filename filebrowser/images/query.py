@@ -160,7 +160,7 @@ def random_key(t: Any, seed: int) -> Any:
     large, so that even ids 1, 2, 3... wrap around the prime at once (a small one
     would leave them in order)."""
     mult = random.Random(seed).randrange(RANDOM_P // 4, RANDOM_P - 1)
-    return (t.c.id * mult) % RANDOM_P
+    return (sa.cast(t.c.id, sa.BigInteger) * mult) % RANDOM_P  # 64-bit on PostgreSQL
 
 
 def day_expr(t: Any, sqlite: bool, tz: int = 0) -> Any:

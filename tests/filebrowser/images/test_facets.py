@@ -266,3 +266,34 @@ def test_bad_filters_are_clear_errors(srv: Server) -> None:
     assert requests.get(srv.url + "/api/search/facets").status_code == 401
     assert json.loads(ann.get(srv.url + "/api/search/facets",
                               params={"q": '"'}).text)["facets"] is not None
+
+
+def test_the_same_on_postgresql(make_server: Callable[..., Server], postgres_db: str,
+                                tmp_path: Path) -> None:
+    root = tmp_path / "nas"
+    build(root)
+    s = make_server(root=root, db_url=postgres_db, index_count_limit=3)
+    s.add_user("ann")
+    wait_until(lambda: s.session().get(f"{s.url}/api/search/status").json()["counts"]
+               .get("image") == ANN_IMAGES + 1, what="index on PostgreSQL")
+    ann = s.session("ann", PASSWORD)
+    # words in parameters, file names and folders (ILIKE there: no FTS5)
+    assert names(get(ann, s, q="face_yolov8n")) == {"red.png"}
+    assert names(get(ann, s, q="nai")) == {"nai.png"}
+    f = get(ann, s, "/api/search/facets", model='"anything-v5"')
+    assert counts(f, "model")["flux1-dev"] == 1 and counts(f, "source") == {"a1111": 2}
+    everything = get(ann, s, "/api/search/facets")
+    assert counts(everything, "lora")["add_detail"] == 1
+    assert counts(everything, "date") == {"2024-06": 6, "2024-05": 2}
+    assert counts(everything, "size") == {"64x48": 7, "96x64": 1}
+    assert counts(everything, "source")["none"] == 1
+    assert names(get(ann, s, model=["-anything", '"flux1-dev"'])) == {"flux.png"}
+    assert names(get(ann, s, lora='"DETAIL"')) == {"teapot.jpg"}  # case is ignored
+    assert names(get(ann, s, date="2024-06-16", tz=540)) == {"plain.png"}
+    page = get(ann, s, limit=2, sort="random", seed=9)
+    assert (page["total"], page["total_exact"]) == (3, False)
+    seen = [x["name"] for x in page["results"]]
+    while page["next"]:
+        page = get(ann, s, limit=2, sort="random", seed=9, cursor=page["next"])
+        seen += [x["name"] for x in page["results"]]
+    assert len(seen) == len(set(seen)) == ANN_IMAGES
