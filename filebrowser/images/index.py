@@ -953,7 +953,7 @@ def search(index: Index, scope: Scope, sq: SearchQuery) -> dict[str, Any]:
     page_q = sa.select(t, k.c.sort_key).select_from(k).join(t, t.c.id == k.c.id)
     try:
         with index.engine.connect() as conn:
-            rows = conn.execute(page_q).all()
+            rows = list(conn.execute(page_q).all())
     except sa.exc.OperationalError as exc:
         _fts_errors(exc)
         raise
