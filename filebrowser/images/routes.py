@@ -129,6 +129,8 @@ def search_query(
         values = list(pos or []) + [f"-{v}" for v in neg or []]
         if len(values) > MAX_VALUES:
             raise InvalidInput(f"at most {MAX_VALUES} values per filter")
+        if any(len(v) > 1000 for v in values):  # Query's max_length skips list items
+            raise InvalidInput(f"a {field} value is longer than 1000 characters")
         filters[field] = values
     folders = []
     for raw in filters.pop("folder"):

@@ -326,8 +326,8 @@ def read_graph(g: GenParams, graph: Graph) -> None:
             g.width = as_int(graph.value(inp.get("width")))
             g.height = as_int(graph.value(inp.get("height")))
     g.extra.update(extra)
-    g.embeddings = embeddings_in(g.prompt) + [
-        e for e in embeddings_in(g.negative_prompt) if e not in embeddings_in(g.prompt)]
+    pos = embeddings_in(g.prompt)
+    g.embeddings = pos + [e for e in embeddings_in(g.negative_prompt) if e not in pos]
 
 
 # -- the editor graph ------------------------------------------------------------------

@@ -57,11 +57,8 @@ _LABELS = {
 _RE_LORA_LABEL = re.compile(r"^LoRA \[(.+)\] weight$")  # <= 2.1.8xx
 _RE_LORA_N = re.compile(r"^(?:lora_combined_|LoRA )(\d+)$")
 _RE_RES = re.compile(r"\(?\s*'?(\d+)'?\s*,\s*'?(\d+)'?\s*\)?")
-_RE_ENTRY = re.compile(r"<div id=\"([^\"]*)\"")
-_RE_SRC = re.compile(r"<img src=['\"]([^'\"]+)['\"]")
-_RE_CLIP = re.compile(r"to_clipboard\('([^']*)'\)")
-_RE_ROW = re.compile(r"<td class='(?:key|label)'>(.*?)</td><td class='value'>(.*?)</td>", re.S)
-_RE_PARA = re.compile(r"([^<>:\n]+?):\s*<b>(.*?)</b>", re.S)
+_ENTRY = '<div id="'
+_SKIP_LABELS = {"Full raw prompt"}
 _SKIP = {"", "None", "none"}
 
 
@@ -144,33 +141,89 @@ def parse_a1111_scheme(text: str) -> GenParams:
 # -- log.html ----------------------------------------------------------------------------
 
 
+def _between(text: str, start: str, end: str, pos: int = 0) -> tuple[str, int] | None:
+    """The text after ``start`` up to ``end`` (searching from ``pos``), and where it
+    ends; None if either is missing. ``str.find`` only: a hostile log costs linear
+    time (lazy regexes over a megabyte of unclosed tags took minutes)."""
+    i = text.find(start, pos)
+    if i < 0:
+        return None
+    i += len(start)
+    j = text.find(end, i)
+    return None if j < 0 else (text[i:j], j + len(end))
+
+
+def _rows(chunk: str) -> list[tuple[str, str]]:
+    """<td class='key|label'>L</td><td class='value'>V</td> pairs (2.1.854 and later)."""
+    out: list[tuple[str, str]] = []
+    pos = 0
+    while True:
+        i = chunk.find("<td class='", pos)
+        if i < 0:
+            return out
+        kind = chunk[i + 11: i + 18]
+        if not kind.startswith(("key'>", "label'>")):
+            pos = i + 11
+            continue
+        label = _between(chunk, ">", "</td>", i)
+        if label is None:
+            return out
+        value = _between(chunk, "<td class='value'>", "</td>", label[1])
+        if value is None or not chunk.startswith("<td class='value'>", label[1]):
+            pos = label[1]
+            continue
+        out.append((label[0], value[0]))
+        pos = value[1]
+
+
+def _paragraphs(chunk: str) -> list[tuple[str, str]]:
+    """Label: <b>value</b> pairs (the first layouts)."""
+    out: list[tuple[str, str]] = []
+    pos = 0
+    while True:
+        value = _between(chunk, "<b>", "</b>", pos)
+        if value is None:
+            return out
+        b = chunk.find("<b>", pos)
+        head = chunk[max(pos, b - 120):b].rstrip()
+        if head.endswith(":"):
+            label = head[:-1]
+            cut = max(label.rfind(">"), label.rfind(","), label.rfind("\n"))
+            out.append((label[cut + 1:], value[0]))
+        pos = value[1]
+
+
 def parse_log(html: str) -> dict[str, dict[str, Any]]:
     """Image name -> its fields, from a log.html of any layout."""
     out: dict[str, dict[str, Any]] = {}
-    starts = [m.start() for m in _RE_ENTRY.finditer(html)]
+    starts = []
+    pos = html.find(_ENTRY)
+    while pos >= 0:
+        starts.append(pos)
+        pos = html.find(_ENTRY, pos + len(_ENTRY))
     for i, start in enumerate(starts):
         chunk = html[start: starts[i + 1] if i + 1 < len(starts) else len(html)]
-        src = _RE_SRC.search(chunk)
-        if not src:
+        src = _between(chunk, "<img src=", " ", 0)
+        if src is None:
             continue
-        name = urllib.parse.unquote(src.group(1)).rpartition("/")[2]
-        if name in out:  # newest first: an older entry of a reused name loses
+        name = urllib.parse.unquote(src[0].strip("'\"/>")).rpartition("/")[2]
+        if not name or name in out:  # newest first: an older entry of a reused name loses
             continue
         fields: dict[str, Any] | None = None
-        rows = _RE_ROW.findall(chunk)
+        rows = _rows(chunk)
         if not rows:
-            clip = _RE_CLIP.search(chunk)
-            if clip:
+            clip = _between(chunk, "to_clipboard('", "')")
+            if clip is not None:
                 try:
-                    doc = json.loads(urllib.parse.unquote(clip.group(1)))
+                    doc = json.loads(urllib.parse.unquote(clip[0]))
                 except ValueError:
                     doc = None
                 fields = doc if isinstance(doc, dict) else None
             if fields is None:
-                rows = _RE_PARA.findall(chunk)
+                rows = _paragraphs(chunk)
         if fields is None:
-            fields = {k.strip().lstrip(",").strip(): v.replace(" </br> ", "\n").strip()
-                      for k, v in rows if k != "Full raw prompt"}
+            fields = {k.strip(): v.replace(" </br> ", "\n").strip()
+                      for k, v in rows if k.strip() and k.strip() not in _SKIP_LABELS}
         if fields:
             out[name] = fields
     return out

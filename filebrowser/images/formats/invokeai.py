@@ -119,9 +119,9 @@ def _graph(g: GenParams, graph: dict[str, Any]) -> None:
             dst = (str(e["destination"].get("node_id")), str(e["destination"].get("field")))
             into[dst] = str(e["source"].get("node_id"))
 
-    def text(nid: str | None) -> str:
+    def text(nid: str | None, depth: int = 0) -> str:
         n = nodes.get(nid or "")
-        if n is None:
+        if n is None or depth > 16:  # a cycle of edges ends here
             return ""
         for key in ("prompt", "value", "prompt_2", "t5_encoder_prompt"):
             if isinstance(n.get(key), str) and n[key].strip():
@@ -129,7 +129,7 @@ def _graph(g: GenParams, graph: dict[str, Any]) -> None:
         for field in ("prompt", "value"):
             up = into.get((nid or "", field))
             if up and up != nid:
-                return text(up)
+                return text(up, depth + 1)
         return ""
 
     den = next((k for k, n in sorted(nodes.items()) if n.get("type") in _DENOISE), None)

@@ -75,8 +75,8 @@ def parse_swarmui(doc: dict[str, Any], raw: str = "") -> GenParams:
             add_lora(g.loras, n, as_float(weights[i]) if i < len(weights) else None)
     for lo in loras_in(g.prompt):  # <lora:name:w> in the prompt, Swarm's other way
         add_lora(g.loras, model_name(lo.name) or lo.name, lo.weight)
-    g.embeddings = embeddings_in(g.prompt) + [
-        e for e in embeddings_in(g.negative_prompt) if e not in embeddings_in(g.prompt)]
+    pos = embeddings_in(g.prompt)
+    g.embeddings = pos + [e for e in embeddings_in(g.negative_prompt) if e not in pos]
     for key, value in p.items():
         if key in _FIELDS or value is None or value == "":
             continue

@@ -253,7 +253,8 @@ def test_sorts_random_stable_across_pages(srv: Server) -> None:
 def test_bad_filters_are_clear_errors(srv: Server) -> None:
     ann = srv.session("ann", PASSWORD)
     for params in ({"size": "big"}, {"date": "2024-13"}, {"date": "yesterday"},
-                   {"model": ["x"] * 51}, {"tz": "99999"}):
+                   {"model": ["x"] * 51}, {"tz": "99999"}, {"lora": ["a", "b" * 1001]},
+                   {"not_size": "x" * 1001}):
         r = ann.get(srv.url + "/api/search", params=params)
         assert r.status_code in (400, 422), (params, r.text)
         assert r.json()["error"]

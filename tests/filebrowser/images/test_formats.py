@@ -367,3 +367,16 @@ def test_json_not_recognised_is_never_prompt_text(tmp_path: Path, text: str) -> 
     assert (g.source, g.prompt, g.negative_prompt) == ("unknown", "", "")
     assert g.raw == text  # kept for the viewer, not indexed as words
     assert detect_text(text).source == "unknown"
+
+
+@pytest.mark.timeout(120)
+def test_hostile_fooocus_log_costs_linear_time(tmp_path: Path) -> None:
+    # unclosed tags by the hundred thousand: lazy regexes took minutes on a tenth of this
+    for filler in ("<td class='key'>", "x: <b>", "<img src='", "to_clipboard('", "a" * 16):
+        html = '<div id="a_png"><img src=\'a.png\' >' + filler * 200_000
+        assert parse_log(html) == {} or list(parse_log(html)) == ["a.png"]
+    folder = tmp_path / "d"
+    folder.mkdir()
+    (folder / "log.html").write_text('<div id="x">' + "<td class='label'>" * 100_000)
+    Image.new("RGB", (8, 8)).save(folder / "x.png")
+    assert read_meta(folder / "x.png").params.source == "none"
