@@ -25,7 +25,7 @@ import json
 import re
 from typing import Any
 
-from ..infotext import GenParams, parse_infotext
+from ..infotext import MAX_TEXT, GenParams, parse_infotext
 from .comfyui import load_json, parse_comfyui
 from .fooocus import from_fields, from_log, is_fooocus_json, parse_a1111_scheme
 from .invokeai import is_invokeai, parse_invokeai
@@ -55,7 +55,7 @@ def _json(doc: Any, text: str, texts: dict[str, str]) -> GenParams:
     scheme = texts.get("fooocus_scheme") or texts.get("MakerNote", "")
     if is_swarmui(doc):
         return parse_swarmui(doc, text)
-    if scheme == "fooocus" or is_fooocus_json(doc):
+    if (scheme == "fooocus" and isinstance(doc, dict)) or is_fooocus_json(doc):
         return from_fields(doc, raw=text)
     if isinstance(doc, dict) and is_novelai({k: v for k, v in doc.items() if isinstance(v, str)}):
         # NovelAI's chunks as one JSON object (what it hides in the alpha channel)
@@ -66,8 +66,14 @@ def _json(doc: Any, text: str, texts: dict[str, str]) -> GenParams:
 
 def detect_text(text: str, texts: dict[str, str] | None = None) -> GenParams:
     """One text field holding parameters: JSON of a known layout, else A1111 infotext.
-    JSON we cannot read gives ``source == "unknown"`` and no prompt."""
-    texts = texts or {}
+    JSON we cannot read gives ``source == "unknown"`` and no prompt. Never raises."""
+    try:
+        return _detect_text(text, texts or {})
+    except Exception:
+        return GenParams(source="unknown", raw=text[:MAX_TEXT])
+
+
+def _detect_text(text: str, texts: dict[str, str]) -> GenParams:
     s = text.lstrip()
     if s[:1] in ("{", "["):
         doc = load_json(s)
@@ -78,7 +84,15 @@ def detect_text(text: str, texts: dict[str, str] | None = None) -> GenParams:
 
 def detect(texts: dict[str, str], sidecar_text: str | None = None
            ) -> tuple[GenParams, str | None]:
-    """(parameters, where they were found) from an image's text fields."""
+    """(parameters, where they were found) from an image's text fields; never raises
+    (a parser's bug on a hostile file makes it ``unknown``, not a failed scan)."""
+    try:
+        return _detect(texts, sidecar_text)
+    except Exception:
+        return GenParams(source="unknown"), "error"
+
+
+def _detect(texts: dict[str, str], sidecar_text: str | None) -> tuple[GenParams, str | None]:
     if is_novelai(texts):
         return parse_novelai(texts), "png:Comment"
     if is_invokeai(texts):
@@ -86,7 +100,7 @@ def detect(texts: dict[str, str], sidecar_text: str | None = None
     for key, where in (("UserComment", "exif:UserComment"), ("parameters", "png:parameters")):
         v = texts.get(key)
         if v and not v.isspace():  # v.strip() without copying v
-            return detect_text(v, texts), where
+            return _detect_text(v, texts), where
     comfy_p = texts.get("prompt")
     comfy_w = texts.get("workflow")
     if not comfy_p and texts.get("Model", "").startswith("prompt:"):
@@ -98,5 +112,5 @@ def detect(texts: dict[str, str], sidecar_text: str | None = None
         if g.source == "comfyui":
             return g, "png:prompt" if comfy_p else "png:workflow"
     if sidecar_text and sidecar_text.strip():
-        return detect_text(sidecar_text), "sidecar"
+        return _detect_text(sidecar_text, {}), "sidecar"
     return GenParams(), None

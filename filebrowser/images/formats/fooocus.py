@@ -91,7 +91,7 @@ def from_fields(fields: dict[str, Any], raw: str = "") -> GenParams:
     g.steps = as_int(norm.pop("steps", None))
     g.cfg_scale = as_float(norm.pop("guidance_scale", None))
     g.seed = as_int(norm.pop("seed", None))
-    m = _RE_RES.fullmatch(s("resolution"))
+    m = _RE_RES.fullmatch(s("resolution")[:64])
     if m:
         g.width, g.height = int(m.group(1)), int(m.group(2))
     g.sampler = s("sampler") or None
@@ -108,7 +108,8 @@ def from_fields(fields: dict[str, Any], raw: str = "") -> GenParams:
         name, _, weight = str(norm.pop(key)).partition(" : ")
         if name.strip() not in _SKIP:
             add_lora(g.loras, model_name(name) or name.strip(), as_float(weight))
-    for lo in norm.pop("loras", None) or []:
+    loras = norm.pop("loras", None)
+    for lo in loras if isinstance(loras, list) else []:
         if isinstance(lo, list | tuple) and lo and isinstance(lo[0], str):
             add_lora(g.loras, model_name(lo[0]) or lo[0],
                      as_float(lo[1]) if len(lo) > 1 else None,

@@ -86,7 +86,7 @@ def parse_novelai(texts: dict[str, str]) -> GenParams:
     if c.get("strength") is not None and c.get("request_type") != "PromptGenerateRequest":
         g.denoising_strength = as_float(c.get("strength"))
     source = texts.get("Source", "").strip()
-    m = _RE_SOURCE.match(source)
+    m = _RE_SOURCE.match(source) if len(source) <= 256 else None  # (.*?)\s+ backtracks
     g.model, g.model_hash = (m.group(1), m.group(2)) if m else (source or None, None)
     for key, label in (("cfg_rescale", "CFG rescale"), ("uncond_scale", "Uncond scale"),
                        ("noise", "Noise"), ("request_type", "Request type")):

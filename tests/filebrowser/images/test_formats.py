@@ -8,10 +8,12 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
-from filebrowser.images.formats import detect_text, parse_comfyui
-from filebrowser.images.formats.fooocus import parse_log
+from filebrowser.images.formats import _detect, detect_text, parse_comfyui
+from filebrowser.images.formats.fooocus import from_fields, parse_log
 from filebrowser.images.meta import read_meta
 
 from . import generators as gen
@@ -380,3 +382,25 @@ def test_hostile_fooocus_log_costs_linear_time(tmp_path: Path) -> None:
     (folder / "log.html").write_text('<div id="x">' + "<td class='label'>" * 100_000)
     Image.new("RGB", (8, 8)).save(folder / "x.png")
     assert read_meta(folder / "x.png").params.source == "none"
+
+
+_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+                     lambda c: st.lists(c, max_size=4) | st.dictionaries(
+                         st.sampled_from(["prompt", "uc", "steps", "seed", "loras", "model",
+                                          "caption", "base_caption", "char_captions", "nodes",
+                                          "edges", "resolution", "lora_combined_1", "image",
+                                          "sui_image_params", "v4_prompt", "version", "x"]),
+                         c, max_size=5), max_leaves=30)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(_JSON, st.sampled_from(["Comment", "invokeai_metadata", "invokeai_graph", "sd-metadata",
+                               "parameters", "UserComment", "prompt", "workflow"]))
+def test_fuzz_every_layout_never_raises(doc: object, key: str) -> None:
+    text = json.dumps(doc)
+    for texts in ({key: text}, {key: text, "Software": "NovelAI"},
+                  {key: text, "fooocus_scheme": "fooocus"},
+                  {"parameters": json.dumps({"sui_image_params": doc})}):
+        g, _where = _detect(texts, None)  # the parsers themselves, not the guard around
+        json.dumps(g.to_json())
+    from_fields(doc if isinstance(doc, dict) else {"x": doc})
