@@ -13,7 +13,7 @@ What an install changes, every item recorded in the manifest ``.atelier/install.
         service.json        read by the extension: the service's argv, NAS, port, state dir
         atelier-serve       launcher: runs the service by hand, with the same argv
         venv/               the service's own environment (not made with --service-python)
-        backup/             WebUI placeholder files ("Put ... here.txt") moved out of the way
+        backup/             WebUI placeholder files ("Put ... here.txt", "ESRGAN_here") moved aside
         state/              database and log: made by the service on local disk, kept
       extensions/atelier/   a copy of the extension (a copy: the repository may go away)
       models/Lora -> <nas>/models/Lora      for each model folder that was missing or empty
@@ -24,8 +24,10 @@ fastapi 0.94 and pydantic 1; Forge: fastapi 0.104 and pydantic 2.8), so it gets 
 own virtual environment and the extension only starts it and shows its pages.
 
 Running it again checks every item and changes only what differs ("nothing to do" when
-all is in place). ``--uninstall`` undoes the recorded changes in reverse order and puts
-back what was there; it never deletes anything on the NAS nor the service's state.
+all is in place). ``--uninstall`` first stops a running service of this installation
+(found by its command line in /proc) and waits until it is gone, then undoes the recorded
+changes in reverse order and puts back what was there; it never deletes anything on the
+NAS nor the service's state.
 A model folder that holds files is never moved or emptied: the script prints the
 command-line flag that points the WebUI at the NAS folder instead.
 
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -46,6 +49,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import types
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,10 +73,13 @@ MODEL_FOLDERS: tuple[tuple[str, str, str], ...] = (
 )
 
 # Files a WebUI checkout ships in its empty model folders, e.g. A1111's
-# "embeddings/Place Textual Inversion embeddings here.txt" and sd-webui-controlnet's
-# "put_controlnet_models_here.txt". They are moved aside (and back on --uninstall),
-# so a fresh checkout counts as empty.
-PLACEHOLDER = re.compile(r"(?i)^(put|place)[ _].*here\.txt$|^\.gitkeep$|^\.keep$")
+# "embeddings/Place Textual Inversion embeddings here.txt", sd-webui-controlnet's
+# "put_controlnet_models_here.txt" and Forge's "models/ESRGAN/ESRGAN_here" (no suffix).
+# They are moved aside (and back on --uninstall), so a fresh checkout counts as empty.
+# Small files only: a big one named like that holds something.
+PLACEHOLDER = re.compile(r"(?i)^(?:(?:put|place)[ _].*here|[\w.-]+_here)(?:\.txt)?$"
+                         r"|^\.gitkeep$|^\.keep$")
+PLACEHOLDER_MAX_BYTES = 64 * 1024
 
 IGNORED_IN_TREE = ("__pycache__", "*.pyc")
 
@@ -300,11 +307,16 @@ def service_config(opts: Options) -> bytes:
 
 
 def launcher_script(opts: Options) -> bytes:
+    secret = shlex.quote(str(opts.state_dir / "webui-gateway.secret"))
     return (
         "#!/bin/sh\n"
         "# Written by Atelier's install.py: runs the standalone service by hand, with the\n"
         "# same command the WebUI extension uses (.atelier/service.json). Extra arguments\n"
-        "# are passed on, e.g. --log-level info.\n"
+        "# are passed on, e.g. --log-level info. With the extension's gateway secret, the\n"
+        "# WebUI uses this service as its own (WebUI users map to Atelier users).\n"
+        f"if [ -r {secret} ]; then\n"
+        f"    ATELIER_GATEWAY_SECRET=$(cat {secret}); export ATELIER_GATEWAY_SECRET\n"
+        "fi\n"
         f"exec {shlex.join(service_argv(opts))} \"$@\"\n"
     ).encode()
 
@@ -432,8 +444,7 @@ def _plan_model_folders(plan: Plan, opts: Options, manifest: Manifest,
             plan.add(f"link {path} -> {target}", _link_missing(path, target))
         elif path.is_dir():
             entries = sorted(os.listdir(path))
-            placeholders = [e for e in entries if PLACEHOLDER.match(e)
-                            and (path / e).is_file() and not (path / e).is_symlink()]
+            placeholders = [e for e in entries if _is_placeholder(path / e)]
             others = [e for e in entries if e not in placeholders]
             if others:
                 plan.notes.append(f"{path} holds {len(others)} entr"
@@ -446,6 +457,11 @@ def _plan_model_folders(plan: Plan, opts: Options, manifest: Manifest,
                      _link_empty_dir(opts, path, target, placeholders))
         else:
             plan.notes.append(f"{path} is a file, not a folder: left alone. {advice}.")
+
+
+def _is_placeholder(path: Path) -> bool:
+    return (PLACEHOLDER.match(path.name) is not None and path.is_file()
+            and not path.is_symlink() and path.stat().st_size <= PLACEHOLDER_MAX_BYTES)
 
 
 def _relink(path: Path, target: Path) -> Callable[[Manifest], None]:
@@ -504,6 +520,40 @@ def _plan_file(plan: Plan, manifest: Manifest, path: Path, data: bytes, mode: in
 
 
 # -- uninstall ------------------------------------------------------------------------
+
+
+def _procs_module() -> types.ModuleType:
+    """The extension's process finder, loaded from its file (standard library only)."""
+    path = EXTENSION_SOURCE / "atelier_ext" / "procs.py"
+    spec = importlib.util.spec_from_file_location("atelier_install_procs", path)
+    if spec is None or spec.loader is None:
+        raise InstallError(f"{path} is missing")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _stop_services(opts: Options) -> None:
+    """Stop this installation's running service (started by the WebUI or by hand) and
+    wait until it is gone, before its venv and extension are removed under it."""
+    try:
+        argv = json.loads((opts.home / "service.json").read_text(encoding="utf-8"))["argv"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    procs = _procs_module()
+    pids = procs.find_services(argv)
+    if not pids:
+        return
+    listed = ", ".join(map(str, pids))
+    print(f"- {'would stop' if opts.dry_run else 'stop'} the running Atelier service "
+          f"(pid {listed}) and wait until it is gone", flush=True)
+    if opts.dry_run:
+        return
+    left = procs.terminate(pids, timeout=15.0)
+    if left:
+        raise InstallError(f"cannot stop the Atelier service (pid {', '.join(map(str, left))}):"
+                           " stop it (or the WebUI) and run --uninstall again; nothing was "
+                           "removed")
 
 
 def plan_uninstall(opts: Options, manifest: Manifest) -> Plan:
@@ -668,8 +718,10 @@ def install(opts: Options) -> int:
         print("dry run: nothing was changed.")
     elif plan.steps:
         print(f"Done. Restart the WebUI: the tabs FileBrowser, ModelZoo and Models on GPU "
-              f"start the service on http://{opts.host}:{opts.port} (log: "
-              f"{opts.state_dir / 'service.log'}). To run it by hand: "
+              f"(through the WebUI's own address, under /atelier/) start the service on "
+              f"http://{opts.host}:{opts.port} and stop it with the WebUI (log: "
+              f"{opts.state_dir / 'service.log'}). On its first start the WebUI console and "
+              f"the FileBrowser tab show the generated 'admin' password. To run it by hand: "
               f"{opts.home / 'atelier-serve'}. To undo: python {Path(__file__).name} "
               f"--webui {shlex.quote(str(opts.webui))} --uninstall")
     return 0
@@ -683,6 +735,7 @@ def uninstall(opts: Options) -> int:
     manifest = Manifest.load(opts.manifest_path)
     plan = plan_uninstall(opts, manifest)
     print(f"{'Plan' if opts.dry_run else 'Uninstalling'} Atelier from {opts.webui}:")
+    _stop_services(opts)
     _execute(plan, manifest, opts.dry_run)
     for note in plan.notes:
         print(f"note: {note}")

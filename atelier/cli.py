@@ -16,14 +16,36 @@ from . import __version__
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from .protocol import JsonErrorsHttpTools
     from .service import create_app
 
     settings = filebrowser.settings_from(args, host=args.host, port=args.port)
     app = create_app(settings)
+    if args.parent_fd is not None:
+        from .lifeline import Lifeline
+
+        app.state.lifeline = Lifeline(grace=args.orphan_grace)
+        app.state.lifeline.tie_to_parent(args.parent_fd)
     print(f"atelier: serving {settings.root.resolve()} on http://{settings.host}:{settings.port}",
           file=sys.stderr, flush=True)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level,
-                http="httptools", loop="uvloop", timeout_keep_alive=30)
+
+    class Server(uvicorn.Server):
+        """Tells the app a stop began: event streams (GET /api/models/events) never end
+        on their own, and uvicorn waits for open connections before it stops."""
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            for hook in getattr(app.state, "on_exit", []):
+                hook()
+            super().handle_exit(sig, frame)
+
+    # proxy_headers=False: uvicorn would believe X-Forwarded-For from 127.0.0.1 and
+    # rewrite the client address, letting any local process pose as a trusted gateway;
+    # the app decides which forwarded headers to believe (filebrowser/access/peers.py).
+    config = uvicorn.Config(app, host=settings.host, port=settings.port,
+                            log_level=args.log_level, http=JsonErrorsHttpTools, loop="uvloop",
+                            timeout_keep_alive=30, timeout_graceful_shutdown=10,
+                            proxy_headers=False)
+    Server(config).run()
     return 0
 
 
@@ -63,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=None, help="listen address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=None, help="port (default 7862)")
     serve.add_argument("--log-level", default="info")
+    serve.add_argument("--parent-fd", type=int, default=None, metavar="FD",
+                       help="(set by the WebUI extension) read end of a pipe from the WebUI "
+                       "that started the service: when the WebUI ends, the service stops")
+    serve.add_argument("--orphan-grace", type=float, default=10.0, metavar="SECONDS",
+                       help="with --parent-fd: how long to wait for a restarted WebUI to "
+                       "take the service over before stopping (default 10)")
     serve.set_defaults(func=_serve)
     filebrowser.register(sub)
     modelzoo.register(sub)

@@ -1,23 +1,33 @@
-"""The standalone service: FileBrowser's app with ModelZoo's routers composed in.
+"""The standalone service: FileBrowser's app with ModelZoo's routers and the pages.
 
-This is the one place that knows both packages. ModelZoo gets FileBrowser's
-``current_user`` dependency (and, for the WebUI-compatible ``/sdapi/v1`` routes, the
-variant that also accepts HTTP Basic, which WebUI API clients send), a function giving a
-caller's outputs folder, and the quota and usage hooks that make generated images count
-like uploads; it never imports filebrowser itself.
+This is the one place that knows both packages, and it reaches them only through their
+public names. ModelZoo gets FileBrowser's ``current_user`` dependency (and, for the
+WebUI-compatible ``/sdapi/v1`` routes, the variant that also accepts HTTP Basic, which
+WebUI API clients send), the caller's home and outputs folders, and the quota and usage
+hooks that make fetched models and generated images count like uploads; it never
+imports filebrowser itself.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from pathlib import Path
 
 from fastapi import FastAPI
 
-from filebrowser import FileBrowser, Principal, Settings, current_user, current_user_or_basic
+import modelzoo
+from filebrowser import (
+    FileBrowser,
+    Principal,
+    QuotaExceeded,
+    Settings,
+    current_user,
+    current_user_or_basic,
+    require_gateway,
+)
 from filebrowser import create_app as create_filebrowser
 
+from . import lifeline
 from .ui import install as install_pages
 
 log = logging.getLogger("atelier")
@@ -33,26 +43,58 @@ def _quota_room(fb: FileBrowser) -> Callable[[Principal], int | None]:
     return room
 
 
-def _record_image(fb: FileBrowser) -> Callable[[Principal, Path, int], None]:
-    def record(p: Principal, path: Path, nbytes: int) -> None:
-        vpath = path.resolve().relative_to(fb.root).as_posix()
-        fb.usage.record(p.name, "generate", vpath, nbytes)
+def _record_image(fb: FileBrowser) -> Callable[[Principal, str, int], None]:
+    def record(p: Principal, rel: str, nbytes: int) -> None:
+        fb.usage.record(p.name, "generate", f"users/{p.name}/outputs/{rel}", nbytes)
 
     return record
 
 
-def create_app(settings: Settings) -> FastAPI:
-    app = create_filebrowser(settings)
-    fb = app.state.fb
-    install_pages(app)  # the web pages under /ui/
+def _add_models(app: FastAPI, fb: FileBrowser) -> None:
+    """One-click model fetch: sources, jobs, library."""
+    def home_of(p: Principal) -> str:
+        return fb.users.home(p.name).relative_to(fb.root).as_posix()
+
+    def check_quota(p: Principal, adding: int) -> None:
+        try:
+            fb.check_quota(p, adding)
+        except QuotaExceeded as e:
+            raise modelzoo.QuotaExceeded(e.message) from None
+
+    router = modelzoo.build_router(
+        modelzoo.ZooSettings(root=fb.root, state_dir=fb.settings.state_dir),
+        engine=fb.engine, root=fb.root, current_user=current_user, home_of=home_of,
+        check_quota=check_quota, fetch_settings=modelzoo.FetchSettings())
+    app.include_router(router)
+    app.state.metrics.include(router.zoo.metrics)  # type: ignore[attr-defined]
+    # `atelier serve` calls these when a stop begins: the job event streams end then
+    app.state.on_exit = [*getattr(app.state, "on_exit", []), router.zoo.closing.set]  # type: ignore[attr-defined]
+
+
+def _add_generation(app: FastAPI, fb: FileBrowser) -> None:
+    """GPU-aware model switching and generation: optional (torch and diffusers)."""
     try:
         from modelzoo.residency import ResidencySettings, build_router
-    except ImportError as exc:  # the residency API is optional (no torch, or not built yet)
+    except ImportError as exc:
         log.info("model switching API not available: %s", exc)
-        return app
-    res_settings = ResidencySettings(models_dir=fb.root / "models" / "Stable-diffusion")
-    app.include_router(build_router(res_settings, engine=fb.engine, current_user=current_user,
-                                    outputs_dir=fb.outputs_dir, quota_room=_quota_room(fb),
-                                    record_image=_record_image(fb),
-                                    sdapi_user=current_user_or_basic))
+        return
+    settings = ResidencySettings(models_dir=fb.root / "models" / "Stable-diffusion")
+    router = build_router(settings, engine=fb.engine, current_user=current_user,
+                          open_outputs=fb.open_outputs, quota_room=_quota_room(fb),
+                          record_image=_record_image(fb), sdapi_user=current_user_or_basic)
+    app.include_router(router)
+    app.state.metrics.include(router.service.manager.metrics.registry)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    app = create_filebrowser(settings)
+    fb: FileBrowser = app.state.fb
+    install_pages(app)  # the web pages under /ui/
+    # The WebUI extension's side: its lifeline and identity proof, and what the WebUI
+    # process reports of its own checkpoints (no torch needed for either).
+    app.include_router(lifeline.build_router())
+    app.include_router(modelzoo.build_webui_router(current_user=current_user,
+                                                   require_gateway=require_gateway))
+    _add_models(app, fb)
+    _add_generation(app, fb)
     return app

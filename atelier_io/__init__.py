@@ -22,14 +22,22 @@ from .lazy import exports
 if TYPE_CHECKING:
     from .db import make_engine, now
     from .diskwrite import Appender, DiskFull, filesystem_type, receive_into, use_direct
-    from .http import Client, ConnectionFailed, Response
+    from .http import (
+        BodyCutShort,
+        CertificateRejected,
+        Client,
+        ConnectionFailed,
+        Connections,
+        Response,
+    )
     from .progress import Bars, Plain, human, parse_size, screen
 
 _WHERE = {
     "make_engine": "db", "now": "db",
     "Appender": "diskwrite", "DiskFull": "diskwrite", "filesystem_type": "diskwrite",
     "receive_into": "diskwrite", "use_direct": "diskwrite",
-    "Client": "http", "ConnectionFailed": "http", "Response": "http",
+    "BodyCutShort": "http", "CertificateRejected": "http", "Client": "http",
+    "ConnectionFailed": "http", "Connections": "http", "Response": "http",
     "Bars": "progress", "Plain": "progress", "human": "progress", "parse_size": "progress",
     "screen": "progress",
 }
@@ -37,8 +45,11 @@ _WHERE = {
 __all__ = [
     "Appender",
     "Bars",
+    "BodyCutShort",
+    "CertificateRejected",
     "Client",
     "ConnectionFailed",
+    "Connections",
     "DiskFull",
     "Plain",
     "Response",

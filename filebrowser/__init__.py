@@ -22,30 +22,35 @@ from typing import TYPE_CHECKING
 from atelier_io.lazy import exports
 
 if TYPE_CHECKING:
-    from .access.auth import Principal, current_user, current_user_or_basic
+    from .access.auth import Principal, current_user, current_user_or_basic, require_gateway
     from .app import create_app
     from .cli import add_server_options, register, settings_from
     from .core import FileBrowser
-    from .errors import AtelierError
+    from .errors import AtelierError, Conflict, NotFound, QuotaExceeded
     from .settings import Settings
 
 _WHERE = {
     "create_app": "app", "FileBrowser": "core", "Settings": "settings", "AtelierError": "errors",
+    "QuotaExceeded": "errors", "Conflict": "errors", "NotFound": "errors",
     "Principal": "access.auth", "current_user": "access.auth",
-    "current_user_or_basic": "access.auth",
+    "current_user_or_basic": "access.auth", "require_gateway": "access.auth",
     "add_server_options": "cli", "register": "cli", "settings_from": "cli",
 }
 
 __all__ = [
     "AtelierError",
+    "Conflict",
     "FileBrowser",
+    "NotFound",
     "Principal",
+    "QuotaExceeded",
     "Settings",
     "add_server_options",
     "create_app",
     "current_user",
     "current_user_or_basic",
     "register",
+    "require_gateway",
     "settings_from",
 ]
 

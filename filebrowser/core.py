@@ -7,15 +7,16 @@ service edge) use :func:`filebrowser.auth.current_user` for the caller.
 
 from __future__ import annotations
 
+import os
 import secrets
 import sys
 from pathlib import Path
 
-from . import db
+from . import db, statedir
 from .access.auth import Authenticator, Principal
 from .access.jail import Jail
 from .access.users import UserStore
-from .errors import QuotaExceeded
+from .errors import Conflict, QuotaExceeded
 from .files.trash import Trash
 from .settings import Settings
 from .shares.store import ShareStore
@@ -38,6 +39,7 @@ class FileBrowser:
         self.settings = settings
         settings.root.mkdir(parents=True, exist_ok=True)
         make_layout(settings.root)
+        statedir.claim(settings.state_dir, settings.root)  # one state folder, one root
         self.jail = Jail(settings.root)
         self.root = self.jail.root
         self.engine = db.connect(settings.database_url)
@@ -62,11 +64,16 @@ class FileBrowser:
             return password
         return None
 
-    def outputs_dir(self, p: Principal) -> Path:
-        """Where a caller's generated images go: their home's outputs/."""
-        path = self.users.home(p.name) / "outputs"
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+    def open_outputs(self, p: Principal) -> int:
+        """A directory descriptor of the caller's ``users/<name>/outputs`` (made if
+        missing), where their generated images go; opened beneath the root within what
+        they may write, so a symlink put in its place leads nowhere. The caller closes it."""
+        vpath = f"users/{p.name}/outputs"
+        self.jail.makedirs(p.scope, vpath)
+        with self.jail.open(p.scope, vpath, write=True) as h:
+            if not h.is_dir:
+                raise Conflict(f"{vpath!r} is not a folder")
+            return os.open(h.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
 
     def check_quota(self, p: Principal, adding: int) -> None:
         quota = p.user.quota_bytes

@@ -15,6 +15,7 @@ from atelier_io.db import make_engine
 from atelier_io.db import now as now  # the time base of every table
 
 metadata = sa.MetaData()
+BIGINT_MAX = 2**63 - 1  # what an integer column holds (SQLite and PostgreSQL): inputs stop here
 
 users = sa.Table(
     "users", metadata,

@@ -2,8 +2,9 @@
 
 Every error the service raises on purpose is an ``AtelierError``; one handler
 (:func:`install_handlers`) renders them all as JSON ``{"error", "message"}`` with
-the status carried on the class. Errors also subclass the matching built-in, so
-plain Python code can catch them without knowing this module::
+the status carried on the class. Anything else that goes wrong is a logged 500
+``internal_error`` in the same shape (:mod:`filebrowser.guards`). Errors also subclass
+the matching built-in, so plain Python code can catch them without knowing this module::
 
     AtelierError
     ├── BadRequest (400, ValueError)
@@ -29,11 +30,14 @@ Image errors: SharePasswordRequired (401), ShareExpired (410), Unavailable (503)
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from atelier_io.diskwrite import DiskFull
 
@@ -158,6 +162,55 @@ def error_response(exc: AtelierError) -> JSONResponse:
     return JSONResponse(exc.to_json(), status_code=exc.status, headers=exc.headers)
 
 
+_CODES = {cls.status: cls.code for cls in (
+    BadRequest, Unauthorized, Forbidden, NotFound, Conflict, PreconditionFailed,
+    PayloadTooLarge, RangeNotSatisfiable, TooManyRequests, InsufficientStorage, Gone,
+    UnsupportedMediaType, Locked, Unavailable)} | {422: "invalid_input", 500: "internal_error"}
+
+
+def code_for_status(status: int) -> str:
+    """The ``error`` code of a status our tree has no class for here (a framework's
+    404/405, a WebDAV layer's 412): the tree's own code, else the reason in snake case."""
+    if status in _CODES:
+        return _CODES[status]
+    try:
+        return HTTPStatus(status).phrase.lower().replace(" ", "_").replace("-", "_")
+    except ValueError:
+        return "internal_error" if status >= 500 else "bad_request"
+
+
+def status_json(status: int, message: str | None = None,
+                headers: dict[str, str] | None = None) -> JSONResponse:
+    """An ``{error, message}`` answer for a bare status."""
+    if not message:
+        try:
+            message = HTTPStatus(status).phrase.lower()
+        except ValueError:
+            message = "error"
+    return JSONResponse({"error": code_for_status(status), "message": message},
+                        status_code=status, headers=headers)
+
+
+INTERNAL_MESSAGE = "internal error; the server log has the details"
+
+
+class ErrorBody(BaseModel):
+    """What every 4xx/5xx answer holds (some add fields, e.g. ``needed`` on a quota)."""
+
+    model_config = ConfigDict(extra="allow")
+    error: str = Field(description="a stable code: not_found, read_only, quota_exceeded...")
+    message: str = Field(description="what went wrong, for a person")
+
+
+# Documented on every route (the app's ``responses``), so the OpenAPI says what clients
+# get, and a schema check (tests/atelier/test_api_fuzz.py) holds every error to it.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "4XX": {"model": ErrorBody, "description": "The request cannot be served as sent"},
+    "5XX": {"model": ErrorBody, "description": "The service failed (logged) or is short "
+            "of space or a backend"},
+}
+
+
 def install_handlers(app: FastAPI) -> None:
     """Render our errors, validation errors and disk-full errors as ``{error, message}``."""
 
@@ -175,6 +228,19 @@ def install_handlers(app: FastAPI) -> None:
     async def on_disk_full(_: Request, exc: Exception) -> JSONResponse:
         return error_response(InsufficientStorage("the disk is full"))
 
+    async def on_http(_: Request, exc: Exception) -> JSONResponse:
+        # Starlette's own answers (no such route: 404, wrong method: 405) in our shape
+        assert isinstance(exc, StarletteHTTPException)
+        return status_json(exc.status_code, str(exc.detail) if exc.detail else None,
+                           dict(exc.headers or {}))
+
+    async def on_internal(_: Request, exc: Exception) -> JSONResponse:
+        # Last resort, for errors outside the guards (filebrowser.guards.JsonErrors,
+        # which logs them); Starlette re-raises afterwards so the server logs it too.
+        return status_json(500, INTERNAL_MESSAGE)
+
     app.add_exception_handler(AtelierError, on_atelier)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(DiskFull, on_disk_full)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(Exception, on_internal)

@@ -13,9 +13,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-
-def default_state_dir() -> Path:
-    return Path.home() / ".local" / "state" / "atelier"
+from .statedir import default_state_dir
 
 
 class Settings(BaseSettings):
@@ -24,9 +22,10 @@ class Settings(BaseSettings):
     root: Path = Field(
         Path("./nas"), description="The NAS folder served (models/, outputs/, users/).")
     state_dir: Path = Field(
-        default_factory=default_state_dir,
+        default_factory=lambda data: default_state_dir(data.get("root", Path("./nas"))),
         description="Local state outside the NAS: the SQLite database and caches. "
-        "SQLite must sit on local disk, never on NFS.",
+        "SQLite must sit on local disk, never on NFS. Default: one folder per root, "
+        "~/.local/state/atelier/<root name>-<hash of its real path>.",
     )
     db_url: str | None = Field(
         None, description="SQLAlchemy URL; default sqlite:///<state_dir>/atelier.db. "
@@ -57,6 +56,10 @@ class Settings(BaseSettings):
         "X-Forwarded-User", description="Header in which a trusted gateway names the user.")
     proxy_auto_create: bool = Field(
         True, description="Create a 'user' account for a name a trusted gateway sends.")
+    gateway_secret: str | None = Field(
+        None, description="A request whose X-Atelier-Gateway header carries this secret is "
+        "a trusted gateway whatever its address (the WebUI extension's proxy, which sets it "
+        "for the service it starts); it may then name the user in proxy_user_header.")
     default_quota_bytes: int | None = Field(
         None, description="Storage quota for new users (bytes); none means unlimited.")
     list_page_max: int = Field(1000, description="Largest page a listing returns.")
@@ -74,6 +77,13 @@ class Settings(BaseSettings):
         30.0, ge=0, description="Resumable uploads check the quota against a walk of the home at "
         "most this old (the service's own writes count at once; files other programs put "
         "in the home, after at most this long).")
+    tmp_stale_seconds: float = Field(
+        6 * 3600.0, ge=0, description="A hidden temporary file (.atelier-tmp-*) untouched "
+        "this long, and not locked by a live writer, was left by a killed process and is "
+        "removed.")
+    tmp_sweep_seconds: float = Field(
+        3600.0, ge=0, description="How often the NAS is swept for stale temporary files "
+        "(also once at start); 0: only at start.")
     upload_direct_io: Literal["auto", "on", "off"] = Field(
         "auto", description="Write big uploads (tus, WebDAV PUT) with O_DIRECT, past the "
         "page cache: auto = on local disk filesystems (ext4, xfs, btrfs, f2fs) for uploads "

@@ -1,13 +1,15 @@
 """The ModelZoo error tree.
 
     ModelZooError
-    (sections below add their classes: FETCH ERRORS, RESIDENCY ERRORS)
+    (sections below add their classes: FETCH ERRORS, SOURCE ERRORS, JOB ERRORS,
+    RESIDENCY ERRORS)
     ├── FetchError (502)                          fetch: base of every download failure
     │   ├── RemoteError (502, ConnectionError)    the server failed after all retries
     │   │   ├── RemoteNotFound (404, FileNotFoundError)
     │   │   ├── RemoteAuthRequired (401, PermissionError)   401/403 from the origin
     │   │   ├── RateLimited (429)                 429 beyond the retry budget
     │   │   └── RemoteChanged (409)               the remote file changed mid-way, twice
+    │   ├── BlockedAddress (403, PermissionError) a hop leads into ATELIER_FETCH_BLOCKED_NETWORKS
     │   ├── NotAModel (422, ValueError)           HTML/JSON page or broken safetensors header
     │   ├── SizeMismatch (422, ValueError)        truncated or longer than announced
     │   ├── ChecksumMismatch (422, ValueError)    sha256 differs; the file was deleted
@@ -59,6 +61,12 @@ class RemoteChanged(RemoteError):
     status, code = 409, "remote_changed"
 
 
+class BlockedAddress(FetchError, PermissionError):
+    """The URL (or a redirect on its way) leads to a network downloads may not reach."""
+
+    status, code = 403, "blocked_address"
+
+
 class NotAModel(FetchError, ValueError):
     status, code = 422, "not_a_model"
 
@@ -77,6 +85,65 @@ class InsufficientSpace(FetchError, OSError):
 
 class LockTimeout(FetchError, TimeoutError):
     status, code = 423, "lock_timeout"
+
+
+# SOURCE ERRORS (references and the remote catalogues: Civitai, Hugging Face, ModelScope)
+#
+#   FetchError
+#   ├── BadReference (400, ValueError)       a reference in no accepted form; lists them
+#   └── RemoteError
+#       ├── EarlyAccess (403, PermissionError)  Civitai early access not bought
+#       └── Archived (410, FileNotFoundError)   Civitai archived the version's files
+
+
+class BadReference(FetchError, ValueError):
+    status, code = 400, "bad_reference"
+
+
+class EarlyAccess(RemoteError, PermissionError):
+    status, code = 403, "early_access"
+
+
+class Archived(RemoteError, FileNotFoundError):
+    status, code = 410, "archived"
+
+
+# JOB ERRORS (the download queue, the library and who may write where)
+#
+#   JobError (400)                             a request the queue cannot take
+#   ├── JobNotFound (404, LookupError)         no such job, or not yours
+#   ├── JobConflict (409)                      pause a finished job, retry a running one...
+#   ├── NotAllowed (403, PermissionError)      viewers fetching, a destination outside yours
+#   ├── DestinationExists (409, FileExistsError)  another file under that name (conflict=fail)
+#   └── QuotaExceeded (507, OSError)           the download would not fit in your quota
+
+
+class JobError(ModelZooError):
+    status, code = 400, "invalid_request"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class JobNotFound(JobError, LookupError):
+    status, code = 404, "job_not_found"
+
+
+class JobConflict(JobError):
+    status, code = 409, "job_conflict"
+
+
+class NotAllowed(JobError, PermissionError):
+    status, code = 403, "forbidden"
+
+
+class DestinationExists(JobError, FileExistsError):
+    status, code = 409, "destination_exists"
+
+
+class QuotaExceeded(JobError, OSError):
+    status, code = 507, "quota_exceeded"
 
 
 

@@ -51,7 +51,7 @@ def wait_http(url: str, timeout: float = 30.0) -> None:
         try:
             requests.get(url, timeout=1)
             return
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # a busy machine: try again
             time.sleep(0.05)
     raise RuntimeError(f"{url} did not come up")
 
@@ -116,6 +116,7 @@ def make_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     started: list[Server] = []
 
     def start(root: Path | None = None, state: Path | None = None, **settings: Any) -> Server:
+        from atelier.protocol import JsonErrorsHttpTools
         from atelier.service import create_app
         from filebrowser.settings import Settings
 
@@ -126,7 +127,8 @@ def make_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
         app = create_app(s)
         port = free_port()
         config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                http="httptools", loop="asyncio", lifespan="on")
+                                http=JsonErrorsHttpTools, loop="asyncio", lifespan="on",
+                                proxy_headers=False)  # as `atelier serve` runs it
         uv = uvicorn.Server(config)
         thread = threading.Thread(target=uv.run, daemon=True)
         thread.start()

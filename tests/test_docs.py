@@ -18,8 +18,9 @@ def _settings_classes() -> list[type]:
     from filebrowser.settings import Settings
     from modelzoo.fetch.settings import FetchSettings
     from modelzoo.residency.settings import ResidencySettings
+    from modelzoo.settings import ZooSettings
 
-    return [Settings, FetchSettings, ResidencySettings]
+    return [Settings, FetchSettings, ResidencySettings, ZooSettings]
 
 
 @pytest.mark.parametrize("cls", _settings_classes(), ids=lambda c: c.__name__)

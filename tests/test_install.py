@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -270,3 +271,62 @@ def test_the_launcher_runs_the_service_with_state_on_local_disk(webui: Path, nas
     assert (webui / ".atelier/state/atelier.db").is_file()
     assert sorted(p.name for p in (webui / ".atelier").iterdir()) == ["state"]
     assert not (webui / "extensions/atelier").exists()
+
+
+def test_forge_placeholders_without_a_suffix_count_as_empty(webui: Path, nas: Path) -> None:
+    # Forge ships models/ESRGAN/ESRGAN_here (no .txt); A1111-style names keep working.
+    esrgan = webui / "models" / "ESRGAN"
+    esrgan.mkdir(parents=True)
+    (esrgan / "ESRGAN_here").write_text("")
+    (webui / "models" / "hypernetworks").mkdir()
+    big = webui / "models" / "hypernetworks" / "not_a_placeholder_here.txt"
+    big.write_bytes(b"x" * 100_000)  # named like one, but holds something: the user's
+    original = snapshot(webui)
+    r = run_install(*install_args(webui, nas))
+    assert r.returncode == 0, r.stderr
+    assert esrgan.is_symlink() and os.readlink(esrgan) == str(nas / "models/ESRGAN")
+    assert (webui / ".atelier/backup/models/ESRGAN/ESRGAN_here").is_file()
+    assert not (webui / "models/hypernetworks").is_symlink(), "a big file is kept in place"
+    assert "--hypernetwork-dir" in r.stdout
+    assert run_install("--webui", str(webui), "--uninstall").returncode == 0
+    assert snapshot(webui) == original
+
+
+def _service_running(webui: Path, port: int) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "ATELIER_ADMIN_PASSWORD": ADMIN_PASSWORD}
+    log = open(webui.parent / "service.log", "ab")  # noqa: SIM115
+    proc = subprocess.Popen([str(webui / ".atelier/atelier-serve")], env=env, stdout=log,
+                            stderr=subprocess.STDOUT)
+    log.close()
+    wait_http(f"http://127.0.0.1:{port}/api/health")
+    return proc
+
+
+def test_uninstall_stops_a_running_service_first(webui: Path, nas: Path) -> None:
+    port = free_port()
+    original = snapshot(webui)
+    assert run_install(*install_args(webui, nas, "--port", str(port))).returncode == 0
+    proc = _service_running(webui, port)
+    try:
+        dry = run_install("--webui", str(webui), "--uninstall", "--dry-run")
+        assert dry.returncode == 0 and f"would stop the running Atelier service (pid {proc.pid})" \
+            in dry.stdout
+        assert proc.poll() is None, "a dry run stops nothing"
+        r = run_install("--webui", str(webui), "--uninstall")
+        assert r.returncode == 0, r.stderr
+        lines = r.stdout.splitlines()
+        stop = next(i for i, line in enumerate(lines)
+                    if "stop the running Atelier service" in line)
+        remove = next(i for i, line in enumerate(lines) if "remove the extension" in line)
+        assert stop < remove, "stopped before anything is removed"
+        assert proc.poll() is not None, "gone when uninstall goes on (it waited)"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://127.0.0.1:{port}/api/health", timeout=2)
+    state = webui / ".atelier" / "state"
+    assert (state / "atelier.db").is_file(), "the service's state is kept"
+    shutil.rmtree(webui / ".atelier")
+    assert snapshot(webui) == original

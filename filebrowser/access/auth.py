@@ -8,10 +8,15 @@
 - CLI and desktop: ``Authorization: Bearer <token>`` with tokens from ``POST /api/tokens``;
   only their sha256 is stored. Revocation deletes the row, so it acts at once.
 - HTTP Basic: accepted where a route asks for it (token creation, WebDAV).
-- Gateway: the ``proxy_user_header`` is believed only from ``trusted_proxies``.
+- Gateway: the ``proxy_user_header`` is believed only when the TCP peer itself is one
+  of ``trusted_proxies`` (never an address taken from a header: :mod:`.peers`), or from
+  a request carrying ``X-Atelier-Gateway: <gateway_secret>`` whatever its address (the
+  WebUI extension's proxy: loopback is shared by every local process, so the address
+  alone proves nothing). A wrong secret is refused (401).
 
 Failed logins are counted per user name and per client address in the database
-(so replicas sharing PostgreSQL share the limit) and answered 429 past the limit.
+(so replicas sharing PostgreSQL share the limit) and answered 429 past the limit; the
+address is the peer's, or the forwarded client's behind a trusted proxy (:mod:`.peers`).
 """
 
 from __future__ import annotations
@@ -20,7 +25,6 @@ import base64
 import binascii
 import hashlib
 import hmac
-import ipaddress
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,12 +38,14 @@ from .. import db
 from ..errors import CsrfFailed, NotFound, Unauthorized
 from ..settings import Settings
 from .jail import Scope
+from .peers import Peers
 from .ratelimit import FailureLimit
 from .users import User, UserStore
 
 SESSION_COOKIE = "atelier_session"
 CSRF_COOKIE = "atelier_csrf"
 CSRF_HEADER = "X-CSRF-Token"
+GATEWAY_HEADER = "X-Atelier-Gateway"
 TOKEN_PREFIX = "atl_"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _TOUCH_EVERY = 60.0  # seconds between last_seen writes for one session
@@ -78,7 +84,7 @@ class Authenticator:
         self.engine = engine
         self.users = users
         self.settings = settings
-        self._proxies = [ipaddress.ip_network(p, strict=False) for p in settings.trusted_proxies]
+        self.peers = Peers(settings.trusted_proxies)
         self.failures = FailureLimit(engine, settings.login_window_seconds)
 
     # -- principals ---------------------------------------------------------------
@@ -218,13 +224,21 @@ class Authenticator:
     # -- gateway ------------------------------------------------------------------
 
     def _trusted(self, addr: str | None) -> bool:
-        if not addr or not self._proxies:
+        return self.peers.trusted(addr)
+
+    def client_addr(self, request: Request) -> str:
+        """The address failed attempts are counted by (see :mod:`.peers`)."""
+        return self.peers.client(request)
+
+    def is_gateway(self, request: Request) -> bool:
+        """True if the request carries the gateway secret; a wrong one is refused."""
+        sent = request.headers.get(GATEWAY_HEADER)
+        if sent is None:
             return False
-        try:
-            ip = ipaddress.ip_address(addr)
-        except ValueError:
-            return False
-        return any(ip in net for net in self._proxies)
+        secret = self.settings.gateway_secret
+        if not secret or not hmac.compare_digest(sent.encode(), secret.encode()):
+            raise Unauthorized("wrong gateway secret")
+        return True
 
     def _from_proxy(self, name: str) -> Principal | None:
         try:
@@ -251,13 +265,13 @@ class Authenticator:
             name, _, password = base64.b64decode(header[6:]).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError):
             raise Unauthorized("malformed Basic credentials") from None
-        addr = request.client.host if request.client else "-"
-        return self.principal(self.check_password(name, password, addr), "basic")
+        return self.principal(self.check_password(name, password, self.client_addr(request)),
+                              "basic")
 
     def identify(self, request: Request, *, allow_basic: bool = False) -> Principal:
-        addr = request.client.host if request.client else None
+        addr = Peers.peer(request)  # the TCP peer, never a forwarded address
         proxy_name = request.headers.get(self.settings.proxy_user_header)
-        if proxy_name and self._trusted(addr):
+        if proxy_name and (self.is_gateway(request) or self._trusted(addr)):
             p = self._from_proxy(proxy_name)
             if p:
                 return p
@@ -291,6 +305,12 @@ def current_user(request: Request) -> Principal:
 
 def current_user_or_basic(request: Request) -> Principal:
     return _auth(request).identify(request, allow_basic=True)
+
+
+def require_gateway(request: Request) -> None:
+    """FastAPI dependency: the caller must carry the gateway secret (401 otherwise)."""
+    if not _auth(request).is_gateway(request):
+        raise Unauthorized(headers={"WWW-Authenticate": 'Bearer realm="atelier"'})
 
 
 def require_admin(p: Annotated[Principal, Depends(current_user)]) -> Principal:

@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Request, Response
+from fastapi import Path as PathParam
 from pydantic import BaseModel, Field
 
+from ..db import BIGINT_MAX
 from ..deps import FB
 from ..errors import Forbidden, InvalidInput
 from .auth import (
@@ -29,20 +31,21 @@ class LoginBody(BaseModel):
 
 class TokenBody(BaseModel):
     name: str = Field("cli", min_length=1, max_length=128)
-    ttl_days: float | None = Field(None, gt=0, description="Expiry in days; none: until revoked.")
+    ttl_days: float | None = Field(None, gt=0, le=36500,
+                                   description="Expiry in days; none: until revoked.")
 
 
 class NewUser(BaseModel):
     name: str
     password: str | None = None
     role: Literal["admin", "user", "viewer"] = "user"
-    quota_bytes: int | None = Field(None, ge=0)
+    quota_bytes: int | None = Field(None, ge=0, le=BIGINT_MAX)
 
 
 class UserPatch(BaseModel):
     password: str | None = None
     role: Literal["admin", "user", "viewer"] | None = None
-    quota_bytes: int | None = Field(None, ge=0)
+    quota_bytes: int | None = Field(None, ge=0, le=BIGINT_MAX)
     clear_quota: bool = False
 
 
@@ -59,8 +62,7 @@ def health() -> dict:
 @router.post("/login")
 def login(body: LoginBody, request: Request, response: Response, fb: FB) -> dict:
     """Check the password and open a browser session (cookie). Public."""
-    addr = request.client.host if request.client else "-"
-    user = fb.auth.check_password(body.username, body.password, addr)
+    user = fb.auth.check_password(body.username, body.password, fb.auth.client_addr(request))
     sid, csrf = fb.auth.open_session(user)
     max_age = int(fb.settings.session_max_days * 86400)
     secure = fb.settings.cookie_secure
@@ -100,7 +102,8 @@ def list_tokens(p: CurrentUser, fb: FB, all_users: bool = False) -> list[dict]:
 
 
 @router.delete("/tokens/{token_id}")
-def revoke_token(token_id: int, p: CurrentUser, fb: FB) -> dict:
+def revoke_token(token_id: Annotated[int, PathParam(ge=1, le=BIGINT_MAX)], p: CurrentUser,
+                 fb: FB) -> dict:
     """Revoke one of your tokens (admins: anyone's)."""
     fb.auth.revoke_token(None if p.is_admin else p.user, token_id)
     return {"ok": True}
@@ -113,7 +116,8 @@ def list_sessions(p: CurrentUser, fb: FB, all_users: bool = False) -> list[dict]
 
 
 @router.delete("/sessions/{handle}")
-def end_session(handle: str, p: CurrentUser, fb: FB) -> dict:
+def end_session(handle: Annotated[str, PathParam(max_length=64)], p: CurrentUser,
+                fb: FB) -> dict:
     """End a browser session: one of yours (admins: anyone's)."""
     fb.auth.end_session(None if p.is_admin else p.user, handle)
     return {"ok": True}

@@ -18,6 +18,7 @@ import base64
 import bisect
 import contextlib
 import errno
+import fcntl
 import json
 import os
 import secrets
@@ -28,8 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from ..access.jail import INTERNAL_PREFIX
+from ..access.jail import Handle, Scope
 from ..errors import Conflict, InsufficientStorage, InvalidInput, NotFound
+from . import walk
 
 IMAGE_EXTS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif", ".avif", ".bmp", ".tif", ".tiff"})
 MODEL_EXTS = frozenset({".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf", ".onnx", ".sft"})
@@ -69,9 +71,20 @@ class Entry:
         }
 
 
+def entry_of(h: Handle) -> Entry:
+    """The entry of an opened location (its stat as opened; the name as asked)."""
+    s = h.stat
+    if s is None:
+        raise NotFound()
+    is_dir = st.S_ISDIR(s.st_mode)
+    return Entry(h.vpath.rpartition("/")[2], is_dir, 0 if is_dir else s.st_size, s.st_mtime)
+
+
 def stat_entry(real: Path) -> Entry:
+    """The entry itself (a symlink is described, never followed: its target may be
+    somewhere the caller may not see)."""
     try:
-        s = os.stat(real)
+        s = os.stat(real, follow_symlinks=False)
     except FileNotFoundError:
         raise NotFound() from None
     is_dir = st.S_ISDIR(s.st_mode)
@@ -92,38 +105,33 @@ def _decode_cursor(cursor: str) -> list[object]:
     return key
 
 
-def list_dir(real: Path, *, sort: SortKey = "name", reverse: bool = False,
+def list_dir(folder: Handle, scope: Scope, *, sort: SortKey = "name", reverse: bool = False,
              kinds: frozenset[str] | None = None, limit: int = 200, cursor: str | None = None,
-             only: frozenset[str] | None = None, link_ok: Callable[[str], bool] | None = None,
+             link_ok: Callable[[str], bool] | None = None,
              ) -> tuple[list[Entry], str | None, int]:
     """One page of a folder: (entries, next cursor or None, total matching entries).
 
-    Folders come first whatever the order. ``only`` keeps just those names (an
-    ancestor folder of the caller's scope); ``link_ok(path)`` vets symlinks (whether
-    they lead somewhere the caller may see). With ``sort="name"`` nothing is stat'ed
-    but the returned page: a 100,000-file folder costs one ``getdents`` pass and a sort.
+    Folders come first whatever the order. The entries are those :func:`walk.listing`
+    lets the caller see (``link_ok(name)`` vets symlinks: whether they lead somewhere
+    the caller may see). With ``sort="name"`` nothing is stat'ed but the returned
+    page: a 100,000-file folder costs one ``getdents`` pass and a sort.
     """
-    if not real.is_dir():
+    if not folder.is_dir:
         raise InvalidInput("not a folder")
+    dfd = folder.fd
     groups: tuple[list[str], list[str]] = ([], [])
     stats: dict[str, os.stat_result] = {}
+    links: set[str] = set()
     need_stat = sort != "name"
-    with os.scandir(real) as it:
-        for e in it:
-            name = e.name
-            if name.startswith(INTERNAL_PREFIX):
-                continue
-            if only is not None and name not in only:
-                continue
+    for name, is_dir, is_link in walk.listing(folder, scope, link_ok):
+        if is_link:
+            links.add(name)
+        if need_stat:
             try:
-                if link_ok is not None and e.is_symlink() and not link_ok(e.path):
-                    continue
-                is_dir = e.is_dir()
-                if need_stat:
-                    stats[name] = e.stat()
+                stats[name] = os.stat(name, dir_fd=dfd, follow_symlinks=is_link)
             except OSError:
                 continue
-            groups[0 if is_dir else 1].append(name)
+        groups[0 if is_dir else 1].append(name)
     dirs, files = groups
     if kinds is not None:
         dirs = dirs if "dir" in kinds else []
@@ -170,7 +178,7 @@ def list_dir(real: Path, *, sort: SortKey = "name", reverse: bool = False,
     entries = []
     for group, name in page:
         try:
-            s = stats.get(name) or os.stat(real / name)
+            s = stats.get(name) or os.stat(name, dir_fd=dfd, follow_symlinks=name in links)
         except OSError:
             continue
         entries.append(Entry(name, group == 0, 0 if group == 0 else s.st_size, s.st_mtime))
@@ -270,6 +278,7 @@ def write_stream(folder: Path, name: str, chunks: Iterator[bytes], policy: Confl
     size = 0
     try:
         with open(tmp, "xb") as f:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)  # live: the stale-file sweep keeps off
             for chunk in chunks:
                 size += len(chunk)
                 if max_bytes is not None and size > max_bytes:
@@ -288,19 +297,16 @@ def write_stream(folder: Path, name: str, chunks: Iterator[bytes], policy: Confl
         _remove(tmp)
 
 
-def copy(src: Path, dst_folder: Path, name: str, policy: ConflictPolicy) -> str:
-    """Server-side copy (``copy_file_range``/``sendfile`` via shutil), placed atomically."""
+def copy(src: Handle, scope: Scope, dst_folder: Path, name: str,
+         policy: ConflictPolicy) -> str:
+    """Server-side copy of what ``scope`` may read under ``src`` (:func:`walk.walk`:
+    symlinks and hidden names left out), built in a hidden temporary folder beside
+    the target and placed atomically; nothing is left behind if it fails."""
     if policy == "fail" and os.path.lexists(dst_folder / name):
         raise Conflict(f"{name!r} already exists")
-    check_free_space(dst_folder, tree_size(src))
     tmp = tmp_name(dst_folder, name)
     try:
-        if src.is_dir():
-            shutil.copytree(src, tmp, symlinks=True)
-        else:
-            shutil.copyfile(src, tmp, follow_symlinks=False)
-            shutil.copystat(src, tmp)
-            fsync_file(tmp)
+        _copy_into(src, scope, tmp)
         return place(tmp, dst_folder, name, policy)
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -310,20 +316,94 @@ def copy(src: Path, dst_folder: Path, name: str, policy: ConflictPolicy) -> str:
         _remove(tmp)
 
 
+def _copy_into(src: Handle, scope: Scope, tmp: Path) -> None:
+    """Write the walk of ``src`` to the new name ``tmp``, through descriptors."""
+    made: list[tuple[int, os.stat_result]] = []  # destination folders being filled
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        for item in walk.walk(src, scope):
+            while len(made) > len(item.rel):
+                _close_dir(*made.pop())
+            mode = st.S_IMODE(item.stat.st_mode)
+            if item.is_dir:
+                if made:
+                    os.mkdir(item.name, mode | 0o700, dir_fd=made[-1][0])
+                    fd = os.open(item.name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW,
+                                 dir_fd=made[-1][0])
+                else:
+                    os.mkdir(tmp, mode | 0o700)
+                    fd = os.open(tmp, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW)
+                made.append((fd, item.stat))
+                continue
+            try:
+                sfd = item.open()
+            except (FileNotFoundError, walk.Changed):
+                continue  # gone since the walk saw it
+            try:
+                if made:
+                    dfd = os.open(item.name, flags, mode, dir_fd=made[-1][0])
+                else:
+                    dfd = os.open(tmp, flags, mode)
+                try:
+                    _copy_data(sfd, dfd)
+                    os.utime(dfd, ns=(item.stat.st_atime_ns, item.stat.st_mtime_ns))
+                    os.fsync(dfd)
+                finally:
+                    os.close(dfd)
+            finally:
+                os.close(sfd)
+    finally:
+        while made:
+            _close_dir(*made.pop())
+
+
+def _close_dir(fd: int, s: os.stat_result) -> None:
+    """Give a copied folder its source's times (after its content is in), and close it."""
+    try:
+        os.utime(f"/proc/self/fd/{fd}", ns=(s.st_atime_ns, s.st_mtime_ns))
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _copy_data(src: int, dst: int) -> None:
+    """All of ``src`` into ``dst`` in the kernel (``copy_file_range``: reflinks where the
+    filesystem has them), else ``sendfile``, else read/write."""
+    try:
+        while os.copy_file_range(src, dst, 1 << 30):
+            pass
+        return
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+            raise
+    offset = os.lseek(dst, 0, os.SEEK_CUR)
+    os.lseek(src, offset, os.SEEK_SET)
+    while True:
+        chunk = os.read(src, 1 << 20)
+        if not chunk:
+            return
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(dst, view):]
+
+
 def move(src: Path, dst_folder: Path, name: str, policy: ConflictPolicy) -> str:
+    """Rename ``src`` (the entry itself: a symlink is moved as a link, never followed)."""
+    src_is_dir = st.S_ISDIR(os.lstat(src).st_mode)
     if policy == "overwrite":
-        if (dst_folder / name).is_dir() and not src.is_dir():
+        if (dst_folder / name).is_dir() and not src_is_dir:
             raise Conflict(f"{name!r} is a folder")
         os.replace(src, dst_folder / name)
         return name
     final = name if policy == "fail" else free_name(dst_folder, name)
-    if src.is_dir():
+    if src_is_dir:
         if os.path.lexists(dst_folder / final):
             raise Conflict(f"{final!r} already exists")
         os.rename(src, dst_folder / final)
     else:
         try:
-            os.link(src, dst_folder / final)
+            os.link(src, dst_folder / final, follow_symlinks=False)
         except FileExistsError:
             raise Conflict(f"{final!r} already exists") from None
         except OSError as exc:
@@ -339,8 +419,8 @@ def move(src: Path, dst_folder: Path, name: str, policy: ConflictPolicy) -> str:
 
 
 def tree_size(path: Path, skip_prefix: str | None = None) -> int:
-    """Bytes below ``path`` (or of the file), never following symlinks; files whose names
-    start with ``skip_prefix`` are left out."""
+    """Bytes below ``path`` (or of the file), never following symlinks; files and folders
+    whose names start with ``skip_prefix`` are left out."""
     try:
         s = os.lstat(path)
     except FileNotFoundError:
@@ -353,11 +433,12 @@ def tree_size(path: Path, skip_prefix: str | None = None) -> int:
         try:
             with os.scandir(stack.pop()) as it:
                 for e in it:
+                    if skip_prefix and e.name.startswith(skip_prefix):
+                        continue  # a file, or a folder (a copy in progress) and all in it
                     try:
                         if e.is_dir(follow_symlinks=False):
                             stack.append(e.path)
-                        elif e.is_file(follow_symlinks=False) and not (
-                                skip_prefix and e.name.startswith(skip_prefix)):
+                        elif e.is_file(follow_symlinks=False):
                             total += e.stat(follow_symlinks=False).st_size
                     except OSError:
                         continue

@@ -11,14 +11,18 @@ from pydantic import BaseModel, Field
 from starlette.responses import StreamingResponse
 
 from ..access.auth import CurrentUser, Principal
+from ..access.jail import Handle
 from ..core import FileBrowser
 from ..deps import FB
 from ..errors import InvalidInput
 from .responses import SAFE_HEADERS, content_disposition
-from .zipstream import Member, safe_component, stream_zip, walk
+from .walk import walk
+from .zipstream import Member, members, safe_component, stream_zip
 
 router = APIRouter(prefix="/api/fs", tags=["files"])
 MAX_SELECTION = 10_000
+ZIP_RESPONSES: dict[int | str, dict] = {
+    200: {"description": "A zip, streamed", "content": {"application/zip": {}}}}
 
 
 class ZipBody(BaseModel):
@@ -27,41 +31,64 @@ class ZipBody(BaseModel):
 
 
 def _zip(fb: FileBrowser, p: Principal, paths: list[str], name: str | None) -> StreamingResponse:
-    tops = []
-    for raw in paths:
-        vpath, real = fb.jail.resolve(p.scope, raw)  # 404 before anything is streamed
-        tops.append((vpath, real))
+    tops: list[Handle] = []
+    chosen: set[str] = set()  # a path selected twice is zipped once
+    try:
+        for raw in paths:
+            h = fb.jail.open(p.scope, raw)  # 404 before anything is streamed
+            if h.vpath in chosen:
+                h.close()
+                continue
+            chosen.add(h.vpath)
+            tops.append(h)
+    except BaseException:
+        for h in tops:
+            h.close()
+        raise
     if not name:
-        name = (os.path.basename(tops[0][0]) or "atelier") if len(tops) == 1 else "atelier"
+        name = (os.path.basename(tops[0].vpath) or "atelier") if len(tops) == 1 else "atelier"
         name += ".zip"
     sent = 0
 
-    def members() -> Iterator[Member]:
+    def all_members() -> Iterator[Member]:
         seen: set[str] = set()
-        for vpath, real in tops:
-            base = safe_component(os.path.basename(vpath) or "root")
-            arc, n = base, 1
+        tried: dict[str, int] = {}  # per name, the last "(n)" tried: no quadratic search
+        for top in tops:
+            base = safe_component(os.path.basename(top.vpath) or "root")
+            arc, n = base, tried.get(base, 1)
             while arc in seen:  # two selections with one name: "x (1)"
                 stem, ext = os.path.splitext(base)
                 arc, n = f"{stem} ({n}){ext}", n + 1
+            tried[base] = n
             seen.add(arc)
-            yield from walk(real, arc)
+            yield from members(walk(top, p.scope), arc)
 
     def body() -> Iterator[bytes]:
         nonlocal sent
         try:
-            for chunk in stream_zip(members()):
+            for chunk in stream_zip(all_members()):
                 sent += len(chunk)
                 yield chunk
         finally:
-            fb.usage.record(p.name, "zip", ",".join(v for v, _ in tops)[:4000], sent)
+            for h in tops:
+                h.close()
+            fb.usage.record(p.name, "zip", ",".join(h.vpath for h in tops)[:4000], sent)
 
     headers = {**SAFE_HEADERS, "Content-Disposition": content_disposition(name, False),
                "Cache-Control": "no-store"}
-    return StreamingResponse(body(), media_type="application/zip", headers=headers)
+    # The first member is opened and read here, before the answer starts: a failure
+    # now is still a proper error; once the first byte is out, it can only cut the stream.
+    stream = body()
+    first = next(stream, b"")
+
+    def primed() -> Iterator[bytes]:
+        yield first
+        yield from stream
+
+    return StreamingResponse(primed(), media_type="application/zip", headers=headers)
 
 
-@router.get("/zip")
+@router.get("/zip", response_class=StreamingResponse, responses=ZIP_RESPONSES)
 def zip_get(p: CurrentUser, fb: FB,
             path: Annotated[list[str], Query(max_length=MAX_SELECTION)],
             name: str | None = Query(None, max_length=200)) -> StreamingResponse:
@@ -71,7 +98,7 @@ def zip_get(p: CurrentUser, fb: FB,
     return _zip(fb, p, path, name)
 
 
-@router.post("/zip")
+@router.post("/zip", response_class=StreamingResponse, responses=ZIP_RESPONSES)
 def zip_post(body: ZipBody, p: CurrentUser, fb: FB) -> StreamingResponse:
     """The same for a selection too long for a URL."""
     return _zip(fb, p, body.paths, body.name)

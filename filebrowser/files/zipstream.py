@@ -11,22 +11,21 @@ records by itself past 4 GiB or 65535 members.
 - Names are rebuilt from our own walk, component by component: no absolute path,
   no ``..``, no backslash or drive colon (which Windows extractors treat as
   separators), no control characters; so extraction never leaves its folder.
-- Symlinks and our internal ``.atelier*`` names are skipped; the walk is lazy, so a
-  folder of 200k images does not build a list first.
+- The members come from the caller's walk (:mod:`.walk`: only what they may read,
+  symlinks and internal names left out), lazily, so a folder of 200k images does not
+  build a list first; each file is read from a descriptor opened when its turn comes.
 """
 
 from __future__ import annotations
 
 import os
-import stat as st
 import time
 import zipfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
-from ..access.jail import INTERNAL_PREFIX
 from .fs import kind_of
+from .walk import Item
 
 BLOCK = 1024 * 1024
 _BAD = str.maketrans({"\\": "_", ":": "_", **{chr(i): "_" for i in range(32)}, "\x7f": "_"})
@@ -44,30 +43,22 @@ def safe_arcname(parts: Iterable[str]) -> str:
 @dataclass(frozen=True)
 class Member:
     arcname: str        # '/'-separated, sanitised; folders end with '/'
-    real: Path
+    name: str           # the file's own name (its kind decides stored or deflated)
     size: int
     mtime: float
     is_dir: bool = False
+    open: Callable[[], int] | None = None  # a read descriptor of the file, when its turn comes
 
 
-def walk(top: Path, arcname: str) -> Iterator[Member]:
-    """``top`` (a file or a folder) as members under ``arcname``, never following links."""
-    s = os.lstat(top)
-    if st.S_ISREG(s.st_mode):
-        yield Member(arcname, top, s.st_size, s.st_mtime)
-        return
-    if not st.S_ISDIR(s.st_mode):
-        return
-    yield Member(arcname + "/", top, 0, s.st_mtime, is_dir=True)
-    try:
-        with os.scandir(top) as it:
-            entries = sorted(it, key=lambda e: e.name)
-    except OSError:
-        return
-    for e in entries:
-        if e.name.startswith(INTERNAL_PREFIX) or e.is_symlink():
-            continue
-        yield from walk(Path(e.path), f"{arcname}/{safe_component(e.name)}")
+def members(items: Iterable[Item], arcname: str) -> Iterator[Member]:
+    """A walk's items as members under ``arcname`` (a folder, or the file's own name)."""
+    for item in items:
+        arc = safe_arcname((arcname, *item.rel))
+        if item.is_dir:
+            yield Member(arc + "/", item.name, 0, item.stat.st_mtime, is_dir=True)
+        else:
+            yield Member(arc, item.name or arcname, item.stat.st_size, item.stat.st_mtime,
+                         open=item.open)
 
 
 def _date_time(mtime: float) -> tuple[int, int, int, int, int, int]:
@@ -109,11 +100,12 @@ def stream_zip(members: Iterable[Member], block: int = BLOCK) -> Iterator[bytes]
                 zf.writestr(info, b"")
                 continue
             try:
-                src = open(m.real, "rb")  # noqa: SIM115 - closed below
+                assert m.open is not None
+                src = os.fdopen(m.open(), "rb", buffering=0)
             except OSError:
-                continue  # vanished or unreadable since the walk: left out
+                continue  # vanished, changed or unreadable since the walk: left out
             with src:
-                stored = kind_of(m.real.name, False) in ("image", "model")
+                stored = kind_of(m.name, False) in ("image", "model")
                 info.compress_type = zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED
                 if not stored:
                     info._compresslevel = 1  # type: ignore[attr-defined]

@@ -61,7 +61,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from .. import db
-from ..access.jail import INTERNAL_PREFIX, Scope
+from ..access.jail import Scope, addressable
 from ..files.fs import IMAGE_EXTS, MODEL_EXTS
 from .formats.fooocus import parse_a1111_scheme
 from .infotext import GenParams, parse_infotext
@@ -146,7 +146,8 @@ def kind_of_name(name: str) -> str | None:
 
 
 def _skip(name: str) -> bool:
-    return name.startswith(".") or name.lower().startswith(INTERNAL_PREFIX)
+    """Dot-files, and names no client could address (as listings and walks leave out)."""
+    return name.startswith(".") or not addressable(name)
 
 
 def _join(folder: str, name: str) -> str:
@@ -248,8 +249,14 @@ class IndexStatus:
     last_scan: float | None = None
     last_deep_scan: float | None = None
     last_scan_seconds: float | None = None
-    watching: bool = False
     errors: int = 0
+    watcher: str = "off"  # "running" | "restarting" | "off"
+    watcher_error: str | None = None  # why it last stopped or could not start
+    watcher_restarts: int = 0
+
+    @property
+    def watching(self) -> bool:
+        return self.watcher == "running"
 
 
 # -- writing -----------------------------------------------------------------------
@@ -991,8 +998,36 @@ def row_json(r: Any) -> dict[str, Any]:
 # -- keeping it current ----------------------------------------------------------------
 
 
+WATCH_CHECK_SECONDS = 2.0  # a dead watcher is noticed within this long
+RETRY_FIRST, RETRY_MAX = 60.0, 3600.0  # a watcher that cannot start is retried, backing off
+
+
+class _OverflowSignal(logging.Handler):
+    """watchdog reports an inotify queue overflow only in its log: 7.x rebuilds its
+    watches and goes on with the events lost, older versions' threads died of it.
+    Either way the index must rescan: listen where watchdog says so."""
+
+    def __init__(self, service: IndexService) -> None:
+        super().__init__(logging.WARNING)
+        self.service = service
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "overflow" in record.getMessage().lower():
+            self.service.overflowed()
+
+
+_WATCHDOG_LOG = logging.getLogger("watchdog.observers")
+
+
 class IndexService:
-    """The writer thread: initial scan, watchdog events, periodic and deep rescans."""
+    """The writer thread: initial scan, watchdog events, periodic and deep rescans.
+
+    The watcher is supervised: when its threads die or the kernel's event queue
+    overflows (``max_queued_events``), it is restarted and everything is rescanned
+    deeply, since events were lost. ``status.watcher`` says where it stands: ``running``,
+    ``restarting`` (until the new watcher is up and the rescan done; a watcher that
+    cannot start, e.g. at the inotify watch limit, is retried with backoff) or ``off``.
+    """
 
     def __init__(self, index: Index, *, watch: bool = True, rescan_seconds: float = 60.0,
                  deep_seconds: float = 3600.0, debounce: float = 0.25) -> None:
@@ -1008,14 +1043,22 @@ class IndexService:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._observer: Any = None
+        self._overflowed = False
+        self._retry_at = 0.0
+        self._retry_wait = RETRY_FIRST
+        self._signal = _OverflowSignal(self)
 
     # -- lifecycle -------------------------------------------------------------------
 
     def start(self) -> None:
+        self.index.status.scanning = True  # until the first scan is done: no early "done"
+        if self.watch:
+            _WATCHDOG_LOG.addHandler(self._signal)
+            if _WATCHDOG_LOG.getEffectiveLevel() > logging.WARNING:
+                _WATCHDOG_LOG.setLevel(logging.WARNING)  # the overflow warning must reach us
+            self._start_watcher()
         self._thread = threading.Thread(target=self._run, name="atelier-index", daemon=True)
         self._thread.start()
-        if self.watch:
-            self._start_watcher()
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
@@ -1029,18 +1072,27 @@ class IndexService:
                 pass
         if self._thread is not None:
             self._thread.join(timeout)
+        _WATCHDOG_LOG.removeHandler(self._signal)
+
+    def overflowed(self) -> None:
+        """The kernel dropped events (called from watchdog's thread)."""
+        self._overflowed = True
+        self._wake.set()
 
     def request(self, command: str) -> None:
         """``"rescan"``, ``"deep"`` or ``"reset"``; runs on the writer thread."""
         self._commands.put(command)
         self._wake.set()
 
-    def _start_watcher(self) -> None:
+    def _start_watcher(self) -> bool:
+        st = self.index.status
         try:
+            from watchdog import events as ev
             from watchdog.events import FileSystemEvent, FileSystemEventHandler
             from watchdog.observers import Observer
         except ImportError:
-            return
+            st.watcher, st.watcher_error = "off", "watchdog is not installed"
+            return False
         service = self
 
         class Handler(FileSystemEventHandler):
@@ -1061,14 +1113,51 @@ class IndexService:
         warnings.filterwarnings("ignore", message="Callback with id", category=RuntimeWarning)
         try:
             obs = Observer()
-            obs.schedule(Handler(), str(self.index.root), recursive=True)
+            # Changes only: the kernel then queues no open/close-without-write events, so
+            # the index's own reads (a rescan reads every new file) cannot fill the queue.
+            changes = [ev.FileCreatedEvent, ev.DirCreatedEvent, ev.FileModifiedEvent,
+                       ev.DirModifiedEvent, ev.FileDeletedEvent, ev.DirDeletedEvent,
+                       ev.FileMovedEvent, ev.DirMovedEvent, ev.FileClosedEvent]
+            obs.schedule(Handler(), str(self.index.root), recursive=True, event_filter=changes)
             obs.daemon = True
             obs.start()
         except OSError as exc:  # inotify watch limit, unsupported filesystem
-            log.warning("index: not watching %s (%s); relying on rescans", self.index.root, exc)
-            return
+            st.watcher, st.watcher_error = "restarting", f"the watcher cannot start: {exc}"
+            self._retry_at = time.monotonic() + self._retry_wait
+            log.warning("index: not watching %s (%s); relying on rescans, retrying in %.0f s",
+                        self.index.root, exc, self._retry_wait)
+            self._retry_wait = min(self._retry_wait * 2, RETRY_MAX)
+            return False
         self._observer = obs
-        self.index.status.watching = True
+        self._retry_wait = RETRY_FIRST
+        if st.watcher != "restarting":  # a restart stays so until its rescan is done
+            st.watcher = "running"
+        return True
+
+    def _check_watcher(self) -> bool:
+        """Restart a watcher that died or lost events; True when a deep rescan is due."""
+        st = self.index.status
+        if not self.watch or st.watcher == "off":
+            return False
+        obs = self._observer
+        overflowed, self._overflowed = self._overflowed, False
+        dead = obs is not None and (not obs.is_alive()
+                                    or not all(e.is_alive() for e in obs.emitters))
+        retry = obs is None and time.monotonic() >= self._retry_at
+        if not (overflowed or dead or retry):
+            return False
+        if overflowed or dead:
+            st.watcher_error = ("the inotify event queue overflowed; events were lost"
+                                if overflowed else "the file watcher stopped")
+            st.watcher_restarts += 1
+            log.warning("index: %s; restarting the watcher and rescanning", st.watcher_error)
+        st.watcher = "restarting"
+        if obs is not None:
+            with contextlib.suppress(Exception):
+                obs.stop()
+        self._observer = None
+        started = self._start_watcher()
+        return overflowed or dead or started  # a retry that failed again scans nothing new
 
     def _on_paths(self, paths: list[str]) -> None:
         root = str(self.index.root)
@@ -1102,21 +1191,13 @@ class IndexService:
                     last = 0.0
             except queue.Empty:
                 pass
-            obs = self._observer
-            if obs is not None and (not obs.is_alive()
-                                    or not all(e.is_alive() for e in obs.emitters)):
-                log.warning("index: the file watcher stopped; restarting it")
-                with contextlib.suppress(Exception):
-                    obs.stop()
-                self._observer = None
-                self.index.status.watching = False
-                self._start_watcher()
+            restarted = self._check_watcher()
             try:
-                if first or now - last >= self.rescan_seconds:
-                    deep = not first and now - last_deep >= self.deep_seconds
-                    self._scan(deep=deep or first)
+                if restarted or first or now - last >= self.rescan_seconds:
+                    deep = restarted or first or now - last_deep >= self.deep_seconds
+                    self._scan(deep=deep)
                     last = time.monotonic()
-                    if deep or first:
+                    if deep:
                         last_deep = last
                     first = False
                 events = self._take_events()
@@ -1125,7 +1206,11 @@ class IndexService:
             except Exception:  # keep the writer alive; the next rescan repairs
                 self.index.status.errors += 1
                 log.exception("index update failed")
+            if restarted and self._observer is not None:
+                self.index.status.watcher = "running"  # up again, and nothing missed
             wait = max(0.0, self.rescan_seconds - (time.monotonic() - last))
+            if self.watch:
+                wait = min(wait, WATCH_CHECK_SECONDS)
             self._wake.wait(wait)
             self._wake.clear()
             if self._events and not self._stop.is_set():
@@ -1152,5 +1237,7 @@ class IndexService:
     def iter_status(self) -> Iterator[tuple[str, Any]]:
         s = self.index.status
         yield from (("scanning", s.scanning), ("watching", s.watching),
+                    ("watcher", s.watcher), ("watcher_error", s.watcher_error),
+                    ("watcher_restarts", s.watcher_restarts),
                     ("last_scan", s.last_scan), ("last_deep_scan", s.last_deep_scan),
                     ("last_scan_seconds", s.last_scan_seconds), ("errors", s.errors))

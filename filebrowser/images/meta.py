@@ -417,14 +417,16 @@ def sidecar_of(path: Path) -> Path:
 
 
 def read_meta(path: Path | str, *, sidecar: Path | str | None | bool = True,
-              log: Path | str | None | bool = True, stealth: bool = False) -> ImageMeta:
+              log: Path | str | None | bool = True, stealth: bool = False,
+              name: str | None = None) -> ImageMeta:
     """Metadata of one image file. Raises ``OSError`` only if the file cannot be opened;
     anything malformed inside is reported in ``error``.
 
     When the file's own fields hold no parameters, these are looked at in turn:
     ``sidecar`` (True: ``<stem>.txt``; a path: that file; False/None: skip), ``log``
-    (Fooocus' log.html: True looks beside the image; a path; False/None: skip) and,
-    when ``stealth``, the low bits of a lossless image's pixels (decodes them).
+    (Fooocus' log.html: True looks beside the image; a path; False/None: skip; the
+    image is looked up by ``name``, default the file's own) and, when ``stealth``, the
+    low bits of a lossless image's pixels (decodes them).
     """
     meta = ImageMeta()
     exif: bytes | None = None
@@ -483,7 +485,7 @@ def read_meta(path: Path | str, *, sidecar: Path | str | None | bool = True,
     meta.params, meta.params_from = detect(meta.texts, sidecar_text)
     if meta.params_from is None and log:
         log_path = os.path.join(os.path.dirname(path), FOLDER_LOG) if log is True else log
-        g = from_log(str(log_path), os.path.basename(path))
+        g = from_log(str(log_path), name or os.path.basename(path))
         if g is not None:
             meta.params, meta.params_from = g, "fooocus:log.html"
     if meta.params_from is None and stealth and meta.lossless and meta.error is None:

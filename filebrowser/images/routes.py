@@ -6,7 +6,6 @@ pool) and queries run in FastAPI's thread pool, never on the event loop.
 
 from __future__ import annotations
 
-import os
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -14,6 +13,7 @@ from fastapi.responses import Response
 
 from ..access.auth import AdminUser, CurrentUser
 from ..access.jail import parent_of
+from ..db import BIGINT_MAX
 from ..deps import FB
 from ..errors import InvalidInput, Unavailable
 from ..files import fs
@@ -31,19 +31,22 @@ router = APIRouter(tags=["images"])
 
 @router.get("/api/fs/info")
 def info(p: CurrentUser, fb: FB, path: str = Query(..., max_length=8192)) -> dict:
-    """A file's details; for images the dimensions and generation parameters (A1111,
-    ComfyUI, sidecar .txt), read from metadata chunks only, never the pixels."""
-    vpath, real = fb.jail.resolve(p.scope, path)
-    if real.is_dir():
-        raise InvalidInput("this is a folder")
-    entry = fs.stat_entry(real).to_json(parent_of(vpath)) | {"path": vpath}
-    out = image_info(real, entry)
-    if entry["kind"] == "image":
-        out["thumb"] = thumb_url(vpath, version_of(os.stat(real)))
-    return out
+    """A file's details; for images the dimensions and generation parameters of any
+    generator (README "Image metadata"), read from metadata chunks, not the pixels
+    (unless stealth info is enabled)."""
+    with fb.jail.open(p.scope, path) as h:
+        if not h.is_file:
+            raise InvalidInput("this is a folder" if h.is_dir else "not a regular file")
+        assert h.stat is not None
+        entry = fs.entry_of(h).to_json(parent_of(h.vpath)) | {"path": h.vpath}
+        out = image_info(h, entry, stealth=fb.settings.images_stealth_pnginfo)
+        if entry["kind"] == "image":
+            out["thumb"] = thumb_url(h.vpath, version_of(h.stat))
+        return out
 
 
-@router.get("/api/fs/thumb", responses={200: {"content": {"image/webp": {}}}})
+@router.get("/api/fs/thumb", response_class=Response,
+            responses={200: {"content": {"image/webp": {}}}})
 def thumb(request: Request, p: CurrentUser, fb: FB, images: ImagesDep,
           path: str = Query(..., max_length=8192),
           size: Literal["256", "1024"] = Query("256", description=f"one of {SIZES}"),
@@ -52,8 +55,8 @@ def thumb(request: Request, p: CurrentUser, fb: FB, images: ImagesDep,
           ) -> Response:
     """A WebP thumbnail (256 px grid or 1024 px preview), or a placeholder if the image
     cannot be read."""
-    _, real = fb.jail.resolve(p.scope, path)
-    return thumb_response(request, images.thumbs, real, int(size), v)
+    with fb.jail.open(p.scope, path) as h:
+        return thumb_response(request, images.thumbs, h, int(size), v, fb.root)
 
 
 def _filter(name: str, what: str) -> Any:
@@ -105,8 +108,8 @@ def search_query(
     kind: Literal["image", "model"] | None = None,
     after: str | None = Query(None, max_length=40, description="mtime >=, epoch or ISO"),
     before: str | None = Query(None, max_length=40, description="mtime <, epoch or ISO"),
-    min_size: int | None = Query(None, ge=0),
-    max_size: int | None = Query(None, ge=0),
+    min_size: int | None = Query(None, ge=0, le=BIGINT_MAX),
+    max_size: int | None = Query(None, ge=0, le=BIGINT_MAX),
     tz: int = Query(0, ge=-16 * 60, le=16 * 60,
                     description="your time zone, minutes east of UTC (dates, date facet)"),
     sort: Literal["mtime", "date", "relevance", "name", "size", "random"] = "mtime",
@@ -210,7 +213,10 @@ def search_facets(
 def index_status(p: CurrentUser, images: ImagesDep) -> dict:
     if images.index is None or images.service is None:
         return {"enabled": False}
-    return {"enabled": True, "counts": images.index.counts(), **dict(images.service.iter_status())}
+    # the flags first, then the counts: a client polling until "scanning" is false then
+    # sees at least the numbers of the finished scan
+    status = dict(images.service.iter_status())
+    return {"enabled": True, "counts": images.index.counts(), **status}
 
 
 @router.post("/api/search/reindex", status_code=202)

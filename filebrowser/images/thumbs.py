@@ -27,6 +27,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import BinaryIO
 
 from PIL import Image, ImageDraw, ImageOps
 
@@ -86,35 +87,45 @@ class Thumbnailer:
 
     # -- public ----------------------------------------------------------------------
 
-    def get(self, real: Path, size: int, *, timeout: float = RENDER_TIMEOUT) -> Thumb:
-        """The thumbnail of ``real`` as it is now (rendered if not cached)."""
+    def get(self, real: Path, size: int, *, timeout: float = RENDER_TIMEOUT,
+            key: str | None = None) -> Thumb:
+        """The thumbnail of ``real`` as it is now (rendered if not cached).
+
+        ``real`` is opened once and everything is read from that descriptor: pass the
+        jail's ``/proc/self/fd`` name of a checked file, and ``key`` its real path
+        (what the cache is keyed by; default ``real``)."""
         if size not in SIZES:
             raise ValueError(f"size must be one of {SIZES}")
-        for _ in range(3):
-            st = os.stat(real)
-            key = self.key(real, size, st)
-            good, bad = self._paths(key)
-            try:
-                return Thumb(good.read_bytes(), f'"t-{key}"', False)
-            except FileNotFoundError:
-                pass
-            if bad.exists():
-                return self._placeholder(size, key)
-            try:
-                return self._render_shared(key, real, size, st, timeout)
-            except _Changed:
-                continue
-            except FutureTimeout:
-                return self._placeholder(size, key)
-        return self._placeholder(size, "busy")
+        fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            for _ in range(3):
+                st = os.fstat(fd)
+                k = self.key(Path(key or real), size, st)
+                good, bad = self._paths(k)
+                try:
+                    return Thumb(good.read_bytes(), f'"t-{k}"', False)
+                except FileNotFoundError:
+                    pass
+                if bad.exists():
+                    return self._placeholder(size, k)
+                try:
+                    return self._render_shared(k, fd, size, st, timeout)
+                except _Changed:
+                    continue
+                except FutureTimeout:
+                    return self._placeholder(size, k)
+            return self._placeholder(size, "busy")
+        finally:
+            os.close(fd)
 
-    def _render_shared(self, key: str, real: Path, size: int, st: os.stat_result,
+    def _render_shared(self, key: str, fd: int, size: int, st: os.stat_result,
                        timeout: float) -> Thumb:
         with self._lock:
             fut = self._inflight.get(key)
             new = fut is None
             if fut is None:
-                fut = self.pool.submit(self._render, key, real, size, st)
+                # the job owns a duplicate: it may outlive this call (timeout)
+                fut = self.pool.submit(self._render, key, os.dup(fd), size, st)
                 self._inflight[key] = fut
         if new:
             # outside the lock: a finished future runs the callback right here
@@ -127,16 +138,17 @@ class Thumbnailer:
 
     # -- rendering -------------------------------------------------------------------
 
-    def _render(self, key: str, real: Path, size: int, st: os.stat_result) -> Thumb:
+    def _render(self, key: str, fd: int, size: int, st: os.stat_result) -> Thumb:
         good, bad = self._paths(key)
-        good.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            data = self.render(real, size)
-        except _Unrenderable:
-            data = None
-        except Exception:  # any decoder failure is a broken image, not a server error
-            data = None
-        now = os.stat(real)
+        with os.fdopen(fd, "rb") as src:
+            good.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                data = self.render(src, size)
+            except _Unrenderable:
+                data = None
+            except Exception:  # any decoder failure is a broken image, not a server error
+                data = None
+            now = os.fstat(src.fileno())
         if (now.st_mtime_ns, now.st_size, now.st_ino) != (st.st_mtime_ns, st.st_size,
                                                           st.st_ino):
             raise _Changed()
@@ -154,8 +166,9 @@ class Thumbnailer:
         self._maybe_prune()
         return Thumb(data, f'"t-{key}"', False)
 
-    def render(self, real: Path, size: int) -> bytes:
-        """WebP bytes of ``real`` fitted into ``size``x``size``; raises if unreadable."""
+    def render(self, real: Path | BinaryIO, size: int) -> bytes:
+        """WebP bytes of an image (a path or an open file) fitted into ``size``x``size``;
+        raises if unreadable."""
         with Image.open(real) as im:
             w, h = im.size
             if w <= 0 or h <= 0 or w * h > self.max_pixels:

@@ -19,19 +19,21 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.background import BackgroundTask
 
 from ..access.auth import CurrentUser
+from ..access.jail import Handle
+from ..db import BIGINT_MAX
 from ..deps import FB
 from ..errors import InvalidInput
 from ..files import fs
-from ..files.responses import file_response, range_bytes
+from ..files.responses import FILE_RESPONSES, file_response, range_bytes
 from ..images.responses import image_info, thumb_response, thumb_url
 from ..images.service import ImagesDep
 from ..images.thumbs import version_of
@@ -69,7 +71,8 @@ def list_shares(p: CurrentUser, fb: FB, all_users: bool = False) -> list[dict]:
 
 
 @router.delete("/{share_id}")
-def revoke_share(share_id: int, p: CurrentUser, fb: FB) -> dict:
+def revoke_share(share_id: Annotated[int, PathParam(ge=1, le=BIGINT_MAX)], p: CurrentUser,
+                 fb: FB) -> dict:
     fb.shares.revoke(p, share_id)
     return {"ok": True}
 
@@ -82,7 +85,8 @@ def _cookie(share_id: int) -> str:
 
 
 def _addr(request: Request) -> str:
-    return request.client.host if request.client else "-"
+    addr: str = request.app.state.auth.client_addr(request)  # the forwarded client behind
+    return addr  # a trusted proxy, else the peer (access/peers.py)
 
 
 def _open(request: Request, token: str, store: ShareStore) -> tuple[ShareAccess, Any]:
@@ -101,29 +105,34 @@ def get_share(request: Request, token: str, fb: FB) -> ShareAccess:
 Share = Annotated[ShareAccess, Depends(get_share)]
 
 
-def _entry(real: Path, rel: str) -> dict:
-    e = fs.stat_entry(real)
-    out = e.to_json("")
+def _entry(h: Handle, rel: str) -> dict:
+    out = fs.entry_of(h).to_json("")
+    out["name"] = h.name if not rel else rel.rpartition("/")[2]
     out["path"] = rel
     return out
 
 
-def _thumb(token: str, rel: str, real: Path) -> str | None:
+def _thumb(token: str, rel: str, h: Handle, name: str | None = None) -> str | None:
+    """The thumbnail URL of the opened file, or of ``name`` in the opened folder."""
     try:
-        version = version_of(os.stat(real))
+        s = os.stat(name, dir_fd=h.fd) if name is not None else h.stat
     except OSError:
         return None
-    return thumb_url(rel, version, base=f"/s/{token}/thumb")
+    if s is None:
+        return None
+    return thumb_url(rel, version_of(s), base=f"/s/{token}/thumb")
 
 
 @public.get("/{token}")
-def share_root(token: str, share: Share) -> dict:
+def share_root(token: str, share: Share, fb: FB) -> dict:
     """What the link shows."""
-    out = _entry(share.real, "") | {"name": share.name, "expires": share.expires,
-                                    "needs_password": share.locked}
-    if out["kind"] == "image":
-        out["thumb"] = _thumb(token, "", share.real)
-    return out
+    h, _ = fb.shares.open_in(share, "")
+    with h:
+        out = _entry(h, "") | {"name": share.name, "expires": share.expires,
+                               "needs_password": share.locked}
+        if out["kind"] == "image":
+            out["thumb"] = _thumb(token, "", h)
+        return out
 
 
 @public.post("/{token}/unlock")
@@ -149,51 +158,57 @@ def share_list(token: str, share: Share, fb: FB,
     """One page of a folder inside a folder share."""
     if not share.is_dir:
         raise InvalidInput("this share is a single file")
-    _, real, rel = fb.shares.resolve(share, path)
-    if not real.is_dir():
-        raise InvalidInput("not a folder")
-    store = fb.shares
-    entries, nxt, total = fs.list_dir(real, sort=sort, reverse=order == "desc", limit=limit,
-                                      cursor=cursor,
-                                      link_ok=lambda path: store.inside(share, path))
-    out = []
-    for e in entries:
-        item = e.to_json(rel)
-        if item["kind"] == "image":
-            item["thumb"] = _thumb(token, str(item["path"]), real / e.name)
-        out.append(item)
+    h, rel = fb.shares.open_in(share, path)
+    with h:
+        if not h.is_dir:
+            raise InvalidInput("not a folder")
+        store = fb.shares
+        entries, nxt, total = fs.list_dir(h, share.scope, sort=sort,
+                                          reverse=order == "desc", limit=limit, cursor=cursor,
+                                          link_ok=lambda name: store.link_ok(share, rel, name))
+        out = []
+        for e in entries:
+            item = e.to_json(rel)
+            if item["kind"] == "image":
+                item["thumb"] = _thumb(token, str(item["path"]), h, e.name)
+            out.append(item)
     return {"path": rel, "entries": out, "next": nxt, "total": total}
 
 
-@public.get("/{token}/file")
+@public.get("/{token}/file", response_class=Response, responses=FILE_RESPONSES)
 def share_file(request: Request, share: Share, fb: FB,
                path: str = Query("", max_length=8192), inline: bool = False) -> Response:
     """Download a shared file (Range supported); counted as the owner's download."""
-    vpath, real, _ = fb.shares.resolve(share, path)
-    if real.is_dir():
-        raise InvalidInput("this is a folder")
-    nbytes = range_bytes(request.headers.get("range"), os.stat(real).st_size)
+    h, _ = fb.shares.open_in(share, path)
+    with h:
+        if h.is_dir:
+            raise InvalidInput("this is a folder")
+        vpath = h.vpath
+        nbytes = range_bytes(request.headers.get("range"), h.stat.st_size if h.stat else 0)
 
-    def sent() -> None:
-        fb.usage.record(share.owner.name, "share_download", vpath, nbytes)
-        fb.shares.touch(share, download=True)
+        def sent() -> None:
+            fb.usage.record(share.owner.name, "share_download", vpath, nbytes)
+            fb.shares.touch(share, download=True)
 
-    return file_response(request, real, inline=inline, on_sent=BackgroundTask(sent))
+        return file_response(request, h, inline=inline, on_sent=BackgroundTask(sent))
 
 
-@public.get("/{token}/thumb", responses={200: {"content": {"image/webp": {}}}})
+@public.get("/{token}/thumb", response_class=Response,
+            responses={200: {"content": {"image/webp": {}}}})
 def share_thumb(request: Request, share: Share, fb: FB, images: ImagesDep,
                 path: str = Query("", max_length=8192),
                 size: Literal["256", "1024"] = "256",
                 v: str | None = Query(None, max_length=64)) -> Response:
-    _, real, _ = fb.shares.resolve(share, path)
-    return thumb_response(request, images.thumbs, real, int(size), v)
+    h, _ = fb.shares.open_in(share, path)
+    with h:
+        return thumb_response(request, images.thumbs, h, int(size), v, fb.root)
 
 
 @public.get("/{token}/info")
 def share_info(share: Share, fb: FB,
                path: str = Query("", max_length=8192)) -> dict:
-    _, real, rel = fb.shares.resolve(share, path)
-    if real.is_dir():
-        raise InvalidInput("this is a folder")
-    return image_info(real, _entry(real, rel))
+    h, rel = fb.shares.open_in(share, path)
+    with h:
+        if not h.is_file:
+            raise InvalidInput("this is a folder" if h.is_dir else "not a regular file")
+        return image_info(h, _entry(h, rel))

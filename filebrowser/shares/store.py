@@ -7,18 +7,23 @@ gives a short-lived *key* (also only stored hashed), so a gallery of thumbnails 
 one argon2 verification, not one per image. Failed passwords are counted like failed
 logins (per share and per client address) and answered 429 past the limit.
 
+Who may share what: viewers create no shares; a user shares what lies in their own
+home (the path asked and its real location); an admin anything but the root.
+
 Every access re-checks, from scratch (filebrowser's 2026 share bugs are the list):
 
 1. the share exists (revoked: 404) and has not expired (410);
 2. the owner still exists (an account deletion cascades) and the owner's *current*
-   scope still reads the shared path (GHSA-v9w4-gm2x-6rvf: permissions revoked later);
+   role and scope still allow sharing the path (GHSA-v9w4-gm2x-6rvf: permissions
+   revoked later; a user demoted to viewer ends their shares);
 3. the shared path is still the same object (device and inode; for a file also its
    ctime, since a freed inode number is reused at once), so a file deleted and
    replaced by another at the same name is not exposed (a chmod also ends a file share);
-4. a path inside a folder share is cleaned by the jail (no ``..``, no absolute, no
-   backslash, decoded once by the server) and its *real* location must lie inside the
-   share's real root: never the parent or a sibling (GHSA-mr74-928f-rw69), not
-   through a symlink either.
+4. a path inside a folder share is opened by the jail with the owner's scope (no
+   ``..``, no absolute, no backslash, decoded once by the server; every symlink hop
+   checked) and its *real* location must lie inside the share's real root: never the
+   parent or a sibling (GHSA-mr74-928f-rw69), not through a symlink either. What is
+   served is read from the descriptor that was checked.
 
 Downloads are recorded as the owner's ``share_download`` usage.
 """
@@ -26,10 +31,8 @@ Downloads are recorded as the owner's ``share_download`` usage.
 from __future__ import annotations
 
 import hashlib
-import os
 import secrets
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -39,10 +42,12 @@ from sqlalchemy.engine import Engine
 
 from .. import db
 from ..access.auth import Principal
-from ..access.jail import Jail, Scope, clean, join
+from ..access.jail import Handle, Jail, Scope, clean, is_within, join
 from ..access.ratelimit import FailureLimit
 from ..access.users import User, UserStore
 from ..errors import (
+    BadPath,
+    Forbidden,
     InvalidInput,
     NotFound,
     ShareExpired,
@@ -88,6 +93,17 @@ def _sha(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
 
 
+def may_share(user: User, vpath: str, real: str) -> bool:
+    """Viewers share nothing, users what lies in their home, admins anything but the
+    root (``vpath`` as asked, ``real`` its real location)."""
+    if user.role == "admin":
+        return vpath != ""
+    if user.role != "user":
+        return False
+    home = f"users/{user.name}"
+    return is_within(vpath, home) and is_within(real, home)
+
+
 @dataclass(frozen=True)
 class ShareAccess:
     """One checked access: the share row, its owner now, and the share root."""
@@ -96,14 +112,12 @@ class ShareAccess:
     owner: User
     scope: Scope
     vpath: str  # the owner's virtual path of the share root
-    real: Path  # its real path
+    real: str   # the virtual path of its real location
+    ino: tuple[int, int]  # (device, inode) of the shared file or folder
+    name: str
     is_dir: bool
     expires: float | None
     locked: bool  # has a password
-
-    @property
-    def name(self) -> str:
-        return self.real.name
 
 
 class ShareStore:
@@ -119,9 +133,15 @@ class ShareStore:
 
     def create(self, p: Principal, path: str, *, password: str | None = None,
                expires_in: float | None = None, expires_at: float | None = None) -> dict:
-        vpath, real = self.jail.resolve(p.scope, path)
-        if not vpath or not p.scope.can_read(vpath):
-            raise InvalidInput("this folder cannot be shared; share a file or a folder in it")
+        if p.role == "viewer":
+            raise Forbidden("viewers cannot create share links")
+        with self.jail.open(p.scope, path) as h:
+            vpath, is_dir, s = h.vpath, h.is_dir, h.stat
+            if not vpath or not p.scope.can_read(vpath) or s is None:
+                raise InvalidInput("this folder cannot be shared; share a file or a folder "
+                                   "in it")
+            if not may_share(p.user, vpath, h.real):
+                raise Forbidden("you can share what lies in your own home")
         if password is not None and len(password) < 4:
             raise InvalidInput("a share password needs at least 4 characters")
         now = db.now()
@@ -130,12 +150,11 @@ class ShareStore:
         expires = now + expires_in if expires_in is not None else expires_at
         if expires is not None and expires <= now:
             raise InvalidInput("the expiry must be in the future")
-        s = os.stat(real)
         token = secrets.token_urlsafe(TOKEN_BYTES)
         with self.engine.begin() as conn:
             result = conn.execute(shares.insert().values(
-                token_hash=_sha(token), user_id=p.user.id, path=vpath, is_dir=real.is_dir(),
-                dev=s.st_dev, ino=s.st_ino, ctime_ns=None if real.is_dir() else s.st_ctime_ns,
+                token_hash=_sha(token), user_id=p.user.id, path=vpath, is_dir=is_dir,
+                dev=s.st_dev, ino=s.st_ino, ctime_ns=None if is_dir else s.st_ctime_ns,
                 password_hash=_hasher.hash(password) if password else None,
                 created=now, expires=expires, downloads=0))
             sid = result.inserted_primary_key[0] if result.inserted_primary_key else None
@@ -191,13 +210,15 @@ class ShareStore:
         scope = Scope.for_user(owner.name, owner.role)
         if not scope.can_read(row.path):
             raise NotFound("no such share")
-        vpath, real = self.jail.resolve(scope, row.path)
-        s = os.stat(real)
-        if (s.st_dev, s.st_ino) != (row.dev, row.ino) or real.is_dir() != row.is_dir or (
-                row.ctime_ns is not None and s.st_ctime_ns != row.ctime_ns):
-            raise NotFound("no such share")
-        return ShareAccess(row.id, owner, scope, vpath, real, row.is_dir, row.expires,
-                           row.password_hash is not None), row
+        with self.jail.open(scope, row.path) as h:
+            s = h.stat
+            if s is None or not may_share(owner, h.vpath, h.real) or (
+                    s.st_dev, s.st_ino) != (row.dev, row.ino) or h.is_dir != row.is_dir or (
+                    row.ctime_ns is not None and s.st_ctime_ns != row.ctime_ns):
+                raise NotFound("no such share")
+            return ShareAccess(row.id, owner, scope, h.vpath, h.real, (row.dev, row.ino),
+                               h.name, row.is_dir, row.expires,
+                               row.password_hash is not None), row
 
     def authorize(self, access: ShareAccess, row: Any, *, key: str | None,
                   password: str | None, addr: str) -> None:
@@ -240,25 +261,31 @@ class ShareStore:
                                                     expires=expires))
         return {"key": key, "expires": expires}
 
-    def resolve(self, access: ShareAccess, sub: str) -> tuple[str, Path, str]:
-        """A path inside the share: (owner's virtual path, real path, share-relative path)."""
+    def open_in(self, access: ShareAccess, sub: str) -> tuple[Handle, str]:
+        """A path inside the share, opened with the owner's scope and checked to lie in
+        the share's real root: (handle, share-relative path). Close the handle."""
         rel = clean(sub)
-        if not access.is_dir:
-            if rel:
-                raise NotFound()
-            return access.vpath, access.real, ""
-        vpath, real = self.jail.resolve(access.scope, join(access.vpath, rel))
-        root = str(access.real)
-        if os.path.commonpath([str(real), root]) != root:
+        if not access.is_dir and rel:
             raise NotFound()
-        return vpath, real, rel
+        h = self.jail.open(access.scope, join(access.vpath, rel))
+        try:
+            s = h.stat
+            if not is_within(h.real, access.real) or s is None or (
+                    not access.is_dir and (s.st_dev, s.st_ino) != access.ino):
+                raise NotFound()
+        except BaseException:
+            h.close()
+            raise
+        return h, rel
 
-    def inside(self, access: ShareAccess, real: str) -> bool:
-        """Whether a real path (a listed entry, maybe a symlink target) stays inside."""
-        target = os.path.realpath(real)
-        root = str(access.real)
-        return os.path.commonpath([target, root]) == root and (
-            access.scope.can_read(self.jail.virtual(target)))
+    def link_ok(self, access: ShareAccess, folder: str, name: str) -> bool:
+        """Whether a symlink listed in a share's folder leads somewhere inside the share."""
+        try:
+            h, _ = self.open_in(access, join(folder, name))
+        except (NotFound, BadPath):
+            return False
+        h.close()
+        return True
 
     def touch(self, access: ShareAccess, download: bool) -> None:
         values: dict[str, Any] = {"last_access": db.now()}

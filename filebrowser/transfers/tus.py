@@ -6,7 +6,8 @@ mismatch, 412 on another version) and the extensions creation, creation-with-upl
 creation-defer-length, termination, checksum (sha1 as the spec requires, plus
 sha256; a bad chunk answers 460 and is discarded) and expiration (``Upload-Expires``,
 sliding: every accepted PATCH extends it). ``Upload-Metadata`` carries ``filename``
-(or ``name``), ``folder`` (the target folder, created if missing) and ``conflict``
+(or ``name``), ``folder`` (the target folder, created if missing; without it, the
+caller's home ``users/<name>``) and ``conflict``
 (``fail`` | ``rename`` | ``overwrite``, default ``fail``).
 
 On disk, in the target folder (same filesystem, so the final rename is atomic)::
@@ -111,9 +112,14 @@ def parse_checksum(header: str | None) -> tuple[str, bytes] | None:
 
 
 def parse_int(header: str | None, name: str) -> int | None:
+    """A header holding a non-negative decimal integer (None if absent; 400 if not one).
+
+    ASCII digits only: ``str.isdigit`` also accepts ``²`` or ``٣``, which ``int``
+    refuses or reads; a header arrives as Latin-1, so ``²`` is one byte away."""
     if header is None:
         return None
-    if not header.isdigit():
+    header = header.strip()
+    if not (header.isascii() and header.isdigit()) or len(header) > 20:
         raise BadRequest(f"{name} must be a non-negative integer")
     return int(header)
 
@@ -243,6 +249,10 @@ class TusStore:
         with self.engine.begin() as conn:
             conn.execute(uploads.delete().where(uploads.c.id == uid))
 
+    def exists(self, uid: str) -> bool:
+        """Whether an upload (finished or not) has this id: its partial file is its own."""
+        return self._get(uid) is not None
+
     def list(self, p: Principal) -> list[Upload]:
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(uploads).where(uploads.c.user == p.name)
@@ -327,7 +337,9 @@ class TusStore:
         policy = meta.get("conflict", "fail")
         if policy not in POLICIES:
             raise BadRequest(f"conflict must be one of {', '.join(POLICIES)}")
-        folder_v, folder = self.fb.jail.resolve(p.scope, clean(meta.get("folder", "")),
+        # no folder named: the caller's home (the root is read-only to all but admins)
+        folder_raw = meta["folder"] if "folder" in meta else f"users/{p.name}"
+        folder_v, folder = self.fb.jail.resolve(p.scope, clean(folder_raw),
                                                 write=True, must_exist=False)
         if length is not None and length > self.settings.tus_max_size:
             raise PayloadTooLarge(f"uploads are limited to {self.settings.tus_max_size} bytes",

@@ -142,7 +142,8 @@ async def create(request: Request, p: CurrentUser) -> Response:
     location = _location(request, up.id)
     headers = {"Location": location}
     has_body = h.get("content-type") == OFFSET_TYPE and (
-        int(h.get("content-length") or 0) > 0 or "chunked" in h.get("transfer-encoding", ""))
+        (parse_int(h.get("content-length"), "Content-Length") or 0) > 0
+        or "chunked" in h.get("transfer-encoding", ""))
     if has_body and not up.done:
         try:
             up = await _patch(request, store, p, up.id, 0)

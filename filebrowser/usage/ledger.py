@@ -66,7 +66,9 @@ class Usage:
             cached = self._walks.get(user)
         if cached is not None and now - cached[0] <= max_age:
             return cached[1]
-        total = fs.tree_size(self.root / "users" / user, skip_prefix=fs.TUS_PARTIAL_PREFIX)
+        # temporary files never count: tus partials by their stored offsets (below), the
+        # others are in-flight writes or what a killed writer left (files/tmpsweep.py)
+        total = fs.tree_size(self.root / "users" / user, skip_prefix=fs.TMP_PREFIX)
         with self._walks_lock:
             self._walks[user] = (now, total)
         return total

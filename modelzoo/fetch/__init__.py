@@ -12,20 +12,31 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .control import ControlFile, Validators
-    from .engine import FetchProgress, FetchResult, fetch
+    from .engine import fetch
     from .lock import FileLock
+    from .results import FetchProgress, FetchResult, MirrorReport
     from .segments import Scheduler, Segment
     from .settings import FetchSettings
-    from .validate import ModelFile, Safetensors, Validator, check_safetensors, validator_for
+    from .validate import (
+        JsonFile,
+        ModelFile,
+        Safetensors,
+        TextFile,
+        Validator,
+        check_safetensors,
+        validator_for,
+    )
 
 _WHERE = {
     "ControlFile": "control", "Validators": "control",
-    "FetchProgress": "engine", "FetchResult": "engine", "fetch": "engine",
+    "FetchProgress": "results", "FetchResult": "results", "MirrorReport": "results",
+    "fetch": "engine",
     "FileLock": "lock",
     "Scheduler": "segments", "Segment": "segments",
     "FetchSettings": "settings",
-    "ModelFile": "validate", "Safetensors": "validate", "Validator": "validate",
-    "check_safetensors": "validate", "validator_for": "validate",
+    "JsonFile": "validate", "ModelFile": "validate", "Safetensors": "validate",
+    "TextFile": "validate", "Validator": "validate", "check_safetensors": "validate",
+    "validator_for": "validate",
 }
 
 __all__ = [
@@ -34,10 +45,13 @@ __all__ = [
     "FetchResult",
     "FetchSettings",
     "FileLock",
+    "JsonFile",
+    "MirrorReport",
     "ModelFile",
     "Safetensors",
     "Scheduler",
     "Segment",
+    "TextFile",
     "Validator",
     "Validators",
     "check_safetensors",

@@ -1,47 +1,70 @@
-"""``atelier fetch URL... --to DIR``: download files with progress bars.
+"""``atelier fetch REF...``: resolve, place, download; the job queue's code path.
 
-Exit codes: 0 all files fetched, 1 a download failed (the message says why), 2 bad
-arguments, 130 interrupted (the partial file stays; the same command resumes it).
+    atelier fetch civitai:4201 --root /mnt/nas          -> /mnt/nas/models/Lora/x.safetensors
+    atelier fetch hf:org/repo/x.safetensors --to ./dl   -> ./dl/x.safetensors
+    atelier fetch hf:org/sdxl-repo --exclude '*.fp16.*' --root /mnt/nas --dry-run
+
+Without ``--to``, files go by type under the NAS root (``--root`` or ``ATELIER_ROOT``).
+Exit codes: 0 all fetched, 1 a fetch failed (the message says why), 2 bad usage or a
+reference in no accepted form, 3 credentials refused (the message names the setting),
+130 interrupted (partial files stay; the same command resumes them).
 """
 
 from __future__ import annotations
 
 import argparse
-import re
+import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from ..errors import ModelZooError
+from atelier_io.progress import parse_size
+
+from ..errors import BadReference, ModelZooError, RemoteAuthRequired
 
 if TYPE_CHECKING:
-    from rich.progress import TaskID
-
-_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
-
-
-def parse_size(text: str) -> int:
-    """``1M``, ``512k``, ``4MiB``, ``1048576`` -> bytes."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmg]?)(?:i?b)?\s*", text.lower())
-    if not m:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 1M, 512K)")
-    return int(float(m.group(1)) * _UNITS[m.group(2)])
+    from ..download import Plan
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
-        "fetch", help="download model files: multi-connection, resumable, sha256-verified",
-        description="Download each URL into DIR over several connections, following "
-                    "redirects to signed URLs, verifying size, sha256 and the safetensors "
-                    "header. Interrupted downloads resume when the same command runs again. "
-                    "Defaults come from ATELIER_FETCH_* environment variables.")
-    p.add_argument("urls", nargs="+", metavar="URL", help="file to download")
-    p.add_argument("--to", required=True, type=Path, metavar="DIR",
-                   help="target folder (created if missing)")
-    p.add_argument("--name", help="file name (one URL only); default: from the server or URL")
+        "fetch", help="download models by Civitai/HF/ModelScope reference or URL",
+        description="Resolve each reference, place it by type (or into --to DIR), and "
+                    "download it over several connections, resumably, verified (size, "
+                    "sha256, safetensors header), with the WebUI's sidecars (preview, "
+                    "trigger words). References: civitai:<id>[@<version>], civitai.com "
+                    "model/version/download links, AIRs (urn:air:...:civitai:<id>@<v>), "
+                    "hf:<org>/<repo>/<path>[@rev], hf:<org>/<repo>[@rev] (a whole repo), "
+                    "huggingface.co links, modelscope:<org>/<repo>/<path>[@rev], or any "
+                    "http(s) URL. Defaults come from ATELIER_* environment variables.")
+    p.add_argument("refs", nargs="+", metavar="REF", help="what to download")
+    p.add_argument("--to", type=Path, metavar="DIR",
+                   help="target folder (created if missing); default: by type under the "
+                        "NAS root")
+    p.add_argument("--root", type=Path, metavar="DIR",
+                   help="the NAS root (default ATELIER_ROOT): models go to "
+                        "DIR/models/<type folder>/")
+    p.add_argument("--file", metavar="NAME", help="which file of a Civitai version "
+                                                   "(name or id; default the primary)")
+    p.add_argument("--include", action="append", default=[], metavar="GLOB",
+                   help="whole repos: only files matching (repeatable)")
+    p.add_argument("--exclude", action="append", default=[], metavar="GLOB",
+                   help="whole repos: skip files matching (repeatable)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print what each reference resolves to and where it would go")
+    p.add_argument("--json", action="store_true", help="--dry-run output as JSON")
+    p.add_argument("--conflict", choices=("rename", "overwrite", "fail"), default="rename",
+                   help="another file under the same name: x-2.safetensors (default), "
+                        "replace it, or stop")
+    p.add_argument("--base-subfolder", action="store_true", default=None,
+                   help="a sub-folder per base model (models/Lora/SDXL 1.0/)")
+    p.add_argument("--name", help="file name (one REF only); default: from the server, the "
+                                  "catalogue or the URL")
     p.add_argument("-x", "--connections", type=int, metavar="N",
-                   help="parallel connections per file (default 8)")
+                   help="parallel connections per file, fixed (default: automatic, from 4, "
+                        "doubling while each step adds speed, up to "
+                        "ATELIER_FETCH_MAX_CONNECTIONS)")
     p.add_argument("--sha256", metavar="HEX", help="expected sha256 (one URL only)")
     p.add_argument("--size", type=int, metavar="BYTES", help="expected size (one URL only)")
     p.add_argument("--mirror", action="append", default=[], metavar="URL",
@@ -55,7 +78,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("-H", "--header", action="append", default=[], metavar="'NAME: VALUE'",
                    help="header for the hosts of the given URLs and mirrors only (never sent "
                         "to redirect targets), e.g. 'Authorization: Bearer TOKEN'. Repeatable")
-    p.add_argument("--hash", action="store_true", help="compute and print the sha256")
+    p.add_argument("--hash", action="store_true", help="print the sha256 (always computed)")
     p.add_argument("--no-fsync", dest="fsync", action="store_false", default=None,
                    help="skip fsync (faster on slow disks; a machine crash may then leave "
                         "a bad file)")
@@ -64,6 +87,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _mirrors_for(url: str, mirrors: list[str], single: bool) -> list[str]:
+    """``--mirror`` values as URLs for ``url``: a bare origin takes the URL's path."""
     out = []
     for m in mirrors:
         parts = urlsplit(m)
@@ -75,84 +99,192 @@ def _mirrors_for(url: str, mirrors: list[str], single: bool) -> list[str]:
     return out
 
 
-def run(args: argparse.Namespace) -> int:
-    # the engine and its settings (pydantic) load only when fetching: `atelier pull`
-    # and `atelier --help` start faster without them
-    # rich is imported here: a quiet run (scripts, the benchmark) starts faster without it
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
+class _Usage(Exception):
+    pass
 
-    from .engine import FetchProgress, fetch
-    from .settings import FetchSettings
 
-    err = Console(stderr=True, highlight=False)
-    single = len(args.urls) == 1
-    full_mirror = [m for m in args.mirror if urlsplit(m).path not in ("", "/")]
-    if not single and (args.name or args.sha256 or args.size or full_mirror):
-        err.print("error: --name, --sha256, --size and a --mirror with a path need one URL")
-        return 2
+def _headers(values: list[str]) -> dict[str, str]:
     headers: dict[str, str] = {}
-    for h in args.header:
+    for h in values:
         key, sep, value = h.partition(":")
         if not sep or not key.strip():
-            err.print(f"error: --header wants 'Name: value', got {h!r}")
-            return 2
+            raise _Usage(f"--header wants 'Name: value', got {h!r}")
         headers[key.strip()] = value.strip()
+    return headers
+
+
+def run(args: argparse.Namespace) -> int:
+    from atelier_io.progress import screen
+
+    err = screen(quiet=True)  # messages only, until the bars start
     try:
-        settings = FetchSettings()
+        return _run(args, screen)
+    except _Usage as e:
+        err.print(f"error: {e}")
+        return 2
+
+
+def _run(args: argparse.Namespace, screen: Any) -> int:
+    # the engine, pydantic settings and requests load only now: `atelier --help` and
+    # `atelier pull` start without them
+    from .. import download, placement
+    from ..settings import ZooSettings
+    from ..sources.resolve import Sources
+    from .settings import FetchSettings
+
+    single = len(args.refs) == 1
+    full_mirror = [m for m in args.mirror if urlsplit(m).path not in ("", "/")]
+    if not single and (args.name or args.sha256 or args.size or full_mirror):
+        raise _Usage("--name, --sha256, --size and a --mirror with a path need one URL "
+                     "(one REF)")
+    headers = _headers(args.header)
+    try:
+        zoo = ZooSettings()
+        if args.root is not None:
+            zoo = zoo.model_copy(update={"root": args.root})
+        fs = FetchSettings()
         update = {k: v for k, v in {
             "connections": args.connections, "piece_size": args.piece_size,
             "bandwidth_limit": args.limit_rate, "proxy": args.proxy,
             "fsync": args.fsync}.items() if v is not None}
-        settings = FetchSettings.model_validate({**settings.model_dump(), **update})
+        fs = FetchSettings.model_validate({**fs.model_dump(), **update})
     except ValueError as e:
-        err.print(f"error: {e}")
-        return 2
-
+        raise _Usage(str(e)) from None
+    root = Path(zoo.root).resolve() if zoo.root is not None else None
+    if args.to is None and root is None:
+        raise _Usage("give --to DIR, or the NAS root (--root DIR or ATELIER_ROOT) to place "
+                     "models by type")
+    index = _index(zoo, root) if root is not None else None
+    sources = Sources.from_settings(zoo)
+    display = screen("{task.fields[conns]} conn", quiet=args.quiet or args.dry_run)
     failed = 0
-    progress = Progress(
-        TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-        TransferSpeedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[conns]} conn"),
-        console=err, disable=args.quiet, transient=False)
-    with progress:
-        for url in args.urls:
-            candidates = [url, *_mirrors_for(url, args.mirror, single)]
-            host_headers = ({(urlsplit(c).hostname or "").lower(): headers
-                             for c in candidates} if headers else None)
-            task: TaskID = progress.add_task(url.rsplit("/", 1)[-1][:40], total=None,
-                                             conns=0)
-
-            def on_progress(p: FetchProgress, task: TaskID = task) -> None:
-                progress.update(task, description=p.name[:40], total=p.total,
-                                completed=p.done, conns=p.connections)
-
-            dest = args.to / args.name if args.name else args.to
-            args.to.mkdir(parents=True, exist_ok=True)
+    auth_failed = False
+    with display:
+        for text in args.refs:
             try:
-                result = fetch(candidates, dest, size=args.size, sha256=args.sha256,
-                               headers=host_headers, progress=on_progress, settings=settings,
-                               compute_sha256=args.hash)
+                res = sources.resolve(text, file=args.file, include=args.include or None,
+                                      exclude=args.exclude or None, headers=headers or None,
+                                      mirrors=_mirrors_for(text, args.mirror, single)
+                                      if text.lower().startswith(("http://", "https://"))
+                                      else (), sha256=args.sha256)
+                for f in res.files:
+                    if res.source != "url":
+                        f.urls += [m for m in _mirrors_for(f.urls[0], args.mirror, False)
+                                   if m not in f.urls]
+                    if args.size is not None:
+                        f.size, f.size_exact = args.size, True
+                if args.to is not None:
+                    folder = args.to.resolve()
+                    relocate = None
+                else:
+                    assert root is not None
+                    base_sub = (zoo.models_base_subfolder if args.base_subfolder is None
+                                else args.base_subfolder)
+                    vfolder = placement.folder_for(res.type, res.base_model, "models",
+                                                   base_sub)
+                    folder = root / vfolder
+                    relocate = {"models_root": "models", "base_subfolder": base_sub}
+                plan = download.plan(res, folder, root=root, index=index,
+                                     readable=["models", "users"] if root else [],
+                                     conflict=args.conflict, name=args.name,
+                                     relocate=relocate)
+                if args.dry_run:
+                    _print_plan(plan, args.json)
+                    continue
+                folder.mkdir(parents=True, exist_ok=True)
+                _execute(plan, sources, fs, index, root, headers, display, args)
             except KeyboardInterrupt:
-                progress.stop()
-                err.print("interrupted: the partial download is kept; run the same command "
-                          "to resume")
+                display.stop()
+                display.print("interrupted: the partial download is kept; run the same "
+                              "command to resume")
                 return 130
-            except (ModelZooError, ValueError, OSError) as e:
+            except BadReference as e:
+                display.print(f"error: {e}")
+                return 2
+            except (ModelZooError, OSError) as e:
                 failed += 1
-                progress.remove_task(task)
-                err.print(f"[red]error:[/] {e}", markup=True, highlight=False)
-                continue
-            progress.update(task, conns=0)
-            note = " (already there)" if result.reused else ""
-            line = f"{result.path}{note}"
-            if result.sha256:
-                line += f"  sha256 {result.sha256}"
-            print(line, file=sys.stdout, flush=True)
-    return 1 if failed else 0
+                auth_failed = auth_failed or isinstance(e, RemoteAuthRequired)
+                display.print(f"error: {text}: {getattr(e, 'message', None) or e}")
+    if failed:
+        return 3 if auth_failed and failed == 1 else 1
+    return 0
+
+
+def _index(zoo: Any, root: Path) -> Any:
+    from atelier_io.db import make_engine
+
+    from .. import db
+    from ..library.index import Index
+
+    try:
+        engine = make_engine(zoo.database_url, db.metadata)
+    except Exception:  # no writable state folder: work without the hash cache
+        return None
+    return Index(engine, root)
+
+
+def _execute(plan: Plan, sources: Any, fs: Any, index: Any, root: Path | None,
+             headers: dict[str, str], display: Any, args: argparse.Namespace) -> None:
+    from .. import download
+    from ..previews import fetch_image, to_png
+    from ..sources import remote
+
+    extra = {}
+    if headers and plan.resolution.source == "url":
+        for u in plan.primary.file.urls:
+            extra[remote.origin(u)] = headers
+    task = display.add_task(Path(plan.destination).name[:40], total=plan.size, conns=0)
+
+    def progress(p: download.Progress) -> None:
+        display.update(task, description=p.file[:40], total=p.total, completed=p.done,
+                       conns=p.connections)
+
+    def preview(url: str) -> bytes | None:
+        try:
+            st = sources.settings
+            return to_png(fetch_image(sources.sess, url, st.models_preview_max_bytes,
+                                      [st.civitai_url, st.hf_endpoint, st.modelscope_url]),
+                          st.models_preview_max_side)
+        except Exception:  # a model without its card is still a model
+            return None
+
+    out = download.execute(plan, origin_headers=sources.origin_headers, fetch_settings=fs,
+                           progress=progress, index=index, root=root, preview_png=preview,
+                           extra_headers=extra)
+    display.update(task, conns=0)
+    for t in plan.targets:
+        path = t.path
+        if t.reuse is not None and not t.same_name:  # the same bytes elsewhere on the NAS
+            path = str(root / t.reuse) if root is not None else t.reuse
+        there = t.reuse is not None or t.path in out.found
+        line = path + (" (already there)" if there else "")
+        digest = out.sha256.get(t.path) or t.file.sha256
+        if digest:
+            line += f"  sha256 {digest}"
+        print(line, file=sys.stdout, flush=True)
+
+
+def _print_plan(plan: Plan, as_json: bool) -> None:
+    res = plan.resolution
+    if as_json:
+        doc = {"ref": res.ref, "source": res.source, "name": res.name, "version": res.version,
+               "type": res.type, "base_model": res.base_model, "size": res.size,
+               "trigger_words": res.trigger_words, "destination": plan.destination,
+               "existing": plan.existing, "update_available": res.update,
+               "files": [{"path": t.shown, "size": t.file.size, "sha256": t.file.sha256,
+                          "urls": t.file.urls, "reuse": t.reuse} for t in plan.targets]}
+        print(json.dumps(doc, indent=2), flush=True)
+        return
+    lines = [f"{res.ref}  ({res.source})",
+             f"  name         {res.name}" + (f"  [{res.version}]" if res.version else ""),
+             f"  type         {res.type}" + (f"  ({res.base_model})" if res.base_model else ""),
+             f"  destination  {plan.destination}"]
+    if res.trigger_words:
+        lines.append(f"  triggers     {', '.join(res.trigger_words)}")
+    if res.update:
+        lines.append(f"  newer        {res.update.get('name')} ({res.update.get('version_id')})")
+    for t in plan.targets:
+        size = f"{t.file.size} B" if t.file.size is not None else "size unknown"
+        note = f"  already there: {t.reuse}" if t.reuse else ""
+        lines.append(f"  file         {t.shown}  {size}  sha256 {t.file.sha256 or '-'}{note}")
+    print("\n".join(lines), flush=True)

@@ -7,7 +7,9 @@ Layout (``.NAME.part.ctl`` next to ``.NAME.part``)::
     H bytes   JSON {"size", "piece_size", "etag", "last_modified", "url"}, space-padded
     P bytes   one byte per piece: 1 = the piece is written in the partial file
 
-The header is written once, atomically (temporary file, fsync, rename). A finished piece
+The header is written once, atomically (temporary file, rename; not fsynced there, as that
+would hold up the download's start: the first periodic sync makes it durable, and a torn
+file after a machine crash fails to load and the download starts over). A finished piece
 flips its byte in place with one ``pwrite``: cheap enough to do for every piece, so a
 killed process loses only the pieces in flight (aria2 saves its bitfield every 60 s
 instead). The kernel keeps those writes when the process dies; for a crash of the whole
@@ -48,8 +50,9 @@ class ControlFile:
     """An open control file; ``mark(i)`` records piece ``i`` as done."""
 
     def __init__(self, path: Path, fd: int, offset: int, validators: Validators,
-                 piece_size: int, done: list[bool]) -> None:
+                 piece_size: int, done: list[bool], url: str = "") -> None:
         self.path = path
+        self.url = url  # the endpoint whose bytes these are
         self._fd = fd
         self._offset = offset
         self.validators = validators
@@ -66,12 +69,10 @@ class ControlFile:
         tmp = path.with_name(path.name + ".tmp")
         with open(tmp, "wb") as f:
             f.write(MAGIC + struct.pack(">I", len(raw)) + raw + bytes(pieces))
-            f.flush()
-            os.fsync(f.fileno())
         os.replace(tmp, path)
         fd = os.open(path, os.O_RDWR)
         return cls(path, fd, len(MAGIC) + 4 + len(raw), validators, piece_size,
-                   [False] * pieces)
+                   [False] * pieces, url)
 
     @classmethod
     def load(cls, path: Path) -> ControlFile | None:
@@ -93,7 +94,8 @@ class ControlFile:
             bitmap = data[12 + hlen:]
             if piece_size <= 0 or len(bitmap) != pieces:
                 raise ValueError("bitmap length")
-            return cls(path, fd, 12 + hlen, validators, piece_size, [b == 1 for b in bitmap])
+            return cls(path, fd, 12 + hlen, validators, piece_size, [b == 1 for b in bitmap],
+                       str(header.get("url") or ""))
         except (ValueError, KeyError, TypeError, struct.error):
             os.close(fd)
             return None

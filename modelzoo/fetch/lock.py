@@ -19,7 +19,6 @@ import os
 import socket
 import threading
 import time
-import uuid
 from pathlib import Path
 
 from ..errors import LockTimeout
@@ -32,7 +31,7 @@ class FileLock:
         self.heartbeat = heartbeat
         self.stale_after = stale_after
         self.poll = poll
-        self.owner = uuid.uuid4().hex
+        self.owner = os.urandom(16).hex()  # what uuid4 is, without importing uuid
         self.lost = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -49,8 +48,9 @@ class FileLock:
                 return self.try_acquire()
             return False
         try:
+            # No fsync: O_EXCL is what excludes. After a machine crash an empty or torn
+            # lock is taken over once stale_after has passed, like a dead holder's.
             os.write(fd, json.dumps(info).encode())
-            os.fsync(fd)
         finally:
             os.close(fd)
         self._stop.clear()
@@ -99,7 +99,7 @@ class FileLock:
             # an empty file is a lock being written right now, unless it is old
             if not (info == {} and time.time() - mtime > self.stale_after):
                 return False
-        grave = self.path.with_name(f"{self.path.name}.stale-{uuid.uuid4().hex}")
+        grave = self.path.with_name(f"{self.path.name}.stale-{os.urandom(16).hex()}")
         try:
             os.rename(self.path, grave)
         except FileNotFoundError:

@@ -13,14 +13,23 @@ stopped); ``start <= committed <= claimed <= end``.
 
 A connection *claims* bytes before writing them and *commits* them after, so a thief,
 which splits at ``claimed`` rounded up to a piece, never takes bytes already in flight.
+Nor bytes already on this machine: ``arrived(segment)`` (set by the engine) says how many
+of a segment's next bytes wait unread in its connection's socket. A server that sends a
+whole short range at once (nginx's ``limit_rate`` lets a second's worth out at a
+request's start) would otherwise see a thief ask again for bytes the owner already has.
 When a connection runs out of work it takes a free segment, else it steals the upper half
 of the largest remaining segment, so every connection stays busy until the end.
+
+Free segments go out in file order. ``take(worker, chunk)`` carves at most ``chunk`` bytes
+off the first free segment, so the done prefix (what the hasher can read) advances with
+the download instead of jumping at its end (N connections on a share each keep the prefix
+at the first one's progress).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 
@@ -59,6 +68,7 @@ class Scheduler:
         if len(self.done) != self.pieces:
             raise ValueError(f"bitmap has {len(self.done)} pieces, expected {self.pieces}")
         self._lock = threading.Lock()
+        self.arrived: Callable[[Segment], int] | None = None
         self._free: list[Segment] = []
         self._active: list[Segment] = []
         self._prefix = 0  # index of the first piece not done
@@ -113,24 +123,43 @@ class Scheduler:
         """Length of the contiguous done prefix (what can be hashed already)."""
         return min(self.size, self._prefix * self.piece_size)
 
-    def take(self, worker: int) -> Segment | None:
-        """A free segment, else half of the largest remaining one, else None (all taken)."""
+    def take(self, worker: int, chunk: int | None = None) -> Segment | None:
+        """The first free segment (at most ``chunk`` bytes of it, piece-aligned), else half
+        of the largest remaining one, else None (all taken)."""
         with self._lock:
             if self._free:
-                seg = self._free.pop(0)
+                first = self._free[0]
+                cut = self._align_up(first.start + chunk) if chunk else first.end
+                if cut < first.end and first.end - cut >= self.piece_size:
+                    seg = Segment(first.start, cut)
+                    first.start = first.committed = first.claimed = cut
+                else:
+                    seg = self._free.pop(0)
                 seg.owner = worker
                 self._active.append(seg)
                 return seg
-            victim = max(self._active, key=lambda s: s.remaining, default=None)
-            if victim is None or victim.remaining < 2 * self.piece_size:
+            victim = max(self._active, key=self._stealable, default=None)
+            rest = self._stealable(victim) if victim is not None else 0
+            if victim is None or rest < 2 * self.piece_size:
                 return None
-            mid = self._align_up(victim.claimed + victim.remaining // 2)
+            mid = self._align_up(victim.end - rest + rest // 2)
             if mid >= victim.end or mid <= victim.claimed:
                 return None
             seg = Segment(mid, victim.end, owner=worker)
             victim.end = mid
             self._active.append(seg)
             return seg
+
+    def has_work(self) -> bool:
+        """Whether another worker would get a segment from ``take`` now."""
+        with self._lock:
+            return bool(self._free) or any(self._stealable(s) >= 2 * self.piece_size
+                                           for s in self._active)
+
+    def _stealable(self, seg: Segment) -> int:
+        """Bytes of ``seg`` neither claimed nor already arrived for its owner."""
+        ahead = self.arrived(seg) if self.arrived is not None and seg.owner is not None else 0
+        return max(0, seg.remaining - ahead)
 
     def claim(self, seg: Segment, n: int) -> int:
         """Reserve up to ``n`` bytes at ``seg.claimed``; returns how many are still ours."""

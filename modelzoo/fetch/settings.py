@@ -5,6 +5,8 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .netguard import DEFAULT_BLOCKED
+
 KiB = 1024
 MiB = 1024 * KiB
 
@@ -12,10 +14,32 @@ MiB = 1024 * KiB
 class FetchSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ATELIER_FETCH_", extra="ignore")
 
-    connections: int = Field(
-        default=8, ge=1, le=64,
-        description="Parallel connections per file (aria2 -x). Civitai and HF CDNs push back "
-                    "on aggressive parallelism, so keep it at 16 or below for them.")
+    connections: int | None = Field(
+        default=None, ge=1, le=128,
+        description="Parallel connections per file (aria2 -x), fixed. Unset: automatic, "
+                    "from initial_connections, doubling while each step adds speed, up to "
+                    "max_connections.")
+    blocked_networks: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_BLOCKED),
+        description="Networks (CIDR) no download, redirect or probe may reach: by default "
+                    "link-local addresses and the cloud instance-metadata services, which "
+                    "hand out the machine's credentials. Add private ranges to keep users "
+                    "off the internal network; [] turns the guard off.")
+    initial_connections: int = Field(
+        default=4, ge=1, le=128,
+        description="Connections an automatic download starts with.")
+    max_connections: int = Field(
+        default=32, ge=1, le=128,
+        description="Most connections an automatic download grows to. A CDN that caps each "
+                    "connection (hf-mirror, nginx limit_rate) needs many; Civitai and "
+                    "Hugging Face push back on aggressive clients, so 16 to 32 is polite.")
+    tuning_window: float = Field(
+        default=0.5, gt=0,
+        description="Seconds the automatic connection count measures each step over.")
+    mirror_keep_ratio: float = Field(
+        default=0.5, gt=0, le=1,
+        description="A mirror slower per connection than this fraction of the fastest is "
+                    "left out (its connections would move fewer bytes there).")
     piece_size: int = Field(
         default=1 * MiB, ge=16 * KiB,
         description="Piece size in bytes: the smallest range split off by work stealing and "

@@ -7,7 +7,6 @@
     POST /api/gpu/unload      {model, to: ram|disk, dry_run?}            (admins)
     POST /api/gpu/pin         {model, pinned}                            (admins)
     GET  /api/gpu/usage       GPU and switch seconds and bytes per user  (admins: everyone)
-    GET  /metrics             Prometheus text                            (any signed-in user)
 
 Every route needs the service's credentials (the ``current_user`` dependency the service
 edge passes in; ``sdapi_user`` may also accept HTTP Basic, which WebUI clients send).
@@ -21,13 +20,11 @@ import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any, Literal
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import PlainTextResponse, Response
 from pydantic import BaseModel, Field
 
 from ..errors import ResidencyForbidden
@@ -63,21 +60,24 @@ class PinBody(BaseModel):
 
 
 def build_router(settings: ResidencySettings, *, engine: sa.Engine, current_user: Any,
-                 outputs_dir: Callable[[Any], Path],
+                 open_outputs: Callable[[Any], int],
                  quota_room: Callable[[Any], int | None] | None = None,
-                 record_image: Callable[[Any, Path, int], None] | None = None,
+                 record_image: Callable[[Any, str, int], None] | None = None,
                  sdapi_user: Any = None) -> APIRouter:
     """Routes of the GPU residency service; ``router.service`` holds the running service,
     ``router.generate`` the job queue.
 
-    ``quota_room(user)`` (bytes the user may still store, None: unlimited) and
-    ``record_image(user, path, nbytes)`` (book a saved image like an upload) come from
+    ``open_outputs(user)`` (a directory descriptor of the user's outputs folder, opened
+    beneath the NAS root within what they may write), ``quota_room(user)`` (bytes the
+    user may still store, None: unlimited) and ``record_image(user, rel, nbytes)`` (book
+    a saved image like an upload; ``rel`` relative to the outputs folder) come from
     FileBrowser through the service edge; modelzoo never imports it.
     """
     db.create(engine)
     service = ResidencyService.from_settings(settings)
-    storage = Storage(outputs_dir, quota_room or (lambda user: None),
-                      record_image or (lambda user, path, nbytes: None))
+    service.manager.metrics.sample_with(service.gauges)  # read at each /metrics scrape
+    storage = Storage(open_outputs, quota_room or (lambda user: None),
+                      record_image or (lambda user, rel, nbytes: None))
     gen = GenerateService(settings, service, engine, storage, version=VERSION)
 
     @asynccontextmanager
@@ -155,11 +155,5 @@ def build_router(settings: ResidencySettings, *, engine: sa.Engine, current_user
             name = user.name
         rows = await run_in_threadpool(lambda: db.usage(engine, user=name, since=since))
         return {"users": rows}
-
-    @router.get("/metrics", response_class=PlainTextResponse)
-    async def metrics(user: Any = User) -> Response:
-        text = await run_in_threadpool(
-            lambda: service.manager.metrics.render(service.gauges()))
-        return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     return router

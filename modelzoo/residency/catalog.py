@@ -60,7 +60,10 @@ class ModelCatalog:
         clean = _TITLE_HASH.sub("", name.strip())
         if clean.endswith(".safetensors"):
             clean = clean[:-12]
-        if not clean or "\0" in clean or clean.startswith(("/", "\\")) or len(clean) > 1024:
+        if not clean or "\0" in clean or clean.startswith(("/", "\\")) or len(clean) > 1024 \
+                or any(len(part.encode()) > 240 for part in clean.split("/")):
+            # 240: with ".safetensors" still under NAME_MAX (255 bytes); stat() of a longer
+            # name raises ENAMETOOLONG, which Path.is_file() does not swallow
             raise UnknownModel(f"no model {name!r}", model=name)
         for candidate in (self.root / (clean + ".safetensors"), self.root / clean):
             real = Path(os.path.realpath(candidate))

@@ -89,7 +89,8 @@ def record(engine: sa.Engine, **row: Any) -> int:
 
 def usage(engine: sa.Engine, *, user: str | None = None,
           since: dt.datetime | None = None) -> list[dict[str, Any]]:
-    """Per user (and per model within), totals of generations, seconds and bytes."""
+    """Per user, totals of generations, seconds and bytes, per model (``models``) and per
+    UTC day (``by_day``: what bill splitting by day needs)."""
     g = generations
     query = sa.select(
         g.c.user, g.c.model, sa.func.count().label("generations"),
@@ -114,4 +115,16 @@ def usage(engine: sa.Engine, *, user: str | None = None,
             u["models"].append(item)
             for k in ("generations", "gpu_seconds", "switch_seconds", "image_bytes"):
                 u[k] += item[k]
+        day = sa.func.date(g.c.created_at).label("day")
+        daily = sa.select(
+            g.c.user, day, sa.func.count().label("generations"),
+            sa.func.sum(g.c.gpu_seconds).label("gpu_seconds"),
+            sa.func.sum(g.c.switch_seconds).label("switch_seconds"),
+        ).where(query.whereclause if query.whereclause is not None else sa.true()
+                ).group_by(g.c.user, day).order_by(g.c.user, day)
+        for r in conn.execute(daily):
+            users[r.user].setdefault("by_day", []).append({
+                "day": str(r.day)[:10], "generations": int(r.generations),
+                "gpu_seconds": float(r.gpu_seconds or 0),
+                "switch_seconds": float(r.switch_seconds or 0)})
     return list(users.values())

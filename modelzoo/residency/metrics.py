@@ -1,128 +1,130 @@
-"""Switch metrics, rendered in the Prometheus text exposition format (version 0.0.4).
+"""Switch metrics for Prometheus (``prometheus_client``).
 
 Counted per acquisition: the tier the model came from (``gpu`` is a hit, ``ram`` a warm
 switch, ``disk`` a cold one) and the seconds it took; evictions by path; CUDA
-out-of-memory retries. Gauges (free memory, resident bytes, queue lengths) are sampled
-at scrape time by whoever renders, through ``gauges``.
+out-of-memory retries. Gauges (free memory, resident bytes, queue lengths) and the hit
+ratio are read at scrape time: the service hands :meth:`ResidencyMetrics.sample_with` a
+function that yields them. Each manager has its own registry; the service edge adds it
+to the app's, which ``/metrics`` serves.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+
+import prometheus_client
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+prometheus_client.disable_created_metrics()  # no "_created" timestamp per series
 
 BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 Labels = tuple[tuple[str, str], ...]
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _labels(labels: Labels, extra: tuple[tuple[str, str], ...] = ()) -> str:
-    items = labels + extra
-    if not items:
-        return ""
-    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in items) + "}"
-
-
-def _num(v: float) -> str:
-    if v == float("inf"):
-        return "+Inf"
-    return repr(float(v)) if isinstance(v, float) and not v.is_integer() else str(int(v))
+Gauges = Iterable[tuple[str, str, Labels, float]]  # (name, help, labels, value)
 
 
 class ResidencyMetrics:
     def __init__(self, prefix: str = "atelier_gpu") -> None:
         self.prefix = prefix
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._switches = Counter(f"{prefix}_switches", "Model acquisitions by device and "
+                                 "the tier the model came from (gpu = hit).",
+                                 ["device", "source"], registry=self.registry)
+        self._seconds = Histogram(f"{prefix}_switch_seconds",
+                                  "Seconds to make a model resident, by source tier.",
+                                  ["source"], buckets=BUCKETS, registry=self.registry)
+        self._evictions = Counter(f"{prefix}_evictions", "Models moved down a tier to make "
+                                  "room.", ["from", "to"], registry=self.registry)
+        self._oom = Counter(f"{prefix}_oom_retries", "CUDA out-of-memory errors answered by "
+                            "one eviction and a retry.", registry=self.registry)
+        self._counts: dict[tuple[str, str], int] = {}  # (device, source): for hit ratios
         self._lock = threading.Lock()
-        self._switches: dict[Labels, int] = {}
-        self._hist: dict[Labels, list[float]] = {}  # bucket counts..., sum, count
-        self._evictions: dict[Labels, int] = {}
-        self._oom = 0
+        self._sampler: Callable[[], Gauges] | None = None
+        self.registry.register(_Sampled(self))
 
     def record_switch(self, device: str, source: str, seconds: float) -> None:
-        key = (("device", device), ("source", source))
+        self._switches.labels(device, source).inc()
+        self._seconds.labels(source).observe(seconds)
         with self._lock:
-            self._switches[key] = self._switches.get(key, 0) + 1
-            h = self._hist.setdefault((("source", source),), [0.0] * (len(BUCKETS) + 2))
-            for i, bound in enumerate(BUCKETS):
-                if seconds <= bound:
-                    h[i] += 1
-            h[-2] += seconds
-            h[-1] += 1
+            self._counts[(device, source)] = self._counts.get((device, source), 0) + 1
 
     def record_eviction(self, src: str, dst: str) -> None:
-        key = (("from", src), ("to", dst))
-        with self._lock:
-            self._evictions[key] = self._evictions.get(key, 0) + 1
+        self._evictions.labels(src, dst).inc()
 
     def record_oom(self) -> None:
-        with self._lock:
-            self._oom += 1
+        self._oom.inc()
+
+    def sample_with(self, sampler: Callable[[], Gauges]) -> None:
+        """Gauges read at each scrape (free memory, resident bytes, queues)."""
+        self._sampler = sampler
 
     def switches(self) -> dict[str, int]:
         """Total acquisitions by source tier."""
         out: dict[str, int] = {}
         with self._lock:
-            for labels, n in self._switches.items():
-                source = dict(labels)["source"]
+            for (_, source), n in self._counts.items():
                 out[source] = out.get(source, 0) + n
         return out
 
     def hit_rate(self, device: str | None = None) -> float | None:
         with self._lock:
-            rows = [(dict(k), n) for k, n in self._switches.items()]
-        total = sum(n for k, n in rows if device in (None, k["device"]))
-        hits = sum(n for k, n in rows if device in (None, k["device"]) and k["source"] == "gpu")
+            rows = list(self._counts.items())
+        total = sum(n for (dev, _), n in rows if device in (None, dev))
+        hits = sum(n for (dev, src), n in rows if device in (None, dev) and src == "gpu")
         return hits / total if total else None
 
     @property
     def oom_retries(self) -> int:
-        return self._oom
+        return int(self._oom._value.get())
 
-    def render(self, gauges: Iterable[tuple[str, str, Labels, float]] = ()) -> str:
-        """Prometheus text; ``gauges`` yields (name, help, labels, value) sampled by the caller."""
-        p = self.prefix
-        lines: list[str] = []
-
-        def head(name: str, kind: str, text: str) -> None:
-            lines.append(f"# HELP {p}_{name} {text}")
-            lines.append(f"# TYPE {p}_{name} {kind}")
-
+    def devices(self) -> list[str]:
         with self._lock:
-            switches = dict(self._switches)
-            hist = {k: list(v) for k, v in self._hist.items()}
-            evictions = dict(self._evictions)
-            oom = self._oom
-        head("switches_total", "counter",
-             "Model acquisitions by device and the tier the model came from (gpu = hit).")
-        for labels, n in sorted(switches.items()):
-            lines.append(f"{p}_switches_total{_labels(labels)} {n}")
-        head("switch_seconds", "histogram", "Seconds to make a model resident, by source tier.")
-        for labels, h in sorted(hist.items()):
-            for i, bound in enumerate(BUCKETS):
-                le = (("le", repr(float(bound))),)
-                lines.append(f"{p}_switch_seconds_bucket{_labels(labels, le)} {int(h[i])}")
-            lines.append(f"{p}_switch_seconds_bucket{_labels(labels, (('le', '+Inf'),))}"
-                         f" {int(h[-1])}")
-            lines.append(f"{p}_switch_seconds_sum{_labels(labels)} {h[-2]!r}")
-            lines.append(f"{p}_switch_seconds_count{_labels(labels)} {int(h[-1])}")
-        head("hit_ratio", "gauge", "Share of acquisitions whose model was already on the device.")
-        devices = sorted({dict(k)["device"] for k in switches})
-        for dev in devices:
-            rate = self.hit_rate(dev)
-            lines.append(f"{p}_hit_ratio{_labels((('device', dev),))} {rate or 0.0!r}")
-        head("evictions_total", "counter", "Models moved down a tier to make room.")
-        for labels, n in sorted(evictions.items()):
-            lines.append(f"{p}_evictions_total{_labels(labels)} {n}")
-        head("oom_retries_total", "counter",
-             "CUDA out-of-memory errors answered by one eviction and a retry.")
-        lines.append(f"{p}_oom_retries_total {oom}")
-        seen: set[str] = set()
-        for name, text, labels, value in gauges:
-            if name not in seen:
-                head(name, "gauge", text)
-                seen.add(name)
-            lines.append(f"{p}_{name}{_labels(labels)} {_num(value)}")
-        return "\n".join(lines) + "\n"
+            return sorted({dev for dev, _ in self._counts})
+
+    def render(self, gauges: Gauges = ()) -> str:
+        """The exposition text (with ``gauges`` as well, if given)."""
+        text = generate_latest(self.registry).decode()
+        extra = list(gauges)
+        if extra:
+            one_off = CollectorRegistry(auto_describe=False)
+            one_off.register(_Fixed(self.prefix, extra))
+            text += generate_latest(one_off).decode()
+        return text
+
+
+class _Sampled(Collector):
+    """The hit ratio per device, and the service's gauges, read when scraped."""
+
+    def __init__(self, metrics: ResidencyMetrics) -> None:
+        self.m = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        ratio = GaugeMetricFamily(f"{self.m.prefix}_hit_ratio", "Share of acquisitions "
+                                  "whose model was already on the device.", labels=["device"])
+        for dev in self.m.devices():
+            ratio.add_metric([dev], self.m.hit_rate(dev) or 0.0)
+        yield ratio
+        if self.m._sampler is not None:
+            yield from _families(self.m.prefix, self.m._sampler())
+
+
+class _Fixed(Collector):
+    def __init__(self, prefix: str, gauges: list[tuple[str, str, Labels, float]]) -> None:
+        self.prefix = prefix
+        self.gauges = gauges
+
+    def collect(self) -> Iterator[Metric]:
+        yield from _families(self.prefix, self.gauges)
+
+
+def _families(prefix: str, gauges: Gauges) -> Iterator[Metric]:
+    families: dict[str, GaugeMetricFamily] = {}
+    for name, text, labels, value in gauges:
+        fam = families.get(name)
+        if fam is None:
+            fam = families[name] = GaugeMetricFamily(f"{prefix}_{name}", text,
+                                                     labels=[k for k, _ in labels])
+        fam.add_metric([v for _, v in labels], value)
+    yield from families.values()

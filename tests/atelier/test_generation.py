@@ -121,3 +121,35 @@ def test_jobs_left_by_a_killed_service_come_back_interrupted(
     # and the service works on
     r = s2.post(f"{again.url}/api/generate?wait=true", json=GEN, timeout=120)
     assert r.status_code == 200 and r.json()["state"] == "done"
+
+
+@pytest.mark.parametrize("link", ["outputs", "outputs/txt2img-images"])
+def test_a_symlink_in_the_outputs_never_writes_into_another_home(
+        make_server: Callable[..., Server], nas: tuple[Path, dict[str, str]],
+        monkeypatch: pytest.MonkeyPatch, link: str) -> None:
+    """Another program swaps ann's outputs (or a folder in it) for a link to bob's: the
+    image is refused, nothing lands in bob's home, and the answer says why."""
+    root, env = nas
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    srv = make_server(root=root)
+    ann = srv.add_user("ann")
+    srv.add_user("bob")
+    victim = root / "users" / "bob" / "outputs"
+    victim.mkdir(parents=True, exist_ok=True)
+    place = root / "users" / "ann" / link
+    place.parent.mkdir(parents=True, exist_ok=True)
+    if place.is_dir():
+        shutil.rmtree(place)
+    place.symlink_to(victim)
+    r = ann.post(f"{srv.url}/api/generate?wait=true", json=GEN, timeout=120)
+    body = r.json()
+    # the images made are still handed back (200, state failed) when only saving failed
+    error = body["error"] if r.status_code == 200 else body
+    assert body["state"] == "failed" and error["error"] == "write_failed", r.text
+    assert list(victim.rglob("*")) == []
+    # the link itself is left as it was, and the owner's usage books nothing
+    assert place.is_symlink()
+    usage = ann.get(f"{srv.url}/api/usage", params={"user": "ann"}, timeout=10).json()
+    (mine,) = usage
+    assert mine["user"] == "ann" and mine["uploaded_bytes"] == 0

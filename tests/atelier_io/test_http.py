@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from atelier_io.http import Client, ConnectionFailed
+from atelier_io.http import BodyCutShort, Client, ConnectionFailed, Connections
 
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     connections: list[int] = []
+    slow_done = threading.Event()
 
     def log_message(self, *args: object) -> None:
         return None
@@ -24,6 +26,15 @@ class Handler(BaseHTTPRequestHandler):
         Handler.connections.append(id(self.connection))
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        if self.path.startswith("/slow"):  # headers, then a body that never comes
+            self.send_response(200)
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            self.wfile.flush()
+            time.sleep(3)
+            Handler.slow_done.set()
+            self.close_connection = True
+            return
         if self.path.startswith("/cut"):  # announce 1000 bytes, send 10, hang up
             self.send_response(200)
             self.send_header("Content-Length", "1000")
@@ -104,3 +115,47 @@ def test_basic_auth_is_added_to_a_copy(server: str) -> None:
     basic = c.with_basic_auth("ann", "pw:with:colons")
     assert basic.get("/x").json()["auth"] == "Basic YW5uOnB3OndpdGg6Y29sb25z"
     assert c.get("/x").json()["auth"] == "None"
+
+
+# ---- Connections: any URL, one keep-alive connection per origin ------------------------
+
+def test_connections_keep_one_connection_per_origin(server: str) -> None:
+    other = server.replace("127.0.0.1", "localhost")  # same server, another origin
+    with Connections() as c:
+        for url in (f"{server}/a", f"{server}/b", f"{other}/c", f"{server}/d"):
+            r = c.request("GET", url, {"X-Token": "t"})
+            assert r.status == 200 and r.json()["path"] == "/" + url[-1]
+    assert len(Handler.connections) == 2
+
+
+def test_a_body_left_half_read_is_not_reused(server: str) -> None:
+    with Connections() as c:
+        r = c.request("GET", f"{server}/cut", {})
+        with pytest.raises(BodyCutShort) as cut:
+            buf = memoryview(bytearray(100))
+            while r.readinto(buf):
+                pass
+        assert cut.value.missing == 990
+        r = c.request("GET", f"{server}/x", {})
+        r.raw.read(5)  # left unread: the next request opens a new connection
+        assert c.request("GET", f"{server}/y", {}).json()["path"] == "/y"
+    assert len(Handler.connections) == 3
+
+
+def test_abort_wakes_a_reader_blocked_in_another_thread(server: str) -> None:
+    with Connections(read_timeout=30) as c:
+        r = c.request("GET", f"{server}/slow", {})
+        Handler.slow_done.clear()
+        threading.Timer(0.2, r.abort).start()
+        with pytest.raises(ConnectionFailed):
+            r.readinto(memoryview(bytearray(1000)))
+        assert not Handler.slow_done.is_set()  # woken by the abort, not by the server
+
+
+def test_plain_http_goes_to_a_proxy_in_absolute_form(server: str) -> None:
+    with Connections() as c:  # the test server answers with the request line's target
+        r = c.request("GET", "http://files.invalid:8080/m?x=1", {},
+                      proxy=server.replace("http://", "http://u:p%40ss@"))
+        assert r.json()["path"] == "http://files.invalid:8080/m?x=1"
+    with pytest.raises(ValueError, match="only http://"):
+        Connections().request("GET", "http://files.invalid/m", {}, proxy="socks5://h:1")

@@ -54,12 +54,13 @@ def test_gpu_page_memory_bar_load_and_pin(gpu_server: Server, open_page) -> None
     row.get_by_role("button", name="Pin").click()
     expect(row).to_contain_text("Unpin")
     expect(page.get_by_test_id("mem-chart")).to_be_visible()
-    expect(page.get_by_test_id("webui-section")).to_have_count(0)  # no such API here
+    # GET /api/gpu/webui exists (the WebUI extension reports there); no WebUI here
+    expect(page.get_by_test_id("webui-section")).to_contain_text("The WebUI holds no checkpoint")
 
 
 def test_admin_users_quota_usage_chart_and_csv(gpu_server: Server, open_page) -> None:
     s = gpu_server.session()
-    r = s.post(f"{gpu_server.url}/api/generate", json={
+    r = s.post(f"{gpu_server.url}/api/generate?wait=true", json={
         "model": "tiny", "prompt": "a cat", "steps": 2, "width": 64, "height": 64, "seed": 1},
         timeout=300)
     assert r.status_code == 200, r.text
@@ -90,10 +91,13 @@ def test_admin_users_quota_usage_chart_and_csv(gpu_server: Server, open_page) ->
     up = s.post(f"{gpu_server.url}/api/fs/upload", params={"path": "users/admin"},
                 files={"files": ("u.bin", b"x" * 300_000)}, timeout=30)
     assert up.status_code == 201
+    # the generated image counts as written bytes too, like an upload
+    outputs = gpu_server.root / "users" / "admin" / "outputs"
+    uploaded = 300_000 + (outputs / r.json()["path"]).stat().st_size
     page.get_by_test_id("tab-usage").click()
     usage = page.get_by_test_id("usage")
     admin_row = usage.locator("[data-testid=usage-row]", has_text="admin")
-    expect(admin_row).to_contain_text("293 KB")
+    expect(admin_row).to_contain_text(f"{round(uploaded / 1024)} KB")
     gpu_cell = admin_row.locator("td").nth(4)
     assert float(gpu_cell.inner_text()) >= 0
     expect(page.get_by_test_id("usage-chart").locator("rect")).not_to_have_count(0)
@@ -102,10 +106,13 @@ def test_admin_users_quota_usage_chart_and_csv(gpu_server: Server, open_page) ->
     rows = list(csv.DictReader(io.StringIO(Path(info.value.path()).read_text())))
     mine = [r for r in rows if r["user"] == "admin"]
     total = [r for r in mine if r["day"] == "total"][0]
-    assert int(total["uploaded_bytes"]) == 300_000
+    assert int(total["uploaded_bytes"]) == uploaded
     assert float(total["gpu_seconds"]) > 0 and total["generations"] == "1"
     days = [r for r in mine if r["day"] != "total"]
-    assert days and sum(int(r["uploaded_bytes"]) for r in days) == 300_000
+    assert days and sum(int(r["uploaded_bytes"]) for r in days) == uploaded
+    # GPU seconds and generations per day add up to the total
+    assert sum(int(r["generations"] or 0) for r in days) == 1
+    assert sum(float(r["gpu_seconds"] or 0) for r in days) == float(total["gpu_seconds"])
 
 
 def test_admin_page_is_for_admins_only(gpu_server: Server, open_page) -> None:

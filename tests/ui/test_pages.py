@@ -82,7 +82,8 @@ def test_session_probe_answers_200_and_only_your_identity(server: Server) -> Non
     assert body["signed_in"] is True and body["me"]["name"] == "admin"
     assert body["me"]["role"] == "admin" and "csrf" not in json.dumps(body)
     assert set(body["features"]) >= {"models", "gpu", "gpu_webui", "sessions"}
-    assert body["features"]["sessions"] is False  # not built yet: the page hides the panel
+    # each flag says whether the optional API is in this service's OpenAPI document
+    assert body["features"]["sessions"] is True and body["features"]["models"] is True
     bad = requests.get(server.url + "/ui/session", timeout=10,
                        headers={"Authorization": "Bearer atl_wrong"})
     assert bad.status_code == 200 and bad.json() == {"signed_in": False}

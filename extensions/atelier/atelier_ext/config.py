@@ -36,14 +36,41 @@ class ServiceConfig:
     public_url: str | None = None
 
     @property
+    def secret_file(self) -> Path:
+        """The gateway secret the extension shares with the service it starts (0600)."""
+        return self.state_dir / "webui-gateway.secret"
+
+    @property
+    def pid_file(self) -> Path:
+        """Which service process the WebUI started, with which settings (JSON)."""
+        return self.state_dir / "service.pid"
+
+    @property
+    def notice_file(self) -> Path:
+        """The generated admin password, until the admin changes or dismisses it (0600)."""
+        return self.state_dir / "admin-notice.json"
+
+    @property
+    def pins_file(self) -> Path:
+        """Checkpoints pinned from the Models on GPU tab (the WebUI has no such notion)."""
+        return self.state_dir / "webui-pins.json"
+
+    def argv_for(self, nas_root: str | None) -> tuple[str, ...]:
+        """The recorded command, with ``--root`` replaced when the WebUI settings name
+        another NAS folder."""
+        argv = list(self.argv)
+        if nas_root:
+            if "--root" in argv[:-1]:
+                argv[argv.index("--root") + 1] = nas_root
+            else:
+                argv += ["--root", nas_root]
+        return tuple(argv)
+
+    @property
     def base_url(self) -> str:
         """Where the WebUI process reaches the service."""
         host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
         return f"http://{host}:{self.port}"
-
-    def page_url(self, path: str) -> str:
-        """Where the browser reaches one of the service's pages."""
-        return (self.public_url or self.base_url).rstrip("/") + path
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> ServiceConfig:

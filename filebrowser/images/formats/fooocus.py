@@ -24,7 +24,7 @@ In the image (``modules/private_logger.py``, ``meta_parser.py``; off by default)
 
 The table rows are read (the same values as the clipboard JSON, which costs five times
 as much to decode), else the JSON, else the paragraphs. A parsed log is cached by
-(path, mtime, size): a folder of 2,000 images reads it once.
+(file, mtime, size): a folder of 2,000 images reads it once.
 """
 
 from __future__ import annotations
@@ -231,13 +231,15 @@ def parse_log(html: str) -> dict[str, dict[str, Any]]:
 
 
 class _LogCache:
-    """Parsed logs by (path, mtime, size); a few folders at a time."""
+    """Parsed logs by file identity (device, inode), valid while mtime and size hold;
+    a few folders at a time. (Not by path: the info route names folders by
+    /proc/self/fd numbers, which are reused.)"""
 
     def __init__(self, size: int = 8) -> None:
         self.size = size
         self.lock = threading.Lock()
-        self.items: OrderedDict[str, tuple[tuple[int, int], dict[str, dict[str, Any]]]] = \
-            OrderedDict()
+        self.items: OrderedDict[tuple[int, int],
+                                tuple[tuple[int, int], dict[str, dict[str, Any]]]] = OrderedDict()
 
     def entries(self, path: str) -> dict[str, dict[str, Any]]:
         try:
@@ -246,11 +248,11 @@ class _LogCache:
             return {}
         try:
             st = os.fstat(fd)
-            key = (st.st_mtime_ns, st.st_size)
+            ident, key = (st.st_dev, st.st_ino), (st.st_mtime_ns, st.st_size)
             with self.lock:
-                hit = self.items.get(path)
+                hit = self.items.get(ident)
                 if hit is not None and hit[0] == key:
-                    self.items.move_to_end(path)
+                    self.items.move_to_end(ident)
                     return hit[1]
             if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_LOG_BYTES:
                 return {}
@@ -266,8 +268,8 @@ class _LogCache:
             os.close(fd)
         parsed = parse_log(data.decode("utf-8", "replace"))
         with self.lock:
-            self.items[path] = (key, parsed)
-            self.items.move_to_end(path)
+            self.items[ident] = (key, parsed)
+            self.items.move_to_end(ident)
             while len(self.items) > self.size:
                 self.items.popitem(last=False)
         return parsed

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import os
 import secrets
 import socket
 import threading
@@ -39,7 +40,7 @@ from ...errors import JobNotFinished, QueueFull, ResidencyError, UnknownJob
 from .. import db
 from ..hashes import HashStore
 from .fairqueue import FairQueue
-from .images import Storage, folder_for, png_bytes, save_png
+from .images import Storage, png_bytes, save_png
 from .request import GenerationRequest
 from .runner import Cancelled, Control, Runner, RunResult
 
@@ -350,8 +351,10 @@ class JobManager:
     def _save(self, job: Job, run: RunResult, switch: Any) -> None:
         images: list[dict[str, Any]] = []
         error = None
-        root = Path(self.storage.outputs_dir(job.principal)) if job.save else None
+        outputs: int | None = None
         try:
+            if job.save:
+                outputs = self.storage.open_outputs(job.principal)
             for out in run.outputs:
                 data = png_bytes(out.image, out.infotext)
                 if job.keep_images:
@@ -359,11 +362,11 @@ class JobManager:
                 item: dict[str, Any] = {"seed": out.seed, "subseed": out.subseed,
                                         "infotext": out.infotext, "bytes": len(data),
                                         "path": None}
-                if root is not None:
+                if outputs is not None:
                     self.storage.check(job.principal, len(data))
-                    path = save_png(folder_for(root, job.req.kind), data, out.seed)
-                    self.storage.record(job.principal, path, len(data))
-                    item["path"] = path.relative_to(root).as_posix()
+                    rel = save_png(outputs, job.req.kind, data, out.seed)
+                    self.storage.record(job.principal, rel, len(data))
+                    item["path"] = rel
                 images.append(item)
         except ResidencyError as exc:
             job.status = exc.status
@@ -371,6 +374,9 @@ class JobManager:
         except OSError as exc:
             job.status = 507
             error = {"error": "write_failed", "message": f"could not save the image: {exc}"}
+        finally:
+            if outputs is not None:
+                os.close(outputs)
         result = {"images": images, "model": job.model, "device": switch.device,
                   "seeds": [i["seed"] for i in images],
                   "subseeds": [i["subseed"] for i in images],

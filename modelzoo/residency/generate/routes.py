@@ -118,7 +118,9 @@ def build_generate_router(gen: GenerateService, current_user: Any) -> APIRouter:
     async def job(jid: str, user: Any = User) -> dict[str, Any]:
         return await run_in_threadpool(gen.jobs.get, jid, user)
 
-    @router.get("/api/generate/{jid}/events")
+    @router.get("/api/generate/{jid}/events", response_class=StreamingResponse,
+                responses={200: {"description": "Server-Sent Events: `job`, `preview`, `end`",
+                                 "content": {"text/event-stream": {}}}})
     async def events(jid: str, user: Any = User) -> Response:
         live = await run_in_threadpool(gen.jobs.live, jid, user)
         if live is None:  # finished (or unknown: 404): one event with the final state

@@ -24,6 +24,10 @@ def metadata(**kv: str) -> str:
 
 
 def create(s: requests.Session, url: str, length: int | None, **meta: str) -> requests.Response:
+    """POST a tus upload; ``folder`` defaults to the root ("", which these tests write to
+    as admin): with no ``folder`` at all it goes to the caller's home
+    (test_tus.py::test_no_folder_means_the_callers_home)."""
+    meta.setdefault("folder", "")
     headers = {**TUS, "Upload-Metadata": metadata(**meta)}
     if length is None:
         headers["Upload-Defer-Length"] = "1"

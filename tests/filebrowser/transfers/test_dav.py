@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -204,3 +206,67 @@ def test_admin_sees_everything(server: Server) -> None:
     names = c.ls("", detail=False)
     assert {"models", "outputs", "users"} <= set(names)  # type: ignore[arg-type]
     assert ".atelier" not in names
+
+
+def test_put_evaluates_conditions(server: Server) -> None:
+    """Our native PUT evaluates If-Match/If-None-Match and the WebDAV If header itself."""
+    server.add_user("ann")
+    auth = ("ann", PASS)
+    url = f"{server.url}/dav/users/ann/c.txt"
+    assert requests.put(url, data=b"one", auth=auth).status_code == 201
+    etag = requests.head(url, auth=auth).headers["ETag"]
+    r = requests.request("PROPFIND", url, auth=auth, headers={"Depth": "0"})
+    # one ETag everywhere (WsgiDAV writes getetag without the quotes)
+    assert re.search(r"getetag>([^<]*)<", r.text)[1].strip('"') == etag.strip('"')
+    refused = [
+        {"If-Match": '"not-it"'},
+        {"If-None-Match": "*"},
+        {"If-None-Match": etag},
+        {"If-Unmodified-Since": "Sat, 01 Jan 2000 00:00:00 GMT"},
+        {"If": "(<DAV:no-lock>)"},
+        {"If": "(<opaquelocktoken:bogus>)"},
+        {"If": '(["not-it"])'},
+        {"If": f"<{url}> ([\"not-it\"])"},  # a tagged list naming this file
+        {"If": f"(Not [{etag}])"},
+    ]
+    for headers in refused:
+        r = requests.put(url, data=b"two", auth=auth, headers=headers)
+        assert r.status_code == 412, (headers, r.status_code, r.text)
+        assert r.json()["error"] == "precondition_failed"
+    assert (server.root / "users/ann/c.txt").read_bytes() == b"one"
+    accepted: list[Callable[[str], dict[str, str]]] = [
+        lambda tag: {"If-Match": tag}, lambda tag: {"If": f"([{tag}])"},
+        lambda tag: {"If": "(Not <DAV:no-lock>)"},
+        lambda tag: {"If": f"<{server.url}/dav/users/ann/other> ([\"x\"])"}]
+    for make in accepted:
+        headers = make(etag)
+        r = requests.put(url, data=b"two", auth=auth, headers=headers)
+        assert r.status_code == 204, (headers, r.text)
+        assert r.headers["ETag"] == requests.head(url, auth=auth).headers["ETag"]
+        etag = r.headers["ETag"]
+    r = requests.put(f"{server.url}/dav/users/ann/new.txt", data=b"x", auth=auth,
+                     headers={"If-Match": "*"})
+    assert r.status_code == 412 and not (server.root / "users/ann/new.txt").exists()
+    r = requests.put(f"{server.url}/dav/users/ann/new.txt", data=b"x", auth=auth,
+                     headers={"If-None-Match": "*"})
+    assert r.status_code == 201
+
+
+def test_put_respects_locks_on_names_with_spaces(server: Server) -> None:
+    """Locks are keyed by the quoted URL: a name with a space must be found too."""
+    server.add_user("ann")
+    server.add_user("bob")
+    server.fb.users.update("bob", role="admin")
+    url = f"{server.url}/dav/users/ann/with space.txt"
+    assert requests.put(url, data=b"one", auth=("ann", PASS)).status_code == 201
+    body = ('<?xml version="1.0"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/>'
+            '</D:lockscope><D:locktype><D:write/></D:locktype></D:lockinfo>')
+    r = requests.request("LOCK", url, data=body, auth=("ann", PASS),
+                         headers={"Content-Type": "application/xml", "Depth": "0"})
+    assert r.status_code == 200, r.text
+    token = r.headers["Lock-Token"].strip("<>")
+    r = requests.put(url, data=b"bob was here", auth=("bob", PASS))
+    assert r.status_code == 423 and r.json()["error"] == "locked"
+    r = requests.put(url, data=b"two", auth=("ann", PASS), headers={"If": f"(<{token}>)"})
+    assert r.status_code == 204
+    assert (server.root / "users/ann/with space.txt").read_bytes() == b"two"

@@ -146,7 +146,7 @@ def test_wrong_checksum_is_460_and_discarded(server: Server, algo: str) -> None:
 def test_creation_with_upload_and_deferred_length(server: Server) -> None:
     s = server.session()
     r = s.post(f"{server.url}/api/tus/", data=b"hello", headers={
-        **TUS, "Upload-Length": "11", "Upload-Metadata": metadata(filename="h.txt"),
+        **TUS, "Upload-Length": "11", "Upload-Metadata": metadata(filename="h.txt", folder=""),
         "Content-Type": "application/offset+octet-stream"})
     assert r.status_code == 201 and r.headers["Upload-Offset"] == "5"
     url = server.url + r.headers["Location"]
@@ -164,10 +164,27 @@ def test_creation_with_upload_and_deferred_length(server: Server) -> None:
 
     r = s.post(f"{server.url}/api/tus/", headers={**TUS, "Upload-Length": "0",
                                                   "Upload-Metadata": metadata(filename="e")})
-    assert r.status_code == 201 and (server.root / "e").read_bytes() == b""
+    assert r.status_code == 201 and (server.root / "users/admin/e").read_bytes() == b""
     r = s.post(f"{server.url}/api/tus/", headers={**TUS,
                                                   "Upload-Metadata": metadata(filename="f")})
     assert r.status_code == 400
+
+
+def test_no_folder_means_the_callers_home(server: Server, tmp_path: Path) -> None:
+    """Upload-Metadata without ``folder``: the caller's home, not the (read-only) root."""
+    src = tmp_path / "x.bin"
+    src.write_bytes(b"hello home")
+    for name, session in (("ann", server.add_user("ann")), ("admin", server.session())):
+        up = tuspy(server, session).uploader(str(src), chunk_size=4,
+                                             metadata={"filename": "x.bin"})
+        up.upload()
+        assert (server.root / "users" / name / "x.bin").read_bytes() == b"hello home"
+        assert head(session, up.url).headers["X-Atelier-Path"] == f"users/{name}/x.bin"
+    assert not (server.root / "x.bin").exists()
+    viewer = server.add_user("vic", role="viewer")
+    r = viewer.post(f"{server.url}/api/tus/", headers={
+        **TUS, "Upload-Length": "1", "Upload-Metadata": metadata(filename="v.bin")})
+    assert r.status_code == 403 and r.json()["error"] == "read_only"
 
 
 def test_termination_and_method_override(server: Server) -> None:

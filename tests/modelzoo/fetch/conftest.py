@@ -69,6 +69,13 @@ class Knobs:
     stall_after: int | None = None     # stop sending (but keep the socket) after N bytes ...
     stalls: int = 0                    # ... for this many responses
     dead: bool = False                 # reset every connection
+    page: tuple[str, bytes] | None = None  # (Content-Type, body): a 200 page, not the file
+    redirect_to: str | None = None     # /redirect/ sends here (another server) ...
+    set_cookie: str | None = None      # ... with this Set-Cookie on the redirect
+    ranges_from_zero_only: bool = False  # 206 for bytes=0-..., the whole file (200) otherwise
+    range_length_delta: int = 0        # added to a 206's Content-Length (disagrees with
+                                       # its Content-Range)
+    total_rate: int = 0                # bytes/s shared by all responses (a full uplink)
 
 
 class _Server(ThreadingHTTPServer):
@@ -81,7 +88,8 @@ class _Server(ThreadingHTTPServer):
 class FileServer:
     """Serves ``data`` at ``/f/NAME``; ``/redirect/NAME`` sends you to a signed URL."""
 
-    def __init__(self, data: bytes, name: str = "model.safetensors") -> None:
+    def __init__(self, data: bytes, name: str = "model.safetensors",
+                 tls: tuple[Path, Path] | None = None) -> None:
         self.data = data
         self.name = name
         self.knobs = Knobs()
@@ -89,14 +97,23 @@ class FileServer:
         self.log: list[dict[str, Any]] = []
         self.sent = 0
         self._lock = threading.Lock()
+        self._bucket = time.monotonic()  # total_rate: when the shared uplink is free again
         handler = type("H", (_Handler,), {"srv": self})
         self.httpd = _Server(("127.0.0.1", 0), handler)
         self.port = self.httpd.server_address[1]
+        self.scheme = "http"
+        if tls is not None:  # https with a certificate from a CA of our own
+            import ssl
+
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*tls)
+            self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
+            self.scheme = "https"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
 
     def url(self, path: str | None = None, host: str = "127.0.0.1") -> str:
-        return f"http://{host}:{self.port}{path or '/f/' + self.name}"
+        return f"{self.scheme}://{host}:{self.port}{path or '/f/' + self.name}"
 
     @property
     def redirect_url(self) -> str:
@@ -152,8 +169,10 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         if path.startswith("/redirect/"):
             exp = time.time() + k.signed_ttl
-            loc = srv.url(f"/signed/{srv.name}?exp={exp}", host="localhost")
-            return self._small(302, b"", {"Location": loc})
+            base = k.redirect_to or f"http://localhost:{srv.port}"
+            loc = f"{base}/signed/{srv.name}?exp={exp}"
+            extra = {"Set-Cookie": k.set_cookie} if k.set_cookie else {}
+            return self._small(302, b"", {"Location": loc, **extra})
         if path.startswith("/signed/"):
             exp = float(self.path.split("exp=", 1)[1])
             if time.time() > exp:
@@ -168,6 +187,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._small(status, b'{"error":"slow down"}', extra)
         if k.html:
             return self._small(200, LOGIN_PAGE, {"Content-Type": "text/html; charset=utf-8"})
+        if k.page:
+            return self._small(200, k.page[1], {"Content-Type": k.page[0]})
         self._file(dropping, stalling, rate)
 
     def _small(self, status: int, body: bytes, headers: dict[str, str]) -> None:
@@ -186,7 +207,8 @@ class _Handler(BaseHTTPRequestHandler):
         status = 200
         rng = self.headers.get("Range")
         if_range = self.headers.get("If-Range")
-        if rng and not k.ignore_range and (if_range is None or if_range == srv.etag):
+        if rng and not k.ignore_range and (if_range is None or if_range == srv.etag) \
+                and not (k.ranges_from_zero_only and not rng.startswith("bytes=0-")):
             lo, _, hi = rng.removeprefix("bytes=").partition("-")
             start = int(lo)
             end = min(size, int(hi) + 1) if hi else size
@@ -204,7 +226,8 @@ class _Handler(BaseHTTPRequestHandler):
         if k.chunked:
             self.send_header("Transfer-Encoding", "chunked")
         else:
-            self.send_header("Content-Length", str(end - start + k.length_delta))
+            delta = k.length_delta + (k.range_length_delta if status == 206 else 0)
+            self.send_header("Content-Length", str(end - start + delta))
         self.end_headers()
         limit = end - start
         if dropping and k.drop_after is not None:
@@ -230,8 +253,13 @@ class _Handler(BaseHTTPRequestHandler):
                     self.wfile.write(chunk)
                 with srv._lock:
                     srv.sent += n
+                    if k.total_rate:  # the shared uplink: wait for this chunk's turn
+                        srv._bucket = max(srv._bucket, time.monotonic()) + n / k.total_rate
+                        free_at = srv._bucket
                 pos += n
                 sent += n
+                if k.total_rate:
+                    time.sleep(max(0.0, free_at - time.monotonic()))
                 if rate:
                     ahead = sent / rate - (time.monotonic() - t0)
                     if ahead > 0:
@@ -243,7 +271,7 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
             return
-        if sent < end - start or k.length_delta:
+        if sent < end - start or k.length_delta or k.range_length_delta:
             self.close_connection = True  # the drop: close mid-body
 
 
@@ -251,14 +279,27 @@ class _Handler(BaseHTTPRequestHandler):
 def make_server() -> Iterator[Callable[..., FileServer]]:
     servers: list[FileServer] = []
 
-    def make(data: bytes, name: str = "model.safetensors") -> FileServer:
-        s = FileServer(data, name)
+    def make(data: bytes, name: str = "model.safetensors",
+             tls: tuple[Path, Path] | None = None) -> FileServer:
+        s = FileServer(data, name, tls)
         servers.append(s)
         return s
 
     yield make
     for s in servers:
         s.close()
+
+
+@pytest.fixture(scope="session")
+def tls_cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (openssl), and its key."""
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True,
+                   capture_output=True)
+    return cert, key
 
 
 @pytest.fixture
@@ -272,8 +313,73 @@ def settings() -> FetchSettings:
 @pytest.fixture(autouse=True)
 def _clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
     for key in list(os.environ):
-        if key.startswith("ATELIER_FETCH_") or key.lower().endswith("_proxy"):
+        if key.startswith("ATELIER_FETCH_") or key.lower().endswith("_proxy") or key in (
+                "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR"):
             monkeypatch.delenv(key)
+
+
+# ---- a SOCKS5 proxy (RFC 1928: no authentication, CONNECT only) --------------------------
+
+class Socks5:
+    def __init__(self) -> None:
+        self.connects: list[tuple[str, int]] = []
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        try:
+            _ver, n = client.recv(2)
+            client.recv(n)
+            client.sendall(b"\x05\x00")  # no authentication
+            _ver, _cmd, _rsv, atyp = client.recv(4)
+            if atyp == 3:
+                host = client.recv(client.recv(1)[0]).decode()
+            else:
+                host = socket.inet_ntoa(client.recv(4))
+            port = struct.unpack(">H", client.recv(2))[0]
+            self.connects.append((host, port))
+            # files.invalid resolves only here: only requests through the proxy get there
+            upstream = socket.create_connection(
+                ("127.0.0.1" if host == "files.invalid" else host, port))
+            client.sendall(b"\x05\x00\x00\x01" + socket.inet_aton("127.0.0.1") + b"\x00\x00")
+        except (OSError, ValueError):
+            client.close()
+            return
+        for a, b in ((client, upstream), (upstream, client)):
+            threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def socks_proxy() -> Iterator[Socks5]:
+    proxy = Socks5()
+    yield proxy
+    proxy.close()
 
 
 # ---- nginx -------------------------------------------------------------------------------

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from modelzoo.fetch.cli import _mirrors_for, parse_size, register
+from atelier_io.progress import parse_size
+from modelzoo.fetch.cli import _mirrors_for, register
 
 MB = 1024 * 1024
 
@@ -22,8 +23,12 @@ def test_register_adds_the_fetch_subcommand(tmp_path: Path) -> None:
                               "--connections", "4", "--sha256", "ab" * 32,
                               "--mirror", "https://mirror.example", "--piece-size", "2M"])
     assert args.connections == 4 and args.piece_size == 2 * MB and callable(args.func)
+    args = parser.parse_args(["fetch", "civitai:1", "hf:org/repo", "--root", str(tmp_path),
+                              "--exclude", "*.bin", "--exclude", "*.fp16.*", "--dry-run"])
+    assert args.refs == ["civitai:1", "hf:org/repo"] and args.to is None
+    assert args.exclude == ["*.bin", "*.fp16.*"] and args.dry_run
     with pytest.raises(SystemExit):
-        parser.parse_args(["fetch", "http://h/a"])  # --to is required
+        parser.parse_args(["fetch"])  # a reference is required
 
 
 def test_sizes_and_mirror_rewriting() -> None:

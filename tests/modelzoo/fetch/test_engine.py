@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from pathlib import Path
 
@@ -49,6 +50,21 @@ def test_multi_connection_download_is_exact_and_verified(make_server, settings, 
         == "identity"
 
 
+def test_with_a_hash_to_compute_segments_follow_the_file_order(make_server, settings, tools,
+                                                               tmp_path: Path) -> None:
+    """The hasher reads the done prefix: short segments in file order keep it moving."""
+    data = tools.make_safetensors(8 * MB)
+    srv = make_server(data)
+    srv.knobs.throttle = 4 * MB  # a request's round trip costs little at this speed
+    r = fetch(srv.url(), tmp_path / "m.safetensors", sha256=tools.sha(data), settings=settings)
+    assert r.sha256 == tools.sha(data)
+    # the probe's bytes start the first chunk; the other connections take the next ones
+    asked = [tuple(int(x) for x in rng.split("=")[1].split("-")) for rng in ranges(srv)[1:5]]
+    chunk = 16 * settings.piece_size  # 1 MiB, not 2 (a quarter of the file each)
+    assert sorted(asked) == [(settings.probe_bytes, chunk - 1),
+                             *((i * chunk, (i + 1) * chunk - 1) for i in range(1, 4))]
+
+
 def test_idle_connections_steal_work_until_the_end(make_server, settings, tools,
                                                    tmp_path: Path) -> None:
     data = tools.make_safetensors(2 * MB)
@@ -70,8 +86,28 @@ def test_server_ignoring_range_gets_a_single_stream(make_server, settings, tools
     r = fetch(srv.url(), tmp_path / "m.safetensors", settings=settings, compute_sha256=True)
     assert (tmp_path / "m.safetensors").read_bytes() == data
     assert r.sha256 == tools.sha(data)
-    assert len(srv.requests("/f/")) == 2  # probe + one full stream
+    assert len(srv.requests("/f/")) == 1  # the probe's answer is the stream, read on
     assert leftovers(tmp_path) == []
+
+
+def test_the_probe_answer_is_the_first_request_not_asked_again(make_server, settings, tools,
+                                                               tmp_path: Path) -> None:
+    data = tools.make_safetensors(3 * MB)
+    srv = make_server(data)
+    fetch(srv.url(), tmp_path / "m.safetensors", sha256=tools.sha(data), settings=settings)
+    assert (tmp_path / "m.safetensors").read_bytes() == data
+    starts = [int(r.split("=")[1].split("-")[0]) for r in ranges(srv)]
+    assert starts.count(0) == 1  # offset 0 was asked for once, by the probe
+    assert settings.probe_bytes in starts  # the first worker went on from its end
+
+
+def test_an_empty_file_is_fetched(make_server, settings, tmp_path: Path) -> None:
+    """A range of an empty file is unsatisfiable (416): that is the answer, not an error."""
+    srv = make_server(b"", name="__init__.py")
+    r = fetch(srv.url(), tmp_path / "__init__.py", settings=settings, compute_sha256=True)
+    assert (tmp_path / "__init__.py").read_bytes() == b""
+    assert r.size == 0 and r.sha256 == hashlib.sha256(b"").hexdigest()
+    assert len(srv.requests("/f/")) == 2  # the probe's 416, then the whole (empty) body
 
 
 def test_missing_content_length_is_fine(make_server, settings, tools, tmp_path: Path) -> None:
@@ -375,3 +411,80 @@ def test_proxy_from_the_environment(make_server, settings, tools, tmp_path: Path
     fetch("http://files.invalid/f/model.safetensors", tmp_path / "m.safetensors",
           sha256=tools.sha(data), settings=settings)
     assert all(r["proxied"] for r in srv.log)
+
+
+# ---- pages posing as files, whatever the name ---------------------------------------
+
+def test_login_page_saved_under_a_bare_name_is_refused(make_server, settings, tools,
+                                                       tmp_path: Path) -> None:
+    """Civitai's /api/download/models/1002 answering 200 with its login page."""
+    srv = make_server(tools.make_safetensors(1 * MB), name="1002")
+    srv.knobs.html = True
+    with pytest.raises(NotAModel, match="HTML page.*Sign in"):
+        fetch(srv.url("/f/1002"), tmp_path, settings=settings)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_json_error_body_is_refused_with_its_message(make_server, settings, tools,
+                                                     tmp_path: Path) -> None:
+    srv = make_server(tools.make_safetensors(1 * MB), name="1002")
+    srv.knobs.page = ("application/json", b'{"error": "Unauthorized: this model needs a key"}')
+    with pytest.raises(NotAModel, match="Unauthorized: this model needs a key"):
+        fetch(srv.url("/f/1002"), tmp_path / "1002", settings=settings)
+    srv.knobs.page = ("application/octet-stream", b'{"error": "Model is archived"}')
+    with pytest.raises(NotAModel, match="Model is archived"):
+        fetch(srv.url("/f/1002"), tmp_path / "1002", settings=settings)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_model_under_a_bare_name_and_a_config_json_are_fetched(make_server, settings,
+                                                                 tools, tmp_path: Path) -> None:
+    data = tools.make_safetensors(1 * MB)
+    srv = make_server(data, name="1002")
+    fetch(srv.url("/f/1002"), tmp_path, settings=settings)
+    assert (tmp_path / "1002").read_bytes() == data
+    config = b'{"_class_name": "AutoencoderKL", "latent_channels": 4}'
+    cfg = make_server(config, name="config.json")
+    cfg.knobs.content_type = "application/json"
+    fetch(cfg.url(), tmp_path / "vae", settings=settings, validator="json")
+    fetch(cfg.url(), tmp_path / "config.json", settings=settings)
+    assert (tmp_path / "vae").read_bytes() == (tmp_path / "config.json").read_bytes() == config
+    with pytest.raises(NotAModel, match="JSON"):  # the same body where a model is expected
+        fetch(cfg.url(), tmp_path / "model.ckpt", settings=settings)
+    assert not (tmp_path / "model.ckpt").exists()
+
+
+# ---- answers that contradict themselves fail at once --------------------------------
+
+def test_content_length_disagreeing_with_content_range_fails_fast(make_server, settings,
+                                                                  tools, tmp_path: Path) -> None:
+    srv = make_server(tools.make_safetensors(2 * MB))
+    srv.knobs.range_length_delta = 100
+    with pytest.raises(RemoteError, match="Content-Range"):
+        fetch(srv.url(), tmp_path / "m.safetensors", settings=settings)
+    assert len(srv.requests("/f/")) == 1  # no retry can fix it
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_server_without_range_lying_about_its_length_fails_after_one_check(
+        make_server, settings, tools, tmp_path: Path) -> None:
+    data = tools.make_safetensors(300_000)
+    srv = make_server(data)
+    srv.knobs.ignore_range = True
+    srv.knobs.length_delta = 5000  # announces more than it has, every time
+    with pytest.raises(RemoteError, match=r"got \d+ of \d+ bytes, twice"):
+        fetch(srv.url(), tmp_path / "m.safetensors", settings=settings)  # retries=6
+    assert len(srv.requests("/f/")) <= 3  # the probe, the download and one check
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_whole_file_answer_to_a_mid_file_range_fails_fast(make_server, settings, tools,
+                                                          tmp_path: Path) -> None:
+    srv = make_server(tools.make_safetensors(2 * MB))
+    srv.knobs.ranges_from_zero_only = True  # 206 to bytes=0-..., 200 to anything else
+    with pytest.raises(RemoteError, match="whole file"):
+        fetch(srv.url(), tmp_path / "m.safetensors", settings=settings)
+    # the probe and a request or two per connection (the one starting at 0 succeeds and
+    # may take another segment before the failure stops it): no retries, no restart
+    assert len(srv.requests("/f/")) <= 1 + 2 * settings.connections
+    assert not (tmp_path / "m.safetensors").exists()

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from modelzoo.fetch import FetchProgress, fetch
-from modelzoo.fetch.mirrors import probe_all, rank
-from modelzoo.fetch.transport import make_session_factory
+from modelzoo.fetch.mirrors import Endpoint, EndpointPool, probe_all, rank
+from modelzoo.fetch.sessions import make_session_factory
 
 MB = 1024 * 1024
 
@@ -67,3 +67,65 @@ def test_mirror_dying_mid_way_hands_its_pieces_to_the_other(make_server, setting
     after = [q for q in steady.requests("/f/")
              if q["t"] > min(x["t"] for x in dying.requests("/f/")[-1:])]
     assert after  # the steady mirror took over the dead one's pieces
+
+
+def test_a_three_times_slower_mirror_is_left_out_and_reported(make_server, settings, tools,
+                                                              tmp_path: Path) -> None:
+    data = tools.make_safetensors(3 * MB)
+    slow, fast = make_server(data), make_server(data)
+    fast.knobs.throttle = 1 * MB
+    slow.knobs.throttle = MB // 3  # per connection, like fast's: each would move less
+    r = fetch([slow.url(), fast.url()], tmp_path / "m.safetensors", sha256=tools.sha(data),
+              settings=settings)
+    assert (tmp_path / "m.safetensors").read_bytes() == data
+    assert slow.sent <= settings.probe_bytes  # the probe, nothing more
+    report = {m.origin: m for m in r.mirrors}
+    assert report[fast.url()].used and report[fast.url()].received == len(data)
+    assert not report[slow.url()].used
+    assert "slower per connection" in (report[slow.url()].note or "")
+    assert r.endpoints == (fast.url(),)
+
+
+def test_a_mirror_with_another_etag_is_used_when_the_sha256_checks(make_server, settings,
+                                                                   tools, tmp_path: Path) -> None:
+    data = tools.make_safetensors(2 * MB)
+    a, b = make_server(data), make_server(data)
+    a.knobs.throttle = b.knobs.throttle = 1 * MB
+    b.etag = '"another-etag"'  # another CDN's idea of an ETag for the same bytes
+    r = fetch([a.url(), b.url()], tmp_path / "m.safetensors", sha256=tools.sha(data),
+              settings=settings)
+    assert (tmp_path / "m.safetensors").read_bytes() == data
+    report = {m.origin: m for m in r.mirrors}
+    assert report[b.url()].used and report[b.url()].received > 0
+    assert "the sha256 checks every byte" in (report[b.url()].note or "")
+    # without a sha256 it is not mixed in, and the report says why
+    r = fetch([a.url(), b.url()], tmp_path / "n.safetensors", settings=settings)
+    report = {m.origin: m for m in r.mirrors}
+    assert not report[b.url()].used and "no sha256" in (report[b.url()].note or "")
+
+
+def _eps(*speeds: float) -> list[Endpoint]:
+    return [Endpoint(f"http://m{i}/f", per_conn=s, throughput=s) for i, s in enumerate(speeds)]
+
+
+def test_connections_are_shared_in_proportion_to_speed_per_connection() -> None:
+    fast, slower = _eps(3e6, 1.5e6)
+    pool = EndpointPool([fast, slower], demote_after=3, keep_ratio=0.5)
+    picks = [pool.pick(w) for w in range(9)]
+    assert picks.count(fast) == 6 and picks.count(slower) == 3
+    pool.done(fast)
+    assert pool.pick(9) is fast  # the freed connection goes back where it is short
+
+
+def test_live_speeds_leave_out_a_mirror_that_turns_slow_and_its_workers_move() -> None:
+    a, b = _eps(1e6, 1e6)
+    pool = EndpointPool([a, b], demote_after=3, keep_ratio=0.5, window=1.0)
+    for w in range(4):
+        pool.pick(w)
+    assert a.conns == b.conns == 2 and not pool.should_leave(b)
+    pool.observe(0.0)
+    a.received, b.received = 2_000_000, 300_000  # one second later: b moved 0.15 MB/s each
+    pool.observe(1.0)
+    assert b.left_out and pool.should_leave(b) and not pool.should_leave(a)
+    assert "slower per connection" in (b.note or "")
+    assert pool.pick(5) is a

@@ -23,6 +23,7 @@ def test_throttled_nginx_every_connection_busy(nginx, tools, tmp_path: Path) -> 
               settings=s)
     assert (out / "m.safetensors").read_bytes() == data
     log = srv.log_path.read_text().splitlines()
+    # the probe and eight connections (the first goes on where the probe stopped)
     assert sum(1 for line in log if line.startswith("206 ")) >= 1 + 8
     # nginx sent the file once, plus the probe and what stolen-from connections overshot
     assert srv.bytes_sent() <= len(data) + s.probe_bytes + 8 * s.buffer_size

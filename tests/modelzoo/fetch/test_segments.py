@@ -117,3 +117,26 @@ def test_every_byte_is_written_exactly_once(size: int, piece: int, conns: int,
     assert s.complete
     assert all(written)
     assert all(s.done) and s.done_bytes == size
+
+
+def test_chunks_are_carved_off_in_file_order() -> None:
+    s = Scheduler(size=1050, piece_size=100, connections=1)
+    segs = [s.take(w, chunk=250) for w in range(4)]
+    # piece-aligned, and no sliver under a piece left behind: the last takes the rest
+    assert [(g.start, g.end) for g in segs if g] == [(0, 300), (300, 600), (600, 900),
+                                                      (900, 1050)]
+    assert s.take(4, chunk=250) is not None  # nothing free: a thief splits the largest
+
+
+def test_a_thief_leaves_the_owner_what_has_already_arrived_for_it() -> None:
+    s = Scheduler(size=2000, piece_size=100, connections=1)
+    owner = s.take(0)
+    assert owner is not None
+    s.claim(owner, 200)
+    s.arrived = lambda seg: 1000 if seg is owner else 0  # unread in its socket
+    thief = s.take(1)
+    assert thief is not None
+    # 1800 unclaimed, 1000 of them already here: the thief halves the other 800
+    assert (thief.start, thief.end) == (1600, 2000) and owner.end == 1600
+    s.arrived = lambda seg: 1400 if seg is not None else 0  # everyone's rest is here
+    assert s.take(2) is None and not s.has_work()

@@ -171,3 +171,16 @@ def build_tiny_pipeline(folder: Path, seed: int = 0) -> Path:
 def tiny_pipeline_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One tiny pipeline saved once per session; tests copy it where they need it."""
     return build_tiny_pipeline(tmp_path_factory.mktemp("tiny") / "tiny")
+
+
+def outputs_opener(outputs: Path, *sub: str) -> Callable[[object], int]:
+    """What the service edge passes as ``open_outputs``: a directory descriptor of the
+    user's outputs folder (here ``outputs/<name>/<sub...>``, made if missing)."""
+    import os
+
+    def open_outputs(user: object) -> int:
+        folder = outputs.joinpath(user.name, *sub)
+        folder.mkdir(parents=True, exist_ok=True)
+        return os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+    return open_outputs

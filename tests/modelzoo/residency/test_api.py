@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import io
 import shutil
 import threading
@@ -24,6 +25,8 @@ from modelzoo.residency.catalog import ModelCatalog
 from modelzoo.residency.settings import ResidencySettings
 
 from .checkpoints import write_family
+from .conftest import outputs_opener
+from .test_catalog_metrics import samples
 
 
 def current_user(x_user: str | None = Header(None)) -> SimpleNamespace:
@@ -66,7 +69,7 @@ def api(tmp_path: Path, models_dir: Path, tiny_pipeline_dir: Path, write_ckpt) -
     outputs = tmp_path / "outputs"
     app = FastAPI()
     router = build_router(settings, engine=engine, current_user=current_user,
-                          outputs_dir=lambda user: outputs / user.name)
+                          open_outputs=outputs_opener(outputs))
     app.include_router(router)
     server = Server(app)
     client = httpx.Client(base_url=server.url, timeout=120)
@@ -110,6 +113,12 @@ def test_generate_returns_image_saves_it_with_infotext_and_records_usage(api) ->
         saved.stat().st_size + (api.outputs / "ann" / again["path"]).stat().st_size)
     everyone = api.client.get("/api/gpu/usage", headers=_as("bob:admin")).json()["users"]
     assert [u["user"] for u in everyone] == ["ann", "bob"]
+    days = mine[0]["by_day"]  # per UTC day, for bill splitting (two days across midnight)
+    today = dt.datetime.now(dt.UTC).date()
+    assert {d["day"] for d in days} <= {today.isoformat(),
+                                        (today - dt.timedelta(days=1)).isoformat()}
+    assert sum(d["generations"] for d in days) == 2
+    assert sum(d["gpu_seconds"] for d in days) == pytest.approx(mine[0]["gpu_seconds"])
     forbidden = api.client.get("/api/gpu/usage?name=bob", headers=_as("ann:user"))
     assert forbidden.status_code == 403 and forbidden.json()["error"] == "forbidden"
 
@@ -148,7 +157,7 @@ def test_roles(api) -> None:
                        ("/api/gpu/pin", {"model": "tiny"})):
         assert api.client.post(path, json=body, headers=_as("ann:user")).status_code == 403
     assert api.client.get("/api/gpu", headers=_as("vic:viewer")).status_code == 200
-    assert api.client.get("/metrics").status_code == 401
+    assert api.client.get("/api/gpu").status_code == 401
 
 
 def test_load_unload_pin_and_gpu_view(api) -> None:
@@ -186,17 +195,13 @@ def test_load_unload_pin_and_gpu_view(api) -> None:
 def test_metrics_in_prometheus_text(api) -> None:
     api.client.post("/api/generate?wait=true", json=GEN, headers=_as("ann:user"))
     api.client.post("/api/generate?wait=true", json=GEN, headers=_as("ann:user"))
-    r = api.client.get("/metrics", headers=_as("ann:viewer"))
-    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
-    text = r.text
-    assert 'atelier_gpu_switches_total{device="sim:0",source="disk"} 1' in text
-    assert 'atelier_gpu_switches_total{device="sim:0",source="gpu"} 1' in text
-    assert 'atelier_gpu_hit_ratio{device="sim:0"} 0.5' in text
-    assert 'atelier_gpu_switch_seconds_count{source="disk"} 1' in text
-    assert f'atelier_gpu_resident_bytes{{device="sim:0"}} {api.size}' in text
-    assert 'atelier_gpu_queue_length{device="sim:0"} 0' in text
-    for line in text.splitlines():
-        assert line.startswith("#") or len(line.rsplit(" ", 1)) == 2
+    got = samples(api.service.manager.metrics.render())  # what /metrics serves of it
+    assert got[("atelier_gpu_switches_total", (("device", "sim:0"), ("source", "disk")))] == 1
+    assert got[("atelier_gpu_switches_total", (("device", "sim:0"), ("source", "gpu")))] == 1
+    assert got[("atelier_gpu_hit_ratio", (("device", "sim:0"),))] == 0.5
+    assert got[("atelier_gpu_switch_seconds_count", (("source", "disk"),))] == 1
+    assert got[("atelier_gpu_resident_bytes", (("device", "sim:0"),))] == api.size
+    assert got[("atelier_gpu_queue_length", (("device", "sim:0"),))] == 0
 
 
 def test_concurrent_generations_from_threads(api) -> None:

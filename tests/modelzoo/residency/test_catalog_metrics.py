@@ -39,6 +39,14 @@ def test_footprint_cache_follows_the_file(models_dir: Path, write_ckpt) -> None:
     assert cat.get("m").nbytes == 4096
 
 
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of an exposition, as Prometheus would read it."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for fam in text_string_to_metric_families(text) for s in fam.samples}
+
+
 def test_metrics_text_format() -> None:
     m = ResidencyMetrics()
     m.record_switch("cuda:0", "disk", 3.0)
@@ -49,17 +57,23 @@ def test_metrics_text_format() -> None:
     m.record_oom()
     text = m.render([("free_bytes", "Free.", (("device", 'we"ird'),), 5)])
     assert m.hit_rate("cuda:0") == pytest.approx(2 / 3) and m.hit_rate() == 0.5
-    assert m.hit_rate("cuda:7") is None
-    lines = text.splitlines()
-    assert 'atelier_gpu_switches_total{device="cuda:0",source="gpu"} 2' in lines
-    assert 'atelier_gpu_switch_seconds_bucket{source="disk",le="2.5"} 0' in lines
-    assert 'atelier_gpu_switch_seconds_bucket{source="disk",le="5.0"} 1' in lines
-    assert 'atelier_gpu_switch_seconds_bucket{source="ram",le="+Inf"} 1' in lines
-    assert 'atelier_gpu_evictions_total{from="gpu",to="ram"} 1' in lines
-    assert "atelier_gpu_oom_retries_total 1" in lines
-    assert 'atelier_gpu_free_bytes{device="we\\"ird"} 5' in lines
-    assert "# TYPE atelier_gpu_switch_seconds histogram" in lines
-    assert text.endswith("\n")
+    assert m.hit_rate("cuda:7") is None and m.oom_retries == 1
+    got = samples(text)
+    assert got[("atelier_gpu_switches_total", (("device", "cuda:0"), ("source", "gpu")))] == 2
+    assert got[("atelier_gpu_switch_seconds_bucket", (("le", "2.5"), ("source", "disk")))] == 0
+    assert got[("atelier_gpu_switch_seconds_bucket", (("le", "5.0"), ("source", "disk")))] == 1
+    assert got[("atelier_gpu_switch_seconds_bucket", (("le", "+Inf"), ("source", "ram")))] == 1
+    assert got[("atelier_gpu_evictions_total", (("from", "gpu"), ("to", "ram")))] == 1
+    assert got[("atelier_gpu_oom_retries_total", ())] == 1
+    assert got[("atelier_gpu_hit_ratio", (("device", "cuda:0"),))] == pytest.approx(2 / 3)
+    assert got[("atelier_gpu_free_bytes", (("device", 'we"ird'),))] == 5
+    assert "# TYPE atelier_gpu_switch_seconds histogram" in text.splitlines()
+    # gauges the service hands over are read at each scrape
+    level = [7.0]
+    m.sample_with(lambda: [("queue_length", "Jobs.", (("device", "cuda:0"),), level[0])])
+    assert samples(m.render())[("atelier_gpu_queue_length", (("device", "cuda:0"),))] == 7
+    level[0] = 2.0
+    assert samples(m.render())[("atelier_gpu_queue_length", (("device", "cuda:0"),))] == 2
 
 
 def test_package_import_is_lazy() -> None:

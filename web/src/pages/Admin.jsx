@@ -196,8 +196,12 @@ export function usageCsv(usage, gpu) {
   const lines = [["user", "day", "uploaded_bytes", "downloaded_bytes", "operations", "stored_bytes", "gpu_seconds", "generations"].join(",")];
   const gpuBy = Object.fromEntries((gpu || []).map((g) => [g.user, g]));
   for (const u of usage) {
-    for (const d of u.by_day) lines.push([u.user, d.day, d.uploaded, d.downloaded, d.operations, "", "", ""].map(esc).join(","));
     const g = gpuBy[u.user];
+    const gday = Object.fromEntries(((g && g.by_day) || []).map((d) => [d.day, d]));
+    for (const d of u.by_day) {
+      const gd = gday[d.day];
+      lines.push([u.user, d.day, d.uploaded, d.downloaded, d.operations, "", gd ? gd.gpu_seconds.toFixed(3) : "", gd ? gd.generations : ""].map(esc).join(","));
+    }
     lines.push([u.user, "total", u.uploaded_bytes, u.downloaded_bytes, u.by_day.reduce((a, d) => a + d.operations, 0), u.stored_bytes, g ? g.gpu_seconds.toFixed(3) : 0, g ? g.generations : 0].map(esc).join(","));
   }
   return lines.join("\r\n") + "\r\n";

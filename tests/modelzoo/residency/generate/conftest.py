@@ -28,6 +28,7 @@ from modelzoo.residency.catalog import ModelCatalog
 from modelzoo.residency.settings import ResidencySettings
 
 from ..checkpoints import config_folder, tiny_pipeline, to_single_file
+from ..conftest import outputs_opener
 
 
 def current_user(x_user: str | None = Header(None)) -> SimpleNamespace:
@@ -115,16 +116,16 @@ def gen_api(tmp_path: Path, tiny_models: SimpleNamespace) -> Iterator[Callable[.
         engine = sa.create_engine(f"sqlite:///{tmp_path / f'atelier{len(started)}.db'}")
         outputs = nas / "users"
         room: dict[str, int | None] = {}
-        records: list[tuple[str, Path, int]] = []
+        records: list[tuple[str, str, int]] = []
         lock = threading.Lock()
 
-        def record(user: Any, path: Path, nbytes: int) -> None:
+        def record(user: Any, rel: str, nbytes: int) -> None:
             with lock:
-                records.append((user.name, path, nbytes))
+                records.append((user.name, rel, nbytes))
 
         app = FastAPI()
         router = build_router(settings, engine=engine, current_user=current_user,
-                              outputs_dir=lambda user: outputs / user.name / "outputs",
+                              open_outputs=outputs_opener(outputs, "outputs"),
                               quota_room=lambda user: room.get(user.name),
                               record_image=record)
         app.include_router(router)

@@ -1,10 +1,5 @@
-"""The Models page in chromium against the ModelZoo API (issue 12) and a Civitai stand-in.
-
-PENDING: not collected by pytest (its name does not start with ``test_``), because the
-ModelZoo HTTP API (CONTRACT-models-api.md) is being built on another branch. Once it is
-merged, rename this file to ``test_models_page.py``. It uses the sources branch's
-stand-ins (``tests/modelzoo/standins``) and its setting ``ATELIER_CIVITAI_URL``.
-"""
+"""The Models page in chromium against the ModelZoo API and a Civitai stand-in on
+loopback (``tests/modelzoo/standins``, reached through ``ATELIER_CIVITAI_URL``)."""
 
 from __future__ import annotations
 

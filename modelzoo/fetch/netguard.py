@@ -1,0 +1,67 @@
+"""Addresses a download may never reach, checked on every hop of every redirect chain.
+
+A multi-user service that fetches what users paste would otherwise fetch for them what
+only the server can reach: in a cloud GPU container, the instance metadata service
+(``169.254.169.254`` on AWS/GCP/Azure, ``100.100.100.200`` on Alibaba Cloud, where PAI
+runs) hands out the instance's credentials to any local GET. No model is ever served
+from those addresses, so they are refused by default, for the CLI and the API alike;
+``ATELIER_FETCH_BLOCKED_NETWORKS`` changes the list (add ``10.0.0.0/8`` and the other
+private ranges to keep users off the internal network; ``[]`` turns the guard off).
+
+The host is resolved and every address it resolves to is checked, before the request
+goes out. A name that resolves differently a moment later (DNS rebinding) is not caught:
+a deployment that must be sure blocks egress to those networks in its firewall too.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Iterable, Sequence
+from functools import lru_cache
+from urllib.parse import urlsplit
+
+from ..errors import BlockedAddress
+
+DEFAULT_BLOCKED = ("169.254.0.0/16", "fe80::/10", "100.100.100.200/32", "fd00:ec2::254/128")
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@lru_cache(maxsize=16)
+def networks(cidrs: tuple[str, ...]) -> tuple[Network, ...]:
+    return tuple(ipaddress.ip_network(c, strict=False) for c in cidrs)
+
+
+def addresses(host: str, port: int) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    try:
+        return [ipaddress.ip_address(host.strip("[]"))]
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError:
+        return []  # the request itself will say the name does not resolve
+    out = []
+    for info in infos:
+        addr = str(info[4][0]).split("%", 1)[0]  # an IPv6 scope id
+        out.append(ipaddress.ip_address(addr))
+    return out
+
+
+def check(url: str, blocked: Sequence[str] | Iterable[str]) -> None:
+    """Raise :class:`BlockedAddress` if ``url``'s host is or resolves into ``blocked``."""
+    cidrs = tuple(blocked)
+    if not cidrs:
+        return
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    nets = networks(cidrs)
+    for ip in addresses(host, port):
+        mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+        for candidate in (ip, mapped):
+            if candidate is not None and any(candidate in n for n in nets
+                                             if n.version == candidate.version):
+                raise BlockedAddress(
+                    f"{host} ({candidate}) is in a network downloads may not reach "
+                    "(ATELIER_FETCH_BLOCKED_NETWORKS)", url=url)
