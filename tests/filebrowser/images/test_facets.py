@@ -298,3 +298,25 @@ def test_the_same_on_postgresql(make_server: Callable[..., Server], postgres_db:
         page = get(ann, s, limit=2, sort="random", seed=9, cursor=page["next"])
         seen += [x["name"] for x in page["results"]]
     assert len(seen) == len(set(seen)) == ANN_IMAGES
+
+
+def test_info_reads_the_fooocus_log_and_stealth_when_enabled(
+        make_server: Callable[..., Server], tmp_path: Path) -> None:
+    from .conftest import A1111_TEXT
+
+    root = tmp_path / "nas"
+    build(root)
+    gen.stealth_png(root / "users" / "ann" / "outputs" / "stealth.png", A1111_TEXT)
+    for stealth in (False, True):
+        s = make_server(root=root, state=tmp_path / f"state-{stealth}",
+                        images_stealth_pnginfo=stealth)
+        s.add_user("ann")
+        ann = s.session("ann", PASSWORD)
+        log = get(ann, s, "/api/fs/info",
+                  path="users/ann/outputs/fooocus/2024-06-13/2024-06-13_10-00-00_42.png")
+        assert log["meta"]["params_from"] == "fooocus:log.html"
+        assert log["meta"]["params"]["model"] == "juggernautXL_v8Rundiffusion"
+        info = get(ann, s, "/api/fs/info", path="users/ann/outputs/stealth.png")
+        assert info["meta"]["params"]["source"] == ("a1111" if stealth else "none")
+        wait_until(lambda: get(ann, s, name="stealth.png")["total"] == 1, what="index")
+        assert (get(ann, s, q="3141592653")["total"] == 1) is stealth
