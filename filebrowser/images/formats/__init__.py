@@ -11,6 +11,8 @@ fields) in this order; the first layout that is there wins::
                anything else: source "unknown", never prompt text
         text   A1111 infotext; its Version (or Fooocus' scheme) tells
                A1111 from Forge ("f2.0.1v1.10.1") and Fooocus        ../infotext.py
+               (in EXIF only with A1111's parameter line: a camera's
+               UserComment is not a prompt)
     ComfyUI    prompt / workflow (PNG), "prompt:"/"workflow:" in EXIF Model/Make
                                                                      comfyui.py
     sidecar    <stem>.txt beside the image (A1111 "save_txt")
@@ -100,7 +102,12 @@ def _detect(texts: dict[str, str], sidecar_text: str | None) -> tuple[GenParams,
     for key, where in (("UserComment", "exif:UserComment"), ("parameters", "png:parameters")):
         v = texts.get(key)
         if v and not v.isspace():  # v.strip() without copying v
-            return _detect_text(v, texts), where
+            g = _detect_text(v, texts)
+            if key == "UserComment" and g.source in ("a1111", "forge") and not g.params_text:
+                # a camera's or an editor's comment, not A1111's (which always ends with
+                # its parameter line): not prompt words
+                g = GenParams(source="unknown", raw=v)
+            return g, where
     comfy_p = texts.get("prompt")
     comfy_w = texts.get("workflow")
     if not comfy_p and texts.get("Model", "").startswith("prompt:"):

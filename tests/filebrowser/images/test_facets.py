@@ -318,5 +318,6 @@ def test_info_reads_the_fooocus_log_and_stealth_when_enabled(
         assert log["meta"]["params"]["model"] == "juggernautXL_v8Rundiffusion"
         info = get(ann, s, "/api/fs/info", path="users/ann/outputs/stealth.png")
         assert info["meta"]["params"]["source"] == ("a1111" if stealth else "none")
-        wait_until(lambda: get(ann, s, name="stealth.png")["total"] == 1, what="index")
+        wait_until(lambda a=ann, v=s: get(a, v, name="stealth.png")["total"] == 1,
+                   what="index")
         assert (get(ann, s, q="3141592653")["total"] == 1) is stealth

@@ -404,3 +404,14 @@ def test_fuzz_every_layout_never_raises(doc: object, key: str) -> None:
         g, _where = _detect(texts, None)  # the parsers themselves, not the guard around
         json.dumps(g.to_json())
     from_fields(doc if isinstance(doc, dict) else {"x": doc})
+
+
+def test_a_cameras_user_comment_is_not_a_prompt(tmp_path: Path) -> None:
+    from .conftest import write_exif_image
+
+    p = write_exif_image(tmp_path / "photo.jpg", "Holiday in Kyoto", encoding="ascii")
+    g = read_meta(p).params
+    assert (g.source, g.prompt) == ("unknown", "") and g.raw == "Holiday in Kyoto"
+    # in a PNG's "parameters" (A1111's own chunk) a bare prompt is still one
+    assert read_meta(gen.a1111_png(tmp_path / "p.png", "a cat on a mat")).params.prompt == (
+        "a cat on a mat")
