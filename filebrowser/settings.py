@@ -108,6 +108,18 @@ class Settings(BaseSettings):
     index_deep_rescan_seconds: float = Field(
         3600.0, description="Stat every indexed file this often (catches in-place "
         "rewrites that leave the folder mtime unchanged).")
+    index_count_limit: int = Field(
+        1000, ge=0, description="Search totals are counted exactly up to this many "
+        "matches; past it a search answers this number with total_exact false (counting "
+        "every match of a common word cost more than the page). 0: always exact.")
+    index_facet_limit: int = Field(
+        20_000, ge=1, description="Facet counts look at up to this many matches, the "
+        "newest first; past it they count those only (exact false).")
+    images_stealth_pnginfo: bool = Field(
+        False, description="Also read parameters hidden in the pixels' low bits (A1111's "
+        "stealth_pnginfo extension, NovelAI, SwarmUI) from PNG and lossless WebP images "
+        "that carry no other metadata. Decodes every pixel of those images: indexing "
+        "them is many times slower.")
 
     @property
     def database_url(self) -> str:

@@ -1,7 +1,8 @@
 """Images: thumbnails, generation parameters (A1111, ComfyUI, sidecars), the search index."""
 
+from .formats import parse_comfyui
 from .index import Index, IndexService, SearchQuery, search
-from .infotext import GenParams, parse_comfyui, parse_infotext
+from .infotext import GenParams, parse_infotext
 from .meta import ImageMeta, read_meta
 from .service import Images, ImagesDep
 from .thumbs import Thumbnailer

@@ -3,10 +3,13 @@
 Tables (declared on :data:`filebrowser.db.metadata`)::
 
     image_index    one row per image or model file: path (root-relative), folder, name,
-                   kind, size, mtime, dimensions, parsed parameters (prompt, negative,
-                   model, sampler, loras "|a|b|" lower-cased, the rest as JSON)
-    image_fts      SQLite only: FTS5 over (prompt, negative), rowid = image_index.id;
-                   CJK characters are indexed one per token (see :func:`fts_text`)
+                   kind, size, mtime, dimensions, the generator (source), parsed
+                   parameters (prompt, negative, model, sampler, loras and embeddings
+                   "|a|b|", the rest as JSON) and their words for search (terms, see
+                   :mod:`.terms`)
+    image_fts      SQLite only: FTS5 over (prompt, negative, terms, path), rowid =
+                   image_index.id; CJK characters are indexed one per token (see
+                   :func:`fts_text`)
     index_folders  folder path -> mtime_ns when it was last listed (-1: list again)
     index_meta     schema version; a mismatch drops and rebuilds the cache
 
@@ -23,7 +26,12 @@ holds its last rows, so a crash leaves a consistent index whose unfinished folde
 are simply listed again. Readers use WAL snapshots and are never blocked.
 
 PostgreSQL has no FTS5: the same tables without ``image_fts``, and words match with
-``ILIKE`` on the prompt columns.
+``ILIKE`` on the same four columns.
+
+Searching: filters (:mod:`.query`) and words make one WHERE clause, shared with the
+facet counts (:mod:`.facets`); totals are counted exactly only up to
+:attr:`Index.count_limit` matches (past it, ``total_exact`` is false), since counting
+every match of a common word cost more than the page itself.
 
 Symlinks are not followed and dot-files are skipped: what is indexed is what the
 path jail shows, so scope filtering on ``path`` is exact.
@@ -37,6 +45,7 @@ import json
 import logging
 import os
 import queue
+import random
 import re
 import stat as st_mod
 import threading
@@ -54,12 +63,15 @@ from sqlalchemy.engine import Connection, Engine
 from .. import db
 from ..access.jail import Scope, addressable
 from ..files.fs import IMAGE_EXTS, MODEL_EXTS
-from .infotext import GenParams
-from .meta import read_meta
+from .formats.fooocus import parse_a1111_scheme
+from .infotext import GenParams, parse_infotext
+from .meta import FOLDER_LOG, read_meta
+from .query import FIELDS, BadQuery, condition, random_key, values_of
+from .terms import terms_of
 
 log = logging.getLogger("atelier.index")
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 RACY_SECONDS = 2.0
 FIRST_BATCH = 200
 BATCH = 2000
@@ -86,7 +98,9 @@ image_index = sa.Table(
     sa.Column("cfg", sa.Float),
     sa.Column("seed", sa.BigInteger),
     sa.Column("loras", sa.Text),
+    sa.Column("embeddings", sa.Text),
     sa.Column("params", sa.Text),
+    sa.Column("terms", sa.Text),
 )
 
 index_folders = sa.Table(
@@ -102,14 +116,17 @@ index_meta = sa.Table(
 )
 
 _FTS_DDL = ("CREATE VIRTUAL TABLE IF NOT EXISTS image_fts USING fts5("
-            "prompt, negative, tokenize = 'unicode61 remove_diacritics 2')")
+            "prompt, negative, terms, path, tokenize = 'unicode61 remove_diacritics 2')")
+# bm25 weights of (prompt, negative, terms, path): a word in the prompt counts most
+_BM25 = "bm25(image_fts, 4.0, 1.0, 2.0, 2.0)"
 # Han, kana, hangul and CJK punctuation: no spaces between words, so one token each.
 _CJK = re.compile("([\u3000-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af"
                   "\uf900-\ufaff\uff00-\uffef])")
 _INSERT_COLS = ("path", "folder", "name", "kind", "size", "mtime", "mtime_ns", "width",
                 "height", "source", "prompt", "negative", "model", "model_hash", "sampler",
-                "steps", "cfg", "seed", "loras", "params")
+                "steps", "cfg", "seed", "loras", "embeddings", "params", "terms")
 _PROMPT, _NEGATIVE = _INSERT_COLS.index("prompt"), _INSERT_COLS.index("negative")
+_TERMS = _INSERT_COLS.index("terms")
 
 
 def fts_text(text: str) -> str:
@@ -141,9 +158,8 @@ _JSON = json.JSONEncoder(ensure_ascii=False)  # json.dumps(ensure_ascii=False) w
                                               # building an encoder per call
 
 
-def _params_json(g: GenParams) -> str | None:
-    if g.source == "none":
-        return None
+def params_dict(g: GenParams) -> dict[str, Any]:
+    """The fields of ``g`` that have no column of their own."""
     d: dict[str, Any] = {k: v for k, v in (
         ("scheduler", g.scheduler), ("width", g.width), ("height", g.height), ("vae", g.vae),
         ("vae_hash", g.vae_hash), ("clip_skip", g.clip_skip),
@@ -151,13 +167,41 @@ def _params_json(g: GenParams) -> str | None:
         if v is not None}
     if g.loras:
         d["loras"] = [{"name": lo.name, "weight": lo.weight, "hash": lo.hash} for lo in g.loras]
+    if g.embeddings:
+        d["embeddings"] = g.embeddings
     if g.hires:
         d["hires"] = g.hires
     if g.adetailer:
         d["adetailer"] = g.adetailer
     if g.extra:
         d["extra"] = g.extra
+    return d
+
+
+def params_value(g: GenParams) -> str | None:
+    """The ``params`` column: A1111's own parameter line(s) when the image has them (a
+    compact form already, parsed again for the few rows a page shows; encoding a JSON
+    of them cost a fifth of indexing an image), else a JSON of :func:`params_dict`."""
+    if g.source == "none":
+        return None
+    if g.params_text:
+        return g.params_text
+    d = params_dict(g)
     return _JSON.encode(d) if d else None
+
+
+def params_of(r: Any) -> dict[str, Any]:
+    """:func:`params_dict` of a row, whichever form its ``params`` column holds."""
+    value = r.params
+    if not value:
+        return {}
+    if value[0] == "{":
+        out: dict[str, Any] = json.loads(value)
+        return out
+    text = "\n".join(x for x in (r.prompt or "", f"Negative prompt: {r.negative}"
+                                 if r.negative else "", value) if x)
+    return params_dict(parse_a1111_scheme(text) if r.source == "fooocus"
+                       else parse_infotext(text))
 
 
 _I32 = 1 << 31
@@ -169,19 +213,25 @@ def _i32(v: int | None) -> int | None:
     return v if v is None or -_I32 <= v < _I32 else None
 
 
+def _names(names: list[str]) -> str | None:
+    """``|a|b|``: a name matches exactly as ``%|name|%`` (a ``|`` in a name: dropped)."""
+    return "|" + "|".join([n.replace("|", "") for n in names]) + "|" if names else None
+
+
 def make_row(real: Path | str, vpath: str, folder: str, name: str, kind: str, size: int,
-             mtime_ns: int, sidecar: Path | str | None) -> tuple[Any, ...]:
-    """One ``image_index`` row (in :data:`_INSERT_COLS` order); never raises on content."""
+             mtime_ns: int, sidecar: Path | str | None, log: Path | str | None = None, *,
+             stealth: bool = False) -> tuple[Any, ...]:
+    """One ``image_index`` row (in :data:`_INSERT_COLS` order); never raises on content.
+    ``sidecar``/``log``: the image's .txt and its folder's Fooocus log.html, if any."""
     width = height = None
     g = GenParams()
     if kind == "image":
         try:
-            meta = read_meta(real, sidecar=sidecar or False)
+            meta = read_meta(real, sidecar=sidecar or False, log=log or False, stealth=stealth)
         except OSError:
             meta = None
         if meta is not None:
             width, height, g = meta.width, meta.height, meta.params
-    loras = "|" + "|".join([lo.name.lower() for lo in g.loras]) + "|" if g.loras else None
     seed = g.seed
     if seed is not None and not -_I64 <= seed < _I64:
         seed = None
@@ -189,7 +239,8 @@ def make_row(real: Path | str, vpath: str, folder: str, name: str, kind: str, si
             _i32(width), _i32(height),
             g.source if g.source != "none" else None, g.prompt or None,
             g.negative_prompt or None, g.model, (g.model_hash or "")[:80] or None, g.sampler,
-            _i32(g.steps), g.cfg_scale, seed, loras, _params_json(g))
+            _i32(g.steps), g.cfg_scale, seed, _names(g.lora_names), _names(g.embeddings),
+            params_value(g), terms_of(g, width, height) or None)
 
 
 @dataclass
@@ -253,8 +304,9 @@ class _Writer:
 
     def run_tasks(self) -> None:
         tasks, self.tasks = self.tasks, []
+        stealth = self.index.stealth
         for new, args in tasks:
-            self.add(make_row(*args), new=new)
+            self.add(make_row(*args, stealth=stealth), new=new)
         self.folders += self.waiting_folders
         self.waiting_folders = []
 
@@ -301,10 +353,14 @@ class _Writer:
 class Index:
     """The index tables and every read and write on them."""
 
-    def __init__(self, engine: Engine, root: Path) -> None:
+    def __init__(self, engine: Engine, root: Path, *, stealth: bool = False,
+                 count_limit: int = 1000, facet_limit: int = 20_000) -> None:
         self.engine = engine
         self.root = Path(os.path.realpath(root))
         self.fts = engine.dialect.name == "sqlite"
+        self.stealth = stealth  # read stealth info from pixels (slow; opt-in)
+        self.count_limit = count_limit  # totals are exact up to this many matches
+        self.facet_limit = facet_limit  # facets count at most this many matches
         self.status = IndexStatus()
         self._stop = threading.Event()
         # called on the writer thread after each committed batch (rows so far)
@@ -383,12 +439,11 @@ class Index:
                 conn.exec_driver_sql(
                     f"INSERT INTO image_index ({', '.join(_INSERT_COLS)}) "
                     f"VALUES ({placeholders})", rows)
-                docs = [(r[0], fts_text(r[_PROMPT] or ""), fts_text(r[_NEGATIVE] or ""))
-                        for r in rows if r[_PROMPT] or r[_NEGATIVE]]
-                if docs:
-                    conn.exec_driver_sql(
-                        "INSERT INTO image_fts (rowid, prompt, negative) VALUES "
-                        "((SELECT id FROM image_index WHERE path = ?), ?, ?)", docs)
+                docs = [(r[0], fts_text(r[_PROMPT] or ""), fts_text(r[_NEGATIVE] or ""),
+                         fts_text(r[_TERMS] or ""), fts_text(r[0])) for r in rows]
+                conn.exec_driver_sql(
+                    "INSERT INTO image_fts (rowid, prompt, negative, terms, path) VALUES "
+                    "((SELECT id FROM image_index WHERE path = ?), ?, ?, ?, ?)", docs)
             else:
                 conn.execute(image_index.insert(), [dict(zip(_INSERT_COLS, r, strict=True))
                                                     for r in rows])
@@ -407,11 +462,13 @@ class Index:
         with self.engine.connect() as conn:
             return {r.path: r.mtime_ns for r in conn.execute(sa.select(index_folders))}
 
-    def _rows_of(self, folder: str) -> dict[str, tuple[int, int]]:
+    def _rows_of(self, folder: str) -> dict[str, tuple[int, int, bool]]:
+        """name -> (size, mtime_ns, whether parameters were found) of a folder's rows."""
         with self.engine.connect() as conn:
-            q = sa.select(image_index.c.name, image_index.c.size, image_index.c.mtime_ns).where(
-                image_index.c.folder == folder)
-            return {r.name: (r.size, r.mtime_ns) for r in conn.execute(q)}
+            q = sa.select(image_index.c.name, image_index.c.size, image_index.c.mtime_ns,
+                          image_index.c.source).where(image_index.c.folder == folder)
+            return {r.name: (r.size, r.mtime_ns, r.source is not None)
+                    for r in conn.execute(q)}
 
     def _list(self, real: Path) -> tuple[list[tuple[os.DirEntry[str], str, str]], list[str],
                                          set[str]]:
@@ -443,6 +500,7 @@ class Index:
         files, dirs, names = self._list(real)
         known = self._rows_of(folder)
         prefix = folder + "/" if folder else ""
+        log, log_mtime = self._folder_log(real, names)
         for e, kind, stem in files:
             try:
                 s = e.stat(follow_symlinks=False)
@@ -450,16 +508,31 @@ class Index:
                 continue
             name = e.name
             old = known.pop(name, None)
-            if not force and old == (s.st_size, s.st_mtime_ns):
+            if not force and old is not None and old[:2] == (s.st_size, s.st_mtime_ns) and (
+                    old[2] or log_mtime <= s.st_mtime_ns):
+                # unchanged; (an image without parameters is read again once the Fooocus
+                # log beside it is newer: Fooocus writes the image, then the log)
                 continue
             side = None
             if kind == "image" and stem + ".txt" in names:
                 side = os.path.join(real, stem + ".txt")
             w.task(old is None, e.path, prefix + name, folder, name, kind,
-                   s.st_size, s.st_mtime_ns, side)
+                   s.st_size, s.st_mtime_ns, side, log)
         for name in known:  # rows whose file is gone
             w.delete(_join(folder, name))
         return dirs
+
+    @staticmethod
+    def _folder_log(real: Path, names: set[str]) -> tuple[str | None, int]:
+        """(path, mtime_ns) of a Fooocus log.html in a folder; (None, 0) if none."""
+        if FOLDER_LOG not in names:
+            return None, 0
+        path = os.path.join(real, FOLDER_LOG)
+        try:
+            s = os.lstat(path)
+        except OSError:
+            return None, 0
+        return (path, s.st_mtime_ns) if st_mod.S_ISREG(s.st_mode) else (None, 0)
 
     def scan(self, start: str = "", *, deep: bool = False, force_start: bool = False) -> int:
         """Rescan the tree below ``start``; folders whose mtime is unchanged are skipped
@@ -523,11 +596,13 @@ class Index:
         known = self._rows_of_path(vpath)
         if known == (s.st_size, s.st_mtime_ns):
             return
-        side = None
+        side = log = None
         if kind == "image":
             cand = real.with_suffix(".txt")
             side = cand if cand.is_file() else None
-        w.add(make_row(real, vpath, folder, name, kind, s.st_size, s.st_mtime_ns, side))
+            log = self._folder_log(real.parent, {FOLDER_LOG})[0]
+        w.add(make_row(real, vpath, folder, name, kind, s.st_size, s.st_mtime_ns, side, log,
+                       stealth=self.stealth))
 
     def _rows_of_path(self, vpath: str) -> tuple[int, int] | None:
         with self.engine.connect() as conn:
@@ -557,6 +632,12 @@ class Index:
                     img = vpath[:-4] + ext
                     if os.path.isfile(self.root / img):
                         self._sync_file_forced(w, img)
+            elif vpath.rpartition("/")[2] == FOLDER_LOG:
+                # Fooocus appended to its log: read again the images it may now describe
+                folder = vpath.rpartition("/")[0]
+                for name, (_size, _mtime, found) in self._rows_of(folder).items():
+                    if not found and kind_of_name(name) == "image":
+                        self._sync_file_forced(w, _join(folder, name))
             else:
                 self._sync_file(w, vpath)
         w.flush()
@@ -591,30 +672,36 @@ def _under(folder: str, sqlite: bool) -> Any:
 # -- search ------------------------------------------------------------------------
 
 
+Filter = str | list[str] | tuple[str, ...] | None  # one value or several (see .query)
+
+
 @dataclass
 class SearchQuery:
     q: str | None = None
     prompt: str | None = None
     negative: str | None = None
-    model: str | None = None
-    lora: str | None = None
-    sampler: str | None = None
+    model: Filter = None
+    lora: Filter = None
+    embedding: Filter = None
+    sampler: Filter = None
+    size: Filter = None
+    source: Filter = None
+    date: Filter = None
+    folder: Filter = None  # root-relative folders, resolved by the caller
     name: str | None = None  # glob
-    folder: str | None = None
     kind: str | None = None
     after: float | None = None
     before: float | None = None
     min_size: int | None = None
     max_size: int | None = None
-    sort: str = "mtime"
+    tz: int = 0  # minutes east of UTC, for date filters and facets
+    sort: str = "mtime"  # mtime (alias date), name, size, relevance, random
     order: str = "desc"
+    seed: int | None = None  # the random order's; stable across pages
     limit: int = 100
     cursor: str | None = None
+    exact_total: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-class BadQuery(ValueError):
-    pass
 
 
 _TERM = re.compile(r'(-?)"([^"]*)"|(-?)(\S+)')
@@ -695,8 +782,18 @@ _SORT_COLS = {"mtime": image_index.c.mtime, "name": image_index.c.name,
               "size": image_index.c.size}
 
 
-def search(index: Index, scope: Scope, sq: SearchQuery) -> dict[str, Any]:
-    """One page of matches that ``scope`` may read."""
+@dataclass
+class Where:
+    """A search's WHERE clause: conditions, plus the FTS5 match they need (SQLite)."""
+
+    conds: list[Any]
+    match: str | None = None  # joined with image_fts when set
+
+
+def conditions(index: Index, scope: Scope, sq: SearchQuery, *, skip: str | None = None
+               ) -> Where:
+    """Every condition of ``sq`` within ``scope``; ``skip``: leave that filter field out
+    (a facet counting its own field, so its other values keep their counts)."""
     t = image_index
     sqlite = index.fts
     conds: list[Any] = []
@@ -707,8 +804,13 @@ def search(index: Index, scope: Scope, sq: SearchQuery) -> dict[str, Any]:
             ors.append(t.c.path == prefix)
             ors.append(_under(prefix, sqlite)(t.c.path))
         conds.append(sa.or_(*ors) if ors else sa.false())
-    if sq.folder:
-        conds.append(_under(sq.folder, sqlite)(t.c.path))
+    under = lambda f: _under(f, sqlite)  # noqa: E731
+    for name in FIELDS:
+        if name == skip:
+            continue
+        cond = condition(t, name, values_of(getattr(sq, name)), under, sq.tz)
+        if cond is not None:
+            conds.append(cond)
     if sq.kind:
         conds.append(t.c.kind == sq.kind)
     if sq.after is not None:
@@ -719,16 +821,6 @@ def search(index: Index, scope: Scope, sq: SearchQuery) -> dict[str, Any]:
         conds.append(t.c.size >= sq.min_size)
     if sq.max_size is not None:
         conds.append(t.c.size <= sq.max_size)
-    if sq.model:
-        m = sq.model.lower()
-        conds.append(sa.or_(sa.func.lower(t.c.model).like(f"%{_like_escape(m)}%", escape="\\"),
-                            sa.func.lower(t.c.model_hash).like(f"{_like_escape(m)}%",
-                                                               escape="\\")))
-    if sq.lora:
-        conds.append(t.c.loras.like(f"%{_like_escape(sq.lora.lower())}%", escape="\\"))
-    if sq.sampler:
-        conds.append(sa.func.lower(t.c.sampler).like(f"%{_like_escape(sq.sampler.lower())}%",
-                                                     escape="\\"))
     if sq.name:
         if sqlite:
             conds.append(sa.func.lower(t.c.name).op("GLOB")(sq.name.lower()))
@@ -751,83 +843,155 @@ def search(index: Index, scope: Scope, sq: SearchQuery) -> dict[str, Any]:
             if neg:
                 fts_neg.append(neg)
         else:
-            cols = [t.c.prompt, t.c.negative] if column is None else [getattr(t.c, column)]
+            cols = ([t.c.prompt, t.c.negative, t.c.terms, t.c.path] if column is None
+                    else [getattr(t.c, column)])
             for neg_, word, _prefix in terms:
                 pat = f"%{_like_escape(word)}%"
                 hit = sa.or_(*[c.ilike(pat, escape="\\") for c in cols])
                 conds.append(sa.not_(sa.func.coalesce(hit, False)) if neg_ else hit)
-
-    relevance = sq.sort == "relevance" and bool(fts_pos)
-    base = sa.select(t)
+    where = Where(conds)
     if fts_pos:
         match = " AND ".join(f"({p})" for p in fts_pos)
         if fts_neg:  # FTS5's NOT is binary: (wanted) NOT (unwanted)
             match = f"({match}) NOT ({' OR '.join(f'({n})' for n in fts_neg)})"
-        base = base.join(sa.text("image_fts"), sa.text("image_fts.rowid = image_index.id"))
-        conds.append(sa.text("image_fts MATCH :fts_match").bindparams(fts_match=match))
+        where.match = match
     elif fts_neg:
         unwanted: Any = sa.select(sa.literal_column("rowid")).select_from(
             sa.table("image_fts")).where(sa.text("image_fts MATCH :fts_neg").bindparams(
                 fts_neg=" OR ".join(f"({n})" for n in fts_neg)))
         conds.append(t.c.id.not_in(unwanted))
+    return where
 
-    desc = sq.order != "asc"
-    limit = max(1, min(sq.limit, 1000))
-    q = base.where(*conds)
-    count_q = sa.select(sa.func.count()).select_from(q.subquery())
-    offset = 0
-    if relevance:
-        order: list[Any] = [sa.text("bm25(image_fts)"), t.c.id]
-        if sq.cursor:
-            c = _dec_cursor(sq.cursor)
-            if c[0] != "offset" or not isinstance(c[1], int) or c[1] < 0:
-                raise BadQuery("invalid cursor")
-            offset = c[1]
-        page_q = q.order_by(*order).offset(offset).limit(limit + 1)
-    else:
-        col = _SORT_COLS.get(sq.sort, t.c.mtime)
-        key = sa.tuple_(col, t.c.id)
-        if sq.cursor:
-            c = _dec_cursor(sq.cursor)
-            if c[0] != sq.sort if sq.sort in _SORT_COLS else c[0] != "mtime":
-                raise BadQuery("cursor from another sort order")
-            after = sa.tuple_(sa.literal(c[1]), sa.literal(c[2]))
-            page_q = q.where(key < after if desc else key > after)
-        else:
-            page_q = q
-        page_q = page_q.order_by(col.desc() if desc else col.asc(),
-                                 t.c.id.desc() if desc else t.c.id.asc()).limit(limit + 1)
+
+def select_where(where: Where, *cols: Any) -> Any:
+    """``SELECT cols FROM image_index [JOIN image_fts] WHERE ...``."""
+    q = sa.select(*cols).select_from(image_index)
+    if where.match is not None:
+        q = q.join(sa.text("image_fts"), sa.text("image_fts.rowid = image_index.id"))
+        q = q.where(sa.text("image_fts MATCH :fts_match").bindparams(fts_match=where.match))
+    return q.where(*where.conds)
+
+
+def _fts_errors(exc: sa.exc.OperationalError) -> None:
+    if "fts5" in str(exc).lower() or "syntax" in str(exc).lower():
+        raise BadQuery("could not understand the search words") from None
+
+
+def count(index: Index, where: Where, limit: int | None) -> tuple[int, bool]:
+    """(matches, exact): counted up to ``limit`` (None: all) and no further."""
+    q = select_where(where, sa.literal(1))
+    if limit is not None:
+        q = q.limit(limit + 1)
     try:
         with index.engine.connect() as conn:
-            rows = conn.execute(page_q).all()
-            total = int(conn.execute(count_q).scalar_one())
+            n = int(conn.execute(sa.select(sa.func.count()).select_from(q.subquery()))
+                    .scalar_one())
     except sa.exc.OperationalError as exc:
-        if "fts5" in str(exc).lower() or "syntax" in str(exc).lower():
-            raise BadQuery("could not understand the search words") from None
+        _fts_errors(exc)
         raise
+    if limit is not None and n > limit:
+        return limit, False
+    return n, True
+
+
+RANDOM_SEEDS = 1 << 31
+
+
+def _check_cursor(c: list[Any], sort: str) -> None:
+    ok_value = isinstance(c[1], int | float | str) and not isinstance(c[1], bool)
+    last = c[2][1] if sort == "random" and isinstance(c[2], list) and len(c[2]) == 2 else c[2]
+    if not ok_value or not isinstance(last, int) or isinstance(last, bool):
+        raise BadQuery("invalid cursor")
+
+
+def search(index: Index, scope: Scope, sq: SearchQuery) -> dict[str, Any]:
+    """One page of matches that ``scope`` may read; ``total`` is exact up to
+    ``index.count_limit`` matches (``total_exact``), unless ``sq.exact_total``."""
+    t = image_index
+    where = conditions(index, scope, sq)
+    sort = "mtime" if sq.sort == "date" else sq.sort
+    relevance = sort == "relevance" and where.match is not None
+    desc = sq.order != "asc"
+    limit = max(1, min(sq.limit, 1000))
+    offset = 0
+    seed = sq.seed
+    cursor = _dec_cursor(sq.cursor) if sq.cursor else None
+    if relevance:
+        if cursor is not None:
+            if cursor[0] != "offset" or not isinstance(cursor[1], int) or cursor[1] < 0:
+                raise BadQuery("invalid cursor")
+            offset = cursor[1]
+        col: Any = sa.literal_column(_BM25)
+        keys = select_where(where, t.c.id, col.label("sort_key")).order_by(
+            col, t.c.id).offset(offset).limit(limit + 1)
+        desc = False
+        key_of: Callable[[Any], list[Any]] = lambda r: ["offset", offset + limit, 0]  # noqa: E731
+    else:
+        if sort == "random":
+            if cursor is not None:
+                if cursor[0] != "random" or not isinstance(cursor[2], list) \
+                        or len(cursor[2]) != 2:
+                    raise BadQuery("cursor from another sort order")
+                seed = int(cursor[2][0])
+            if seed is None:
+                seed = random.randrange(1, RANDOM_SEEDS)
+            col = random_key(t, seed)
+        else:
+            sort = sort if sort in _SORT_COLS else "mtime"
+            col = _SORT_COLS[sort]
+        keys = select_where(where, t.c.id, col.label("sort_key"))
+        if cursor is not None:
+            if cursor[0] != sort:
+                raise BadQuery("cursor from another sort order")
+            _check_cursor(cursor, sort)
+            last_id = cursor[2][1] if sort == "random" else cursor[2]
+            key = sa.tuple_(col, t.c.id)
+            after = sa.tuple_(sa.literal(cursor[1]), sa.literal(last_id))
+            keys = keys.where(key < after if desc else key > after)
+        keys = keys.order_by(col.desc() if desc else col.asc(),
+                             t.c.id.desc() if desc else t.c.id.asc()).limit(limit + 1)
+
+        def key_of(r: Any) -> list[Any]:
+            return [sort, r.sort_key, [seed, r.id] if sort == "random" else r.id]
+    # Two steps: the page's ids are chosen reading only the sort key (a sort that carried
+    # whole rows through thousands of matches cost 3x as much), then those rows are read,
+    # and put in order here (sorting them again in SQL cost as much as the rest).
+    k = keys.subquery("k")
+    page_q = sa.select(t, k.c.sort_key).select_from(k).join(t, t.c.id == k.c.id)
+    try:
+        with index.engine.connect() as conn:
+            rows = list(conn.execute(page_q).all())
+    except sa.exc.OperationalError as exc:
+        _fts_errors(exc)
+        raise
+    rows.sort(key=lambda r: (r.sort_key, r.id), reverse=desc)
     more = len(rows) > limit
     rows = rows[:limit]
-    nxt = None
-    if more and rows:
-        if relevance:
-            nxt = _enc_cursor(["offset", offset + limit, 0])
-        else:
-            last = rows[-1]
-            sort = sq.sort if sq.sort in _SORT_COLS else "mtime"
-            nxt = _enc_cursor([sort, getattr(last, sort), last.id])
-    return {"results": [row_json(r) for r in rows], "next": nxt, "total": total}
+    if cursor is None and not more:
+        total, exact = len(rows), True  # the whole answer is in hand: no count needed
+    else:
+        total, exact = count(index, where, None if sq.exact_total or not index.count_limit
+                             else index.count_limit)
+    nxt = _enc_cursor(key_of(rows[-1])) if more and rows else None
+    out = {"results": [row_json(r) for r in rows], "next": nxt, "total": total,
+           "total_exact": exact}
+    if sort == "random":
+        out["seed"] = seed
+    return out
 
 
 def row_json(r: Any) -> dict[str, Any]:
-    params = json.loads(r.params) if r.params else {}
+    params = params_of(r)
     loras = params.pop("loras", [])
+    embeddings = params.pop("embeddings", [])
     return {
         "path": r.path, "name": r.name, "folder": r.folder, "kind": r.kind, "size": r.size,
         "mtime": r.mtime, "version": f"{r.mtime_ns:x}-{r.size:x}",
         "width": r.width, "height": r.height, "source": r.source,
         "prompt": r.prompt or "", "negative_prompt": r.negative or "", "model": r.model,
         "model_hash": r.model_hash, "sampler": r.sampler, "steps": r.steps,
-        "cfg_scale": r.cfg, "seed": r.seed, "loras": loras, "params": params,
+        "cfg_scale": r.cfg, "seed": r.seed, "loras": loras, "embeddings": embeddings,
+        "params": params,
     }
 
 

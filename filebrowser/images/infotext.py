@@ -1,4 +1,4 @@
-"""Generation parameters: A1111 infotext and ComfyUI graphs to one structured record.
+"""Generation parameters: one structured record, and A1111's infotext parsed into it.
 
 A1111 (and Forge) write one text per image (``processing.create_infotext``)::
 
@@ -13,12 +13,12 @@ The last line is the parameter line when it holds at least three ``key: value`` 
 ``json.loads``-ed. Our regex is A1111's with the key length bounded, so a long line of
 letters costs linear time instead of quadratic backtracking.
 
-ComfyUI stores its API graph (``prompt``) and editor graph (``workflow``) as JSON; the
-sampler node's inputs and the text nodes its ``positive``/``negative`` links lead to
-give the same fields.
+The other generators' layouts (ComfyUI, NovelAI, InvokeAI, SwarmUI, Fooocus) are read
+by :mod:`filebrowser.images.formats` into the same :class:`GenParams`; the helpers
+here (numbers, model names, LoRAs) are shared with them.
 
-Everything here is pure and total: :func:`parse_infotext` and :func:`parse_comfyui`
-never raise, whatever bytes a file held.
+Everything here is pure and total: :func:`parse_infotext` never raises, whatever
+bytes a file held.
 """
 
 from __future__ import annotations
@@ -37,12 +37,20 @@ _RE_KEYLINE = re.compile(r"^(\w[\w \-/]{0,79}):\s?(.*)$")
 _RE_LORA = re.compile(r"<(lora|lyco|locon|loha|lokr):([^:<>]{1,255})(?::([^:<>]{0,64}))?"
                       r"(?::[^<>]{0,64})?>", re.IGNORECASE)
 _RE_ADDNET_MODEL = re.compile(r"^AddNet Model (\d+)$")
+# ComfyUI's (and SwarmUI's) prompt syntax for a textual-inversion embedding
+_RE_EMBEDDING = re.compile(r"\bembedding:([^\s,()<>:\[\]{}]{1,255})", re.IGNORECASE)
 _RE_HASHED_NAME = re.compile(r"^(.*?)\(([0-9a-fA-F]{6,64})\)$")
 
 # Keys that become structured fields, so they are not repeated in ``extra``.
 _STRUCTURED = {"Steps", "Sampler", "Schedule type", "Scheduler", "CFG scale", "Seed",
                "Size-1", "Size-2", "Model", "Model hash", "VAE", "VAE hash", "Clip skip",
                "Denoising strength", "Version", "Lora hashes"}
+# What a model or LoRA file name may end with; A1111 names them without it.
+MODEL_EXTS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf", ".sft", ".onnx")
+# The generators :attr:`GenParams.source` names (``none``: no parameters found;
+# ``unknown``: metadata in a layout we do not read, never taken for prompt text).
+SOURCES = ("a1111", "forge", "comfyui", "novelai", "invokeai", "swarmui", "fooocus",
+           "unknown")
 _STRUCTURED_OR_SIZE = frozenset(_STRUCTURED | {"Size"})
 
 
@@ -53,9 +61,9 @@ class Lora:
     hash: str | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class GenParams:
-    """What made an image. ``source`` is ``a1111``, ``comfyui`` or ``none``."""
+    """What made an image. ``source`` is one of :data:`SOURCES` or ``none``."""
 
     source: str = "none"
     prompt: str = ""
@@ -75,20 +83,99 @@ class GenParams:
     denoising_strength: float | None = None
     version: str | None = None
     loras: list[Lora] = field(default_factory=list)
+    embeddings: list[str] = field(default_factory=list)
     hires: dict[str, str] = field(default_factory=dict)
     adetailer: dict[str, str] = field(default_factory=dict)
     extra: dict[str, str] = field(default_factory=dict)
     raw: str = ""
+    # A1111 layout only: the parameter line(s) as written, after the prompts (the index
+    # keeps these instead of a JSON of the fields; see index.params_value)
+    params_text: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        del out["params_text"]
+        out["infotext"] = self.infotext()
+        return out
 
     @property
     def lora_names(self) -> list[str]:
         return [lo.name for lo in self.loras]
 
+    def infotext(self) -> str:
+        """The parameters as A1111 infotext (what "send to txt2img" pastes): the text
+        itself for A1111 and Forge, written out from the fields for the others."""
+        if self.source in ("a1111", "forge") and self.raw:
+            return self.raw
+        if self.source == "none":
+            return ""
+        prompt = self.prompt
+        names = {lo.name.lower() for lo in loras_in(prompt)}
+        extra = [f"<lora:{lo.name}:{_num(lo.weight if lo.weight is not None else 1.0)}>"
+                 for lo in self.loras if lo.name.lower() not in names]
+        if extra:
+            prompt = ", ".join(x for x in (prompt, ", ".join(extra)) if x)
+        lines = [prompt]
+        if self.negative_prompt:
+            lines.append("Negative prompt: " + self.negative_prompt)
+        pairs: list[tuple[str, Any]] = [
+            ("Steps", self.steps), ("Sampler", self.sampler), ("Schedule type", self.scheduler),
+            ("CFG scale", self.cfg_scale), ("Seed", self.seed),
+            ("Size", f"{self.width}x{self.height}" if self.width and self.height else None),
+            ("Model hash", self.model_hash), ("Model", self.model), ("VAE", self.vae),
+            ("Clip skip", self.clip_skip), ("Denoising strength", self.denoising_strength)]
+        pairs += [(f"Hires {k}", v) for k, v in self.hires.items()]
+        pairs += [(f"ADetailer {k}", v) for k, v in self.adetailer.items()]
+        pairs += list(self.extra.items())
+        pairs.append(("Version", self.version))
+        params = ", ".join(f"{k}: {_quote(_num(v))}" for k, v in pairs
+                           if v is not None and v != "")
+        if params:
+            lines.append(params)
+        return "\n".join(lines)
 
-def _int(v: Any) -> int | None:
+
+def _num(v: Any) -> str:
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)
+
+
+def _quote(v: str) -> str:
+    """A1111's ``infotext_utils.quote``: JSON-quote a value holding , : or a newline."""
+    if "," not in v and "\n" not in v and ":" not in v:
+        return v
+    return json.dumps(v, ensure_ascii=False)
+
+
+def model_name(value: Any) -> str | None:
+    """A model or LoRA as A1111 names it: the file name without folders or extension
+    (ComfyUI and SwarmUI write ``SDXL/juggernaut.safetensors``; A1111 ``juggernaut``)."""
+    if not isinstance(value, str):
+        return None
+    base = value.strip().replace("\\", "/").rpartition("/")[2]
+    low = base.lower()
+    for ext in MODEL_EXTS:
+        if low.endswith(ext):
+            base = base[: -len(ext)]
+            break
+    return base.strip() or None
+
+
+def embeddings_in(text: str) -> list[str]:
+    """Embedding names written ``embedding:name`` in a prompt (ComfyUI's syntax)."""
+    if "mbedding:" not in text and "MBEDDING:" not in text:
+        return []
+    out: list[str] = []
+    for m in _RE_EMBEDDING.finditer(text):
+        name = model_name(m.group(1).rstrip("."))
+        if name and name not in out:
+            out.append(name)
+    return out
+
+
+def as_int(v: Any) -> int | None:
+    """An integer from whatever a metadata field held (``"20"``, ``20.0``); else None."""
     if v is None or isinstance(v, bool):
         return None
     if isinstance(v, int):
@@ -103,7 +190,8 @@ def _int(v: Any) -> int | None:
         return int(f) if f == f and abs(f) < 1e18 else None
 
 
-def _float(v: Any) -> float | None:
+def as_float(v: Any) -> float | None:
+    """A finite float from whatever a metadata field held; else None."""
     if v is None or isinstance(v, bool):
         return None
     try:
@@ -136,12 +224,12 @@ def parse_param_line(line: str) -> dict[str, str]:
     return _pairs(_RE_PARAM.findall(line))
 
 
-def _split(text: str) -> tuple[list[str], dict[str, str], list[str]]:
-    """(prompt/negative lines, parameters, trailing key lines)."""
+def _split(text: str) -> tuple[list[str], dict[str, str], list[str], str]:
+    """(prompt/negative lines, parameters, trailing key lines, the parameter lines)."""
     lines = text.strip().split("\n")
     found = _RE_PARAM.findall(lines[-1])
     if len(found) >= 3:
-        return lines[:-1], _pairs(found), []
+        return lines[:-1], _pairs(found), [], lines[-1]
     # Extensions (sd-dynamic-prompts: "Template:", "Negative Template:") append lines
     # after the parameter line; look back a few lines for one starting with "Steps:".
     for i in range(len(lines) - 2, max(-1, len(lines) - 12), -1):
@@ -149,8 +237,8 @@ def _split(text: str) -> tuple[list[str], dict[str, str], list[str]]:
         if line.startswith("Steps:"):
             found = _RE_PARAM.findall(line)
             if len(found) >= 3:
-                return lines[:i], _pairs(found), lines[i + 1:]
-    return lines, {}, []
+                return lines[:i], _pairs(found), lines[i + 1:], "\n".join(lines[i:])
+    return lines, {}, [], ""
 
 
 def _trailing(lines: list[str]) -> dict[str, str]:
@@ -169,7 +257,8 @@ def _trailing(lines: list[str]) -> dict[str, str]:
     return out
 
 
-def _loras_from_prompt(prompt: str) -> list[Lora]:
+def loras_in(prompt: str) -> list[Lora]:
+    """``<lora:name:weight>`` (and lyco/locon/...) tags of a prompt."""
     found: list[Lora] = []
     if "<" not in prompt:  # every match starts with one; most prompts have none
         return found
@@ -177,12 +266,14 @@ def _loras_from_prompt(prompt: str) -> list[Lora]:
         name = m.group(2).strip()
         if not name:
             continue
-        weight = _float(m.group(3)) if m.group(3) is not None else 1.0
+        weight = as_float(m.group(3)) if m.group(3) is not None else 1.0
         found.append(Lora(name, weight))
     return found
 
 
-def _add_lora(loras: list[Lora], name: str, weight: float | None, hash_: str | None) -> None:
+def add_lora(loras: list[Lora], name: str, weight: float | None, hash_: str | None = None
+             ) -> None:
+    """Add a LoRA, or complete the one of the same name (case-insensitive)."""
     for lo in loras:
         if lo.name.lower() == name.lower():
             lo.hash = lo.hash or hash_
@@ -194,17 +285,17 @@ def _add_lora(loras: list[Lora], name: str, weight: float | None, hash_: str | N
 
 def _apply_params(g: GenParams, params: dict[str, str]) -> None:
     get = params.get
-    g.steps = _int(get("Steps"))
+    g.steps = as_int(get("Steps"))
     g.sampler = get("Sampler")
     g.scheduler = get("Schedule type") or get("Scheduler")
-    g.cfg_scale = _float(get("CFG scale"))
-    g.seed = _int(get("Seed"))
+    g.cfg_scale = as_float(get("CFG scale"))
+    g.seed = as_int(get("Seed"))
     g.model = get("Model")
     g.model_hash = get("Model hash")
     g.vae = get("VAE")
     g.vae_hash = get("VAE hash")
-    g.clip_skip = _int(get("Clip skip"))
-    g.denoising_strength = _float(get("Denoising strength"))
+    g.clip_skip = as_int(get("Clip skip"))
+    g.denoising_strength = as_float(get("Denoising strength"))
     g.version = get("Version")
     size = get("Size")
     m = _RE_SIZE.match(size) if size else None
@@ -214,7 +305,12 @@ def _apply_params(g: GenParams, params: dict[str, str]) -> None:
     for part in (get("Lora hashes") or "").split(","):
         name, sep, h = part.rpartition(":")
         if sep and name.strip():
-            _add_lora(g.loras, name.strip(), None, h.strip() or None)
+            add_lora(g.loras, name.strip(), None, h.strip() or None)
+    # "TI hashes": "name: hash, name2: hash2" (A1111 >= 1.6), the embeddings used
+    for part in (get("TI hashes") or "").split(","):
+        name, sep, _h = part.rpartition(":")
+        if sep and name.strip() and name.strip() not in g.embeddings:
+            g.embeddings.append(name.strip())
     for key, value in params.items():
         if key in _STRUCTURED_OR_SIZE:
             continue
@@ -224,8 +320,8 @@ def _apply_params(g: GenParams, params: dict[str, str]) -> None:
             hm = _RE_HASHED_NAME.match(value)
             lname, lhash = (hm.group(1), hm.group(2)) if hm else (value, None)
             if m and lname.strip():
-                _add_lora(g.loras, lname.strip(),
-                          _float(params.get(f"AddNet Weight A {m.group(1)}")), lhash)
+                add_lora(g.loras, lname.strip(),
+                          as_float(params.get(f"AddNet Weight A {m.group(1)}")), lhash)
         if key.startswith("Hires "):
             g.hires[key[6:]] = value
         elif key.startswith("ADetailer "):
@@ -242,7 +338,7 @@ def _parse(text: str) -> GenParams:
     if "\x00" in text:
         text = text.replace("\x00", "")
     g = GenParams(source="a1111", raw=text)
-    body, params, trailing = _split(text)
+    body, params, trailing, g.params_text = _split(text)
     prompt: list[str] = []
     negative: list[str] = []
     in_negative = False
@@ -254,7 +350,8 @@ def _parse(text: str) -> GenParams:
         (negative if in_negative else prompt).append(s)
     g.prompt = "\n".join(prompt).strip()
     g.negative_prompt = "\n".join(negative).strip()
-    g.loras = _loras_from_prompt(g.prompt)
+    g.loras = loras_in(g.prompt)
+    g.embeddings = embeddings_in(g.prompt) + embeddings_in(g.negative_prompt)
     if trailing:
         params.update(_trailing(trailing))
     _apply_params(g, params)
@@ -273,163 +370,3 @@ def parse_infotext(text: str | bytes | None) -> GenParams:
         return _parse(text)
     except Exception:  # a parser bug must not break listing or indexing
         return GenParams(source="a1111", prompt=text[:MAX_TEXT].strip(), raw=text[:MAX_TEXT])
-
-
-# -- ComfyUI -------------------------------------------------------------------------
-
-_SAMPLERS = ("KSampler", "KSamplerAdvanced", "SamplerCustom", "SamplerCustomAdvanced")
-_TEXT_KEYS = ("text", "text_g", "text_l", "string", "value", "prompt", "wildcard_text")
-_MAX_DEPTH = 32
-
-
-def _load_json(value: Any) -> Any:
-    if isinstance(value, dict | list):
-        return value
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", "replace")
-    if not isinstance(value, str) or not value.strip():
-        return None
-    try:
-        return json.loads(value[: 64 * MAX_TEXT])
-    except (ValueError, RecursionError):
-        return None
-
-
-class _Graph:
-    """ComfyUI API-format graph: ``{id: {"class_type", "inputs"}}``."""
-
-    def __init__(self, nodes: dict[str, Any]) -> None:
-        self.nodes = {str(k): v for k, v in nodes.items() if isinstance(v, dict)}
-
-    def cls(self, nid: str) -> str:
-        c = self.nodes.get(nid, {}).get("class_type")
-        return c if isinstance(c, str) else ""
-
-    def inputs(self, nid: str) -> dict[str, Any]:
-        i = self.nodes.get(nid, {}).get("inputs")
-        return i if isinstance(i, dict) else {}
-
-    @staticmethod
-    def link(value: Any) -> str | None:
-        if isinstance(value, list) and len(value) == 2 and isinstance(value[0], str | int):
-            return str(value[0])
-        return None
-
-    def text(self, value: Any, depth: int = 0, seen: set[str] | None = None) -> str:
-        """The prompt text an input leads to, following links through any node."""
-        if isinstance(value, str):
-            return value
-        nid = self.link(value)
-        seen = seen if seen is not None else set()
-        if nid is None or nid in seen or depth > _MAX_DEPTH:
-            return ""
-        seen.add(nid)
-        inputs = self.inputs(nid)
-        parts = []
-        for key in _TEXT_KEYS:
-            if key in inputs:
-                t = self.text(inputs[key], depth + 1, seen)
-                if t and t not in parts:
-                    parts.append(t)
-        if parts:
-            return "\n".join(parts)
-        # conditioning combiners, guiders, controlnet appliers: follow what feeds them
-        for key, v in inputs.items():
-            if self.link(v) and any(w in key for w in ("conditioning", "positive", "cond")):
-                t = self.text(v, depth + 1, seen)
-                if t:
-                    parts.append(t)
-        return "\n".join(parts)
-
-
-def _sort_key(nid: str) -> tuple[int, str]:
-    return (int(nid), nid) if nid.isdigit() else (1 << 62, nid)
-
-
-def _comfy_from_prompt(g: GenParams, graph: _Graph) -> None:
-    sampler_id = next((n for n in sorted(graph.nodes, key=_sort_key)
-                       if graph.cls(n) in _SAMPLERS), None)
-    if sampler_id is not None:
-        inp = graph.inputs(sampler_id)
-        g.steps = _int(inp.get("steps"))
-        g.cfg_scale = _float(inp.get("cfg"))
-        g.seed = _int(inp.get("seed", inp.get("noise_seed")))
-        s, sch = inp.get("sampler_name"), inp.get("scheduler")
-        g.sampler = s if isinstance(s, str) else None
-        g.scheduler = sch if isinstance(sch, str) else None
-        g.denoising_strength = _float(inp.get("denoise"))
-        g.prompt = graph.text(inp.get("positive")).strip()
-        g.negative_prompt = graph.text(inp.get("negative")).strip()
-    for nid in sorted(graph.nodes, key=_sort_key):
-        c, inp = graph.cls(nid), graph.inputs(nid)
-        if "LoraLoader" in c and isinstance(inp.get("lora_name"), str):
-            _add_lora(g.loras, inp["lora_name"], _float(inp.get("strength_model")), None)
-        elif c.startswith("CheckpointLoader") and g.model is None:
-            name = inp.get("ckpt_name")
-            g.model = name if isinstance(name, str) else None
-        elif c in ("UNETLoader", "UnetLoaderGGUF") and g.model is None:
-            name = inp.get("unet_name")
-            g.model = name if isinstance(name, str) else None
-        elif c == "VAELoader" and isinstance(inp.get("vae_name"), str):
-            g.vae = inp["vae_name"]
-        elif "LatentImage" in c and g.width is None:
-            g.width, g.height = _int(inp.get("width")), _int(inp.get("height"))
-
-
-def _comfy_from_workflow(g: GenParams, wf: dict[str, Any]) -> None:
-    """Editor format: ``nodes[{id, type, inputs[{name, link}], widgets_values}]``, ``links``."""
-    nodes = {str(n.get("id")): n for n in wf.get("nodes", []) if isinstance(n, dict)}
-    link_from: dict[Any, str] = {}
-    for link in wf.get("links", []) or []:
-        if isinstance(link, list) and len(link) >= 2:
-            link_from[link[0]] = str(link[1])
-
-    def widgets(n: dict[str, Any]) -> list[Any]:
-        w = n.get("widgets_values")
-        return w if isinstance(w, list) else []
-
-    def text_of(nid: str | None, depth: int = 0) -> str:
-        n = nodes.get(nid or "")
-        if n is None or depth > _MAX_DEPTH:
-            return ""
-        strings = [w for w in widgets(n) if isinstance(w, str)]
-        if "TextEncode" in str(n.get("type")) and strings:
-            return max(strings, key=len)
-        for i in n.get("inputs", []) or []:
-            if isinstance(i, dict) and i.get("link") in link_from:
-                t = text_of(link_from[i["link"]], depth + 1)
-                if t:
-                    return t
-        return ""
-
-    for nid in sorted(nodes, key=_sort_key):
-        n = nodes[nid]
-        t, w = str(n.get("type", "")), widgets(n)
-        if t in _SAMPLERS and g.steps is None and len(w) >= 6 and t == "KSampler":
-            g.seed, g.steps, g.cfg_scale = _int(w[0]), _int(w[2]), _float(w[3])
-            g.sampler = w[4] if isinstance(w[4], str) else None
-            g.scheduler = w[5] if isinstance(w[5], str) else None
-            ins = {i.get("name"): i.get("link") for i in n.get("inputs", []) or []
-                   if isinstance(i, dict)}
-            g.prompt = text_of(link_from.get(ins.get("positive"))).strip()
-            g.negative_prompt = text_of(link_from.get(ins.get("negative"))).strip()
-        elif "LoraLoader" in t and w and isinstance(w[0], str):
-            _add_lora(g.loras, w[0], _float(w[1]) if len(w) > 1 else None, None)
-        elif t.startswith("CheckpointLoader") and w and isinstance(w[0], str) and not g.model:
-            g.model = w[0]
-
-
-def parse_comfyui(prompt: Any, workflow: Any = None) -> GenParams:
-    """Fields from ComfyUI's ``prompt`` (API graph) and/or ``workflow`` JSON; never raises."""
-    raw_p, raw_w = _load_json(prompt), _load_json(workflow)
-    g = GenParams(source="comfyui")
-    try:
-        if isinstance(raw_p, dict):
-            _comfy_from_prompt(g, _Graph(raw_p))
-        if isinstance(raw_w, dict) and (not g.prompt or g.steps is None):
-            _comfy_from_workflow(g, raw_w)
-    except Exception:  # a hostile graph must not break indexing
-        pass
-    if raw_p is None and raw_w is None:
-        g.source = "none"
-    return g

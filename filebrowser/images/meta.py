@@ -1,15 +1,22 @@
 """Image metadata without decoding pixels: dimensions, text chunks, EXIF, sidecar .txt.
 
-Where generators put their parameters::
+Where generators put their parameters (which layout is whose: :mod:`.formats`)::
 
-    PNG   tEXt/zTXt/iTXt "parameters"     A1111/Forge (iTXt, UTF-8, once not latin-1)
+    PNG   tEXt/zTXt/iTXt "parameters"     A1111/Forge (iTXt, UTF-8, once not latin-1),
+                                          SwarmUI and Fooocus (JSON)
           tEXt "prompt", "workflow"       ComfyUI API graph and editor graph (JSON)
+          tEXt "Comment", "Software"...   NovelAI
+          tEXt "invokeai_metadata"...     InvokeAI
           eXIf                            rare; read like JPEG's
-    JPEG  APP1 "Exif\\0\\0" -> ExifIFD UserComment (0x9286)
+    JPEG  APP1 "Exif\\0\\0" -> ExifIFD UserComment (0x9286); Fooocus (through Pillow's
+          ``Image.Exif``) puts UserComment and MakerNote (0x927C) in IFD0
     WebP  RIFF chunk "EXIF" (after the image data in the VP8X layout), same TIFF inside
-          UserComment = 8-byte charset + text: b"UNICODE\\0" + UTF-16 (piexif writes BE),
-          b"ASCII\\0\\0\\0", or 8 NULs; ComfyUI WebP puts "prompt:{json}" in IFD0 Model
+          UserComment = 8-byte charset + text: b"UNICODE\\0" + UTF-16 (piexif writes BE,
+          .NET's ImageSharp the TIFF's order, LE), b"ASCII\\0\\0\\0", or 8 NULs;
+          ComfyUI WebP puts "prompt:{json}" in IFD0 Model
     any   <stem>.txt beside the image     A1111 "save_txt"
+          log.html in the folder          Fooocus
+          the pixels' low bits            stealth info (opt-in: decodes the pixels)
 
 PNG, JPEG and WebP are walked chunk by chunk with ``struct``: the pixel data is
 skipped (PNG stops at the first IDAT, as Pillow's ``open`` does; WebP seeks over it),
@@ -21,7 +28,6 @@ is inflated with a bound (a zTXt bomb stops at :data:`MAX_TEXT_BYTES`).
 from __future__ import annotations
 
 import io
-import json
 import os
 import stat
 import struct
@@ -30,7 +36,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from .infotext import GenParams, parse_comfyui, parse_infotext
+from .formats import detect, detect_text, from_log, read_stealth
+from .formats.comfyui import load_json
+from .infotext import GenParams
 
 MAX_TEXT_BYTES = 16 << 20  # one text chunk or inflated zTXt/iTXt
 MAX_SIDECAR_BYTES = 1 << 20
@@ -46,6 +54,10 @@ TAG_MAKE = 0x010F
 TAG_MODEL = 0x0110
 TAG_SOFTWARE = 0x0131
 TAG_XP_COMMENT = 0x9C9C
+TAG_MAKER_NOTE = 0x927C
+FOLDER_LOG = "log.html"  # Fooocus
+_RAW_KEYS = frozenset({"prompt", "workflow", "parameters", "invokeai_metadata", "invokeai_graph",
+                       "invokeai_workflow", "sd-metadata"})
 
 
 @dataclass
@@ -56,8 +68,21 @@ class ImageMeta:
     texts: dict[str, str] = field(default_factory=dict)
     params: GenParams = field(default_factory=GenParams)
     params_from: str | None = None  # "png:parameters", "exif:UserComment", "sidecar", ...
-    comfyui: dict[str, Any] | None = None
     error: str | None = None
+    lossless: bool = False  # PNG, or WebP in its lossless (VP8L) form
+
+    @property
+    def comfyui(self) -> dict[str, Any] | None:
+        """ComfyUI's graphs as JSON (parsed when asked: indexing never needs them)."""
+        t = self.texts
+        p, w = t.get("prompt"), t.get("workflow")
+        if not p and t.get("Model", "").startswith("prompt:"):
+            p = t["Model"][7:]
+        if not w and t.get("Make", "").startswith("workflow:"):
+            w = t["Make"][9:]
+        if not (p or w) or self.params.source != "comfyui":
+            return None
+        return {"prompt": load_json(p), "workflow": load_json(w)}
 
     def to_json(self, *, texts: bool = True) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -65,14 +90,18 @@ class ImageMeta:
             "params": self.params.to_json(), "params_from": self.params_from,
             "comfyui": self.comfyui, "error": self.error,
         }
-        if texts:
-            out["texts"] = {k: v for k, v in self.texts.items()
-                            if k not in ("prompt", "workflow", "parameters")}
+        if texts:  # what params.raw or "comfyui" already hold is not repeated
+            held = _RAW_KEYS | {(self.params_from or "").partition(":")[2]}
+            out["texts"] = {k: v for k, v in self.texts.items() if k not in held}
         return out
 
 
 class _Bad(Exception):
     """The bytes are not the format they claim; report, never crash."""
+
+
+class _More(Exception):
+    """The bytes in hand end before the image data: read on from the file."""
 
 
 def _inflate(data: bytes) -> bytes:
@@ -101,6 +130,7 @@ def read_png(f: BinaryIO, meta: ImageMeta) -> bytes | None:
     if f.read(8) != PNG_SIG:
         raise _Bad("not a PNG")
     meta.format = "png"
+    meta.lossless = True
     exif = None
     while True:
         head = f.read(8)
@@ -123,12 +153,14 @@ def read_png(f: BinaryIO, meta: ImageMeta) -> bytes | None:
     return exif
 
 
-def read_png_bytes(buf: bytes, meta: ImageMeta) -> bytes | None:
-    """:func:`read_png` over a file already read whole (the common small image): the
-    same walk on the bytes, without a file object's calls per chunk."""
+def read_png_bytes(buf: bytes, meta: ImageMeta, *, whole: bool = True) -> bytes | None:
+    """:func:`read_png` over bytes in hand: the file whole, or (``whole`` False) its
+    start, where generators put their text chunks; :class:`_More` if that start ends
+    before the image data. The same walk, without a file object's calls per chunk."""
     if not buf.startswith(PNG_SIG):
         raise _Bad("not a PNG")
     meta.format = "png"
+    meta.lossless = True
     exif = None
     pos, end = 8, len(buf)
     unpack = _CHUNK_HEAD.unpack_from
@@ -136,18 +168,22 @@ def read_png_bytes(buf: bytes, meta: ImageMeta) -> bytes | None:
         length, ctype = unpack(buf, pos)
         pos += 8
         if ctype in (b"IDAT", b"IEND"):
-            break
+            return exif
         if length > MAX_TEXT_BYTES:
             pos += length + 4
             continue
         data = buf[pos:pos + length]
         pos += length + 4  # CRC: not checked
         if len(data) < length:
+            if not whole:
+                raise _More
             raise _Bad("truncated PNG")
         if ctype == b"eXIf":
             exif = data
         else:
             _png_chunk(meta, ctype, data)
+    if not whole:
+        raise _More
     return exif
 
 
@@ -228,6 +264,8 @@ def read_webp(f: BinaryIO, meta: ImageMeta) -> bytes | None:
         if fourcc in (b"VP8 ", b"VP8L", b"VP8X"):
             data = f.read(min(size, 32))
             f.seek(padded - len(data), os.SEEK_CUR)
+            if fourcc == b"VP8L":
+                meta.lossless = True
             if fourcc == b"VP8X" and len(data) >= 10:
                 meta.width = 1 + int.from_bytes(data[4:7], "little")
                 meta.height = 1 + int.from_bytes(data[7:10], "little")
@@ -320,11 +358,26 @@ def parse_exif(data: bytes) -> dict[str, str]:
             out[name] = _ascii(ifd0[tag][1])
     if TAG_XP_COMMENT in ifd0:
         out["XPComment"] = ifd0[TAG_XP_COMMENT][1].decode("utf-16-le", "replace").rstrip("\0")
+    ifds = [ifd0]
     if TAG_EXIF_IFD in ifd0 and len(ifd0[TAG_EXIF_IFD][1]) == 4:
-        sub = _ifd(data, struct.unpack(e + "I", ifd0[TAG_EXIF_IFD][1])[0], e)
-        if TAG_USER_COMMENT in sub:
-            out["UserComment"] = decode_user_comment(sub[TAG_USER_COMMENT][1], e == ">")
+        ifds.insert(0, _ifd(data, struct.unpack(e + "I", ifd0[TAG_EXIF_IFD][1])[0], e))
+    for ifd in ifds:  # the Exif IFD where the standard puts them, then IFD0 (Fooocus)
+        if TAG_USER_COMMENT in ifd and "UserComment" not in out:
+            typ, raw = ifd[TAG_USER_COMMENT]
+            out["UserComment"] = _ascii(raw) if typ == 2 else decode_user_comment(raw, e == ">")
+        if TAG_MAKER_NOTE in ifd and "MakerNote" not in out:
+            note = _maker_note(*ifd[TAG_MAKER_NOTE])
+            if note:
+                out["MakerNote"] = note
     return out
+
+
+def _maker_note(typ: int, raw: bytes) -> str | None:
+    """A MakerNote that is a short word (Fooocus' scheme); cameras' binary ones are not."""
+    if len(raw) > 64:
+        return None
+    text = raw.rstrip(b"\0")
+    return text.decode("ascii") if text.isascii() and text.isalnum() else None
 
 
 def _from_pillow(path: Path, meta: ImageMeta) -> bytes | None:
@@ -363,53 +416,35 @@ def sidecar_of(path: Path) -> Path:
     return path.with_suffix(".txt")
 
 
-def _choose_params(meta: ImageMeta, sidecar_text: str | None) -> None:
-    t = meta.texts
-    comfy_p = t.get("prompt")
-    comfy_w = t.get("workflow")
-    if not comfy_p and t.get("Model", "").startswith("prompt:"):
-        comfy_p = t["Model"][7:]  # ComfyUI's WebP/animated savers
-    if not comfy_w and t.get("Make", "").startswith("workflow:"):
-        comfy_w = t["Make"][9:]
-    if comfy_p or comfy_w:
-        meta.comfyui = {"prompt": _loads(comfy_p), "workflow": _loads(comfy_w)}
-    for key, where in (("UserComment", "exif:UserComment"), ("parameters", "png:parameters")):
-        v = t.get(key)
-        if v and not v.isspace():  # v.strip() without copying v
-            meta.params = parse_infotext(v)
-            meta.params_from = where
-            return
-    if meta.comfyui:
-        g = parse_comfyui(comfy_p, comfy_w)
-        if g.source == "comfyui":
-            meta.params, meta.params_from = g, "png:prompt" if comfy_p else "png:workflow"
-            return
-    if sidecar_text and sidecar_text.strip():
-        meta.params = parse_infotext(sidecar_text)
-        meta.params_from = "sidecar"
+def read_meta(path: Path | str, *, sidecar: Path | str | None | bool = True,
+              log: Path | str | None | bool = True, stealth: bool = False,
+              name: str | None = None) -> ImageMeta:
+    """Metadata of one image file. Raises ``OSError`` only if the file cannot be opened;
+    anything malformed inside is reported in ``error``.
 
-
-def _loads(value: str | None) -> Any:
-    if not value:
-        return None
-    try:
-        return json.loads(value)
-    except (ValueError, RecursionError):
-        return None
-
-
-def read_meta(path: Path | str, *, sidecar: Path | str | None | bool = True) -> ImageMeta:
-    """Metadata of one image file. ``sidecar``: True looks for ``<stem>.txt``; a path
-    uses that file; False/None skips it. Raises ``OSError`` only if the file cannot
-    be opened; anything malformed inside is reported in ``error``.
+    When the file's own fields hold no parameters, these are looked at in turn:
+    ``sidecar`` (True: ``<stem>.txt``; a path: that file; False/None: skip), ``log``
+    (Fooocus' log.html: True looks beside the image; a path; False/None: skip; the
+    image is looked up by ``name``, default the file's own) and, when ``stealth``, the
+    low bits of a lossless image's pixels (decodes them).
     """
     meta = ImageMeta()
     exif: bytes | None = None
-    # One read covers a small file whole; a big one continues through a file object.
+    # One read covers a small file whole, and the start of a big one, where the text
+    # chunks of a generated PNG are; anything else continues through a file object.
     fd = os.open(path, os.O_RDONLY)
     try:
         head = os.read(fd, _BUF)
-        if len(head) < _BUF:
+        whole = len(head) < _BUF
+        png_done = False
+        if head.startswith(PNG_SIG) and not whole:
+            try:
+                exif, png_done = read_png_bytes(head, meta, whole=False), True
+            except _More:
+                meta = ImageMeta()
+            except (_Bad, struct.error, ValueError):
+                meta = ImageMeta()
+        if whole or png_done:
             f: BinaryIO = io.BytesIO(head)
         else:
             f = os.fdopen(os.dup(fd), "rb", buffering=_BUF)
@@ -419,9 +454,10 @@ def read_meta(path: Path | str, *, sidecar: Path | str | None | bool = True) -> 
     with f:
         magic = head[:12]
         try:
-            if magic.startswith(PNG_SIG):
-                # a small PNG (the usual generated image) is walked in the bytes in hand
-                exif = read_png_bytes(head, meta) if len(head) < _BUF else read_png(f, meta)
+            if png_done:
+                pass
+            elif magic.startswith(PNG_SIG):
+                exif = read_png_bytes(head, meta) if whole else read_png(f, meta)
             elif magic.startswith(b"\xff\xd8"):
                 exif = read_jpeg(f, meta)
             elif magic[:4] == b"RIFF" and magic[8:12] == b"WEBP":
@@ -446,5 +482,14 @@ def read_meta(path: Path | str, *, sidecar: Path | str | None | bool = True) -> 
         sidecar_text = read_sidecar(os.path.splitext(path)[0] + ".txt")
     elif isinstance(sidecar, str | Path):
         sidecar_text = read_sidecar(sidecar)
-    _choose_params(meta, sidecar_text)
+    meta.params, meta.params_from = detect(meta.texts, sidecar_text)
+    if meta.params_from is None and log:
+        log_path = os.path.join(os.path.dirname(path), FOLDER_LOG) if log is True else log
+        g = from_log(str(log_path), name or os.path.basename(path))
+        if g is not None:
+            meta.params, meta.params_from = g, "fooocus:log.html"
+    if meta.params_from is None and stealth and meta.lossless and meta.error is None:
+        text = read_stealth(path)
+        if text:
+            meta.params, meta.params_from = detect_text(text), "stealth"
     return meta

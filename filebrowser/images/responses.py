@@ -14,7 +14,7 @@ from fastapi.responses import Response
 from ..access.jail import Handle, addressable
 from ..errors import InvalidInput
 from ..files import fs
-from .meta import read_meta
+from .meta import FOLDER_LOG, read_meta
 from .thumbs import Thumbnailer, version_of
 
 LONG_CACHE = "private, max-age=31536000, immutable"
@@ -25,16 +25,19 @@ def thumb_url(path: str, version: str, size: int = 256, base: str = "/api/fs/thu
     return f"{base}?path={urllib.parse.quote(path, safe='')}&size={size}&v={version}"
 
 
-def image_info(src: Handle, entry: dict[str, Any]) -> dict[str, Any]:
+def image_info(src: Handle, entry: dict[str, Any], *, stealth: bool = False
+               ) -> dict[str, Any]:
     """The info document of an opened file: stat fields, plus metadata for images
-    (read from the checked descriptor; the sidecar ``.txt`` from the same real folder,
-    never through a symlink)."""
+    (read from the checked descriptor; the sidecar ``.txt`` and Fooocus' ``log.html``
+    from the same real folder, never through a symlink; ``stealth``: also the pixels'
+    low bits, as the index reads them when that is enabled)."""
     out = dict(entry)
     out["meta"] = None
     if entry["kind"] == "image":
         sidecar = os.path.splitext(src.name)[0] + ".txt"
         side: Path | bool = src.folder / sidecar if addressable(sidecar) else False
-        out["meta"] = read_meta(src.path, sidecar=side).to_json()
+        out["meta"] = read_meta(src.path, sidecar=side, log=src.folder / FOLDER_LOG,
+                                name=src.name, stealth=stealth).to_json()
     return out
 
 

@@ -3,6 +3,7 @@ word, the viewer with its parameters, copy, and "send to txt2img" from inside a 
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -137,3 +138,61 @@ def test_send_to_txt2img_posts_the_infotext_to_the_parent(server: Server, open_p
 def test_images_need_a_session(server: Server) -> None:
     r = requests.get(f"{server.url}/api/search", timeout=10)
     assert r.status_code == 401
+
+
+def test_facets_filter_the_grid(server: Server, open_page) -> None:
+    out = server.root / "users" / "admin" / "outputs" / "facets"
+    t0 = time.time() - 5000
+    for i in range(5):
+        model = "alpha-v1" if i < 3 else "beta-v2"
+        _png(out / f"{model}-{i}.png", f"a lighthouse number {i}\nSteps: 20, Sampler: Euler a, "
+             f"CFG scale: 7, Seed: {i}, Size: 64x64, Model: {model}", (40 * i, 90, 120), t0 + i)
+    comfy = PngImagePlugin.PngInfo()
+    comfy.add_text("prompt", json.dumps({
+        "1": {"class_type": "KSampler", "inputs": {
+            "seed": 5, "steps": 10, "cfg": 4, "sampler_name": "euler", "scheduler": "normal",
+            "positive": ["2", 0], "negative": ["2", 0], "model": ["3", 0]}},
+        "2": {"class_type": "CLIPTextEncode", "inputs": {"text": "a lighthouse at dawn"}},
+        "3": {"class_type": "CheckpointLoaderSimple",
+              "inputs": {"ckpt_name": "SDXL/gamma.safetensors"}}}))
+    Image.new("RGB", (64, 64), (10, 10, 10)).save(out / "comfy.png", pnginfo=comfy)
+    s = server.session()
+    deadline = time.monotonic() + 60
+    while s.get(f"{server.url}/api/search", params={"q": "lighthouse"},
+                timeout=10).json()["total"] < 6:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    w = open_page(server)
+    page = w.page
+    login(page, server.url)
+    page.get_by_test_id("nav-images").click()
+    page.get_by_test_id("image-search").fill("lighthouse")
+    page.get_by_test_id("image-search").press("Enter")
+    expect(page.get_by_test_id("image-count")).to_contain_text("6 images")
+    page.get_by_test_id("toggle-filters").click()
+    models = page.get_by_test_id("facet-model")
+    beta = models.locator("[data-testid=facet-value][data-value='beta-v2']")
+    expect(beta.get_by_test_id("facet-count")).to_have_text("2")
+    expect(models.locator("[data-value='gamma']")).to_be_visible()  # ComfyUI's, no folder
+    expect(page.get_by_test_id("facet-source").locator("[data-value='comfyui']")).to_be_visible()
+    beta.click()
+    expect(page.get_by_test_id("image-count")).to_contain_text("2 images")
+    expect(page.get_by_test_id("facet-chip")).to_have_count(1)
+    # a second model of the same facet: either of them
+    models.locator("[data-testid=facet-value][data-value='gamma']").click()
+    expect(page.get_by_test_id("image-count")).to_contain_text("3 images")
+    # the other facets count what is shown: the sampler of those three
+    samplers = page.get_by_test_id("facet-sampler")
+    expect(samplers.locator("[data-value='Euler a'] [data-testid=facet-count]")).to_have_text("2")
+    # leave a generator out
+    page.get_by_test_id("facet-source").locator("li", has=page.locator(
+        "[data-value='comfyui']")).hover()
+    page.get_by_test_id("facet-source").locator("li", has=page.locator(
+        "[data-value='comfyui']")).get_by_test_id("facet-exclude").click()
+    expect(page.get_by_test_id("image-count")).to_contain_text("2 images")
+    expect(page.get_by_test_id("image-cell")).to_have_count(2)
+    # the chips undo
+    for _ in range(3):
+        page.get_by_test_id("facet-chip").first.locator("button").click()
+    expect(page.get_by_test_id("facet-chip")).to_have_count(0)
+    expect(page.get_by_test_id("image-count")).to_contain_text("6 images")

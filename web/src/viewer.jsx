@@ -12,6 +12,7 @@ const ZOOMS = [0.25, 0.5, 0.75, 1, 1.5, 2, 3, 4];
 function paramRows(p) {
   if (!p) return [];
   const rows = [
+    ["viewer.source", p.source && p.source !== "none" ? t("source." + p.source) : null],
     ["viewer.steps", p.steps], ["viewer.sampler", [p.sampler, p.scheduler].filter(Boolean).join(" · ")],
     ["viewer.cfg", p.cfg_scale], ["viewer.seed", p.seed],
     ["viewer.size", p.width && p.height ? `${p.width}×${p.height}` : null],
@@ -72,7 +73,9 @@ export function Viewer({ items, index, onIndex, onClose }) {
 
   const meta = info && info.meta;
   const p = meta && meta.params;
-  const raw = p && p.raw ? p.raw : "";
+  // A1111 text as it was written; for the other generators, their fields written out
+  // as A1111 infotext (what txt2img can paste)
+  const raw = p ? p.infotext || p.raw || "" : "";
   const copy = async (text, what) => {
     const ok = await copyText(text);
     toast(ok ? t("viewer.copied", { what }) : t("viewer.copy_failed"), ok ? "info" : "error");
@@ -139,6 +142,12 @@ export function Viewer({ items, index, onIndex, onClose }) {
                     <>
                       <h3>LoRA</h3>
                       <ul class="chips">{p.loras.map((l) => <li key={l.name}>{l.name}{l.weight !== null && l.weight !== undefined ? ` : ${l.weight}` : ""}</li>)}</ul>
+                    </>
+                  ) : null}
+                  {p.embeddings && p.embeddings.length ? (
+                    <>
+                      <h3>{t("viewer.embeddings")}</h3>
+                      <ul class="chips">{p.embeddings.map((e) => <li key={e}>{e}</li>)}</ul>
                     </>
                   ) : null}
                   <dl class="kv">

@@ -182,7 +182,8 @@ def test_gif_and_avif_via_pillow(tmp_path: Path) -> None:
     m = read_meta(tmp_path / "a.gif")
     assert (m.format, m.width, m.height) == ("gif", 30, 20)
     assert m.texts.get("comment") == "a gif comment"
-    Image.new("RGB", (24, 16)).save(tmp_path / "a.avif", exif=exif_bytes("avif prompt"))
+    Image.new("RGB", (24, 16)).save(tmp_path / "a.avif", exif=exif_bytes(
+        "avif prompt\nSteps: 3, Sampler: Euler, CFG scale: 2"))
     m = read_meta(tmp_path / "a.avif")
     assert (m.format, m.width, m.height) == ("avif", 24, 16)
     assert m.params.prompt == "avif prompt"

@@ -7,7 +7,8 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from filebrowser.images.infotext import _parse, parse_comfyui, parse_infotext, parse_param_line
+from filebrowser.images.formats import parse_comfyui
+from filebrowser.images.infotext import _parse, parse_infotext, parse_param_line
 
 from .conftest import A1111_TEXT, CHINESE_TEXT, COMFY_PROMPT, COMFY_WORKFLOW
 
@@ -73,6 +74,7 @@ def test_unknown_keys_kept() -> None:
     g = parse_infotext("x\nSteps: 1, Sampler: Euler, CFG scale: 1, RNG: CPU, "
                        "TI hashes: \"easyneg: c74b\", Template: a {b|c}")
     assert g.extra == {"RNG": "CPU", "TI hashes": "easyneg: c74b", "Template": "a {b|c}"}
+    assert g.embeddings == ["easyneg"]  # the embeddings A1111 lists with their hashes
 
 
 def test_dynamic_prompts_trailing_lines() -> None:
@@ -136,8 +138,8 @@ def test_comfyui_api_graph() -> None:
     assert g.negative_prompt == "text, watermark"
     assert (g.steps, g.cfg_scale, g.sampler, g.scheduler) == (20, 8.0, "euler", "normal")
     assert g.seed == 156680208700286
-    assert g.model == "v1-5-pruned-emaonly.safetensors"
-    assert [(lo.name, lo.weight) for lo in g.loras] == [("glassy.safetensors", 0.75)]
+    assert g.model == "v1-5-pruned-emaonly"  # as A1111 names models: no extension
+    assert [(lo.name, lo.weight) for lo in g.loras] == [("glassy", 0.75)]
     assert (g.width, g.height) == (640, 384)
 
 
@@ -147,7 +149,7 @@ def test_comfyui_workflow_only() -> None:
     assert (g.seed, g.steps, g.cfg_scale, g.sampler, g.scheduler) == (
         99, 25, 5.5, "dpmpp_2m", "karras")
     assert g.prompt == "a castle on a hill" and g.negative_prompt == "blurry"
-    assert g.model == "sdxl_base.safetensors"
+    assert g.model == "sdxl_base"
 
 
 def test_comfyui_cycles_and_garbage() -> None:
