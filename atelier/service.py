@@ -93,8 +93,11 @@ def create_app(settings: Settings) -> FastAPI:
     # The WebUI extension's side: its lifeline and identity proof, and what the WebUI
     # process reports of its own checkpoints (no torch needed for either).
     app.include_router(lifeline.build_router())
-    app.include_router(modelzoo.build_webui_router(current_user=current_user,
-                                                   require_gateway=require_gateway))
+    webui = modelzoo.build_webui_router(current_user=current_user,
+                                        require_gateway=require_gateway)
+    app.include_router(webui)
+    # a stop answers the extension's long poll at once (it would hold the stop 25 s)
+    app.state.on_exit = [*getattr(app.state, "on_exit", []), webui.link.close]  # type: ignore[attr-defined]
     _add_models(app, fb)
     _add_generation(app, fb)
     return app

@@ -128,13 +128,24 @@ class WebUILink:
         self.commands: OrderedDict[int, Command] = OrderedDict()
         self._ids = itertools.count(1)
         self.version = 0
+        self.closing = False
         self._changed: asyncio.Condition | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def changed(self) -> asyncio.Condition:
         if self._changed is None:  # made on first use, inside the serving loop
             self._changed = asyncio.Condition()
+            self._loop = asyncio.get_running_loop()
         return self._changed
+
+    def close(self) -> None:
+        """A stop began (any thread): long polls answer now and event streams end, so
+        the server's graceful stop is not held up by the WebUI's open requests."""
+        self.closing = True
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(lambda: loop.create_task(self.bump()))
 
     async def bump(self) -> None:
         async with self.changed:
@@ -248,7 +259,7 @@ def build_webui_router(*, current_user: Any, require_gateway: Any,
     async def webui_events(user: Any = User) -> StreamingResponse:
         async def events() -> AsyncIterator[bytes]:
             seen = -1
-            while True:
+            while not link.closing:
                 async with link.changed:
                     if link.version == seen:
                         try:
@@ -304,7 +315,7 @@ def build_webui_router(*, current_user: Any, require_gateway: Any,
         async with link.changed:
             while True:
                 taken = link.take()
-                if taken or link.clock() >= deadline:
+                if taken or link.closing or link.clock() >= deadline:
                     break
                 try:
                     await asyncio.wait_for(link.changed.wait(), deadline - link.clock())
