@@ -85,6 +85,8 @@ def test_every_page_screenshot(furnished: Server, open_page, lang: str) -> None:
     page.wait_for_load_state("networkidle")
     shot(page, f"admin-access-{lang}")
     page.get_by_test_id("tab-usage").click()
+    expect(page.get_by_test_id("usage-chart")).to_be_visible()  # not the spinner before it
+    expect(page.get_by_test_id("usage-row").first).to_be_visible()
     page.wait_for_load_state("networkidle")
     shot(page, f"admin-usage-{lang}")
     # the trash, an upload finished, a share dialog and the public share page

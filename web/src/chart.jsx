@@ -1,5 +1,6 @@
 // Small SVG charts drawn here (no charting library): lines over time, stacked bars.
 import { useLayoutEffect, useRef, useState } from "preact/hooks";
+import { clock } from "./format.js";
 import { t } from "./i18n.js";
 
 /** Draw at the figure's real width, so text keeps its size whatever the screen. */
@@ -52,8 +53,8 @@ export function LineChart({ series, fmt = String, height = 160, label, testid, m
             <text x={L - 6} y={py(v) + 4} text-anchor="end" class="axis">{fmt(v)}</text>
           </g>
         ))}
-        <text x={L} y={H - 6} class="axis">{new Date(x0 * 1000).toLocaleTimeString()}</text>
-        <text x={W - R} y={H - 6} text-anchor="end" class="axis">{new Date(x1 * 1000).toLocaleTimeString()}</text>
+        <text x={L} y={H - 6} class="axis">{clock(x0)}</text>
+        <text x={W - R} y={H - 6} text-anchor="end" class="axis">{clock(x1)}</text>
         {series.map((s, i) => (
           <polyline key={s.name} fill="none" stroke={PALETTE[i % PALETTE.length]} stroke-width="2"
             vector-effect="non-scaling-stroke" points={s.points.map(([x, y]) => `${px(x)},${py(y)}`).join(" ")} />

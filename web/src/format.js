@@ -37,3 +37,10 @@ export function percent(done, total) {
   if (!total) return 0;
   return Math.min(100, Math.floor((done / total) * 100));
 }
+
+/** A time of day in the same 24-hour form as date(), with seconds: 13:05:09. */
+export function clock(epoch) {
+  const d = new Date(epoch * 1000);
+  const p = (n) => String(n).padStart(2, "0");
+  return `${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
+}
