@@ -14,7 +14,7 @@ from PIL import Image, PngImagePlugin
 from playwright.sync_api import expect
 
 from ..conftest import Server
-from .conftest import login
+from .conftest import login, shot
 
 FOX = ("a majestic red fox in deep snow, <lora:winterStyle:0.8>\n"
        "Negative prompt: blurry, lowres\n"
@@ -184,6 +184,7 @@ def test_facets_filter_the_grid(server: Server, open_page) -> None:
     # the other facets count what is shown: the sampler of those three
     samplers = page.get_by_test_id("facet-sampler")
     expect(samplers.locator("[data-value='Euler a'] [data-testid=facet-count]")).to_have_text("2")
+    shot(page, "images-filters-en")
     # leave a generator out
     page.get_by_test_id("facet-source").locator("li", has=page.locator(
         "[data-value='comfyui']")).hover()
