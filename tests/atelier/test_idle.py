@@ -96,6 +96,15 @@ def test_idle_releases_and_runs_the_command_once_per_idle_period(tmp_path: Path)
     asyncio.run(steps())
 
 
+def test_the_commands_exit_code_and_output_are_logged(
+        caplog: pytest.LogCaptureFixture) -> None:
+    code = "import sys; print('scaling to zero'); sys.exit(3)"
+    with caplog.at_level("INFO", logger="atelier.idle"):
+        assert asyncio.run(run_command([sys.executable, "-c", code])) == 3
+    (rec,) = [r for r in caplog.records if "exited" in r.getMessage()]
+    assert rec.levelname == "ERROR" and "3: scaling to zero" in rec.getMessage()
+
+
 def test_off_when_unset_and_the_command_is_not_a_shell(tmp_path: Path) -> None:
     assert IdleSettings().idle_minutes is None
     watch = IdleWatch(Activity(), IdleSettings())
