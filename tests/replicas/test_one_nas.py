@@ -11,7 +11,6 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import blake3
@@ -178,37 +177,44 @@ def test_images_on_the_nas_are_indexed_once_and_a_delete_shows_on_both(
 # -- model fetch jobs -------------------------------------------------------------------
 
 
-def test_the_same_model_queued_on_both_at_once_downloads_once(
+def test_the_same_model_queued_on_both_at_once_is_one_job_and_one_download(
         replicas: Replicas, civitai: CivitaiStandIn, tmp_path: Path) -> None:
     data = add_lora(civitai, size=2 * MB)
     civitai.rate = 4 * MB
     a, b = replicas(env=_zoo_env(civitai))
     sessions = {a.url: a.session(), b.url: b.session()}
     start = threading.Barrier(2)
-    jobs: dict[str, Any] = {}
+    answers: dict[str, requests.Response] = {}
 
     def queue(srv: Server) -> None:
         start.wait()
-        r = sessions[srv.url].post(f"{srv.url}/api/models/jobs", json={"ref": "civitai:4201"})
-        assert r.status_code in (200, 201, 202), r.text
-        jobs[srv.url] = r.json()
+        answers[srv.url] = sessions[srv.url].post(f"{srv.url}/api/models/jobs",
+                                                  json={"ref": "civitai:4201"})
 
     threads = [threading.Thread(target=queue, args=(srv,)) for srv in (a, b)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(30)
-    done = [wait_job(sessions[url], url, job["id"]) for url, job in jobs.items()]
-    assert [d["state"] for d in done] == ["done", "done"], done
+    # one job: one replica made it (201), the other answered with it (200)
+    assert sorted(r.status_code for r in answers.values()) == [200, 201], \
+        [r.text for r in answers.values()]
+    (job_id,) = {r.json()["id"] for r in answers.values()}
+    for url, s in sessions.items():
+        assert [j["id"] for j in s.get(f"{url}/api/models/jobs").json()["jobs"]] == [job_id]
+    done = wait_job(sessions[a.url], a.url, job_id)
+    assert done["state"] == "done" and not done["reused"], done
     assert (tmp_path / "nas/models/Lora/detail_tweaker.safetensors").read_bytes() == data
     assert not (tmp_path / "nas/models/Lora/detail_tweaker_1.safetensors").exists()
-    assert sorted(d["reused"] for d in done) == [False, True]
     # one download: each submit sniffs the first 64 KiB (what is it?), then one engine
     # starts from byte 0 and the other never asks for the file
     starts = [r["headers"]["range"] for r in civitai.traffic.requests("/signed/")
               if r["headers"].get("range", "").startswith("bytes=0-")]
     assert starts.count("bytes=0-65535") == 2 and len(starts) == 3, starts
     assert civitai.traffic.sent < 1.3 * len(data)
+    # queued again once it is done: a new job, which finds the file there
+    r = sessions[b.url].post(f"{b.url}/api/models/jobs", json={"ref": "civitai:4201"})
+    assert r.status_code == 200 and r.json()["id"] != job_id and r.json()["reused"]
 
 
 def _owner(db_url: str, job_id: str) -> str | None:
