@@ -10,6 +10,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,13 @@ from ..modelzoo.conftest import civitai  # noqa: F401  (the stand-in, as a fixtu
 from ..modelzoo.standins.civitai import CivitaiStandIn
 
 MB = 1024 * 1024
+
+
+def run_async(coro: Any) -> Any:
+    """``asyncio.run`` in a thread of its own: a test before this one (Playwright's sync
+    API) may have left an event loop running in the main thread."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 class Clock:
@@ -93,14 +101,14 @@ def test_idle_releases_and_runs_the_command_once_per_idle_period(tmp_path: Path)
         await watch.check()
         assert released == [1, 1] and marker.read_text() == "xx"
 
-    asyncio.run(steps())
+    run_async(steps())
 
 
 def test_the_commands_exit_code_and_output_are_logged(
         caplog: pytest.LogCaptureFixture) -> None:
     code = "import sys; print('scaling to zero'); sys.exit(3)"
     with caplog.at_level("INFO", logger="atelier.idle"):
-        assert asyncio.run(run_command([sys.executable, "-c", code])) == 3
+        assert run_async(run_command([sys.executable, "-c", code])) == 3
     (rec,) = [r for r in caplog.records if "exited" in r.getMessage()]
     assert rec.levelname == "ERROR" and "3: scaling to zero" in rec.getMessage()
 
@@ -109,12 +117,12 @@ def test_off_when_unset_and_the_command_is_not_a_shell(tmp_path: Path) -> None:
     assert IdleSettings().idle_minutes is None
     watch = IdleWatch(Activity(), IdleSettings())
     assert watch.health()["idle_after_seconds"] is None
-    asyncio.run(asyncio.wait_for(watch.run(), 1))  # returns at once: nothing to watch
+    run_async(asyncio.wait_for(watch.run(), 1))  # returns at once: nothing to watch
     # no shell: a ';' is an argument, not a second command
     marker = tmp_path / "m"
-    code = asyncio.run(run_command(["echo", "hi;", "touch", str(marker)]))
+    code = run_async(run_command(["echo", "hi;", "touch", str(marker)]))
     assert code == 0 and not marker.exists()
-    assert asyncio.run(run_command([str(tmp_path / "missing")])) is None
+    assert run_async(run_command([str(tmp_path / "missing")])) is None
 
 
 # -- the real service --------------------------------------------------------------------
