@@ -10,10 +10,13 @@ imports filebrowser itself.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager, suppress
+from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 
 import modelzoo
 from filebrowser import (
@@ -27,7 +30,7 @@ from filebrowser import (
 )
 from filebrowser import create_app as create_filebrowser
 
-from . import lifeline
+from . import idle, lifeline
 from .ui import install as install_pages
 
 log = logging.getLogger("atelier")
@@ -50,7 +53,7 @@ def _record_image(fb: FileBrowser) -> Callable[[Principal, str, int], None]:
     return record
 
 
-def _add_models(app: FastAPI, fb: FileBrowser) -> None:
+def _add_models(app: FastAPI, fb: FileBrowser) -> Any:
     """One-click model fetch: sources, jobs, library."""
     def home_of(p: Principal) -> str:
         return fb.users.home(p.name).relative_to(fb.root).as_posix()
@@ -69,21 +72,50 @@ def _add_models(app: FastAPI, fb: FileBrowser) -> None:
     app.state.metrics.include(router.zoo.metrics)  # type: ignore[attr-defined]
     # `atelier serve` calls these when a stop begins: the job event streams end then
     app.state.on_exit = [*getattr(app.state, "on_exit", []), router.zoo.closing.set]  # type: ignore[attr-defined]
+    return router.zoo  # type: ignore[attr-defined]
 
 
-def _add_generation(app: FastAPI, fb: FileBrowser) -> None:
+def _add_generation(app: FastAPI, fb: FileBrowser) -> Any:
     """GPU-aware model switching and generation: optional (torch and diffusers)."""
     try:
         from modelzoo.residency import ResidencySettings, build_router
     except ImportError as exc:
         log.info("model switching API not available: %s", exc)
-        return
+        return None
     settings = ResidencySettings(models_dir=fb.root / "models" / "Stable-diffusion")
     router = build_router(settings, engine=fb.engine, current_user=current_user,
                           open_outputs=fb.open_outputs, quota_room=_quota_room(fb),
                           record_image=_record_image(fb), sdapi_user=current_user_or_basic)
     app.include_router(router)
     app.state.metrics.include(router.service.manager.metrics.registry)
+    return router
+
+
+def _add_idle(app: FastAPI, zoo: Any, gen: Any) -> None:
+    """Idle time for /api/health, and the scale-down when ATELIER_IDLE_MINUTES is set."""
+    activity = idle.Activity()
+    activity.busy.append(lambda: len(zoo.runner.active))
+    release = None
+    if gen is not None:
+        jobs = gen.generate.jobs
+        activity.busy.append(lambda: jobs.in_flight + len(jobs.queue))
+        release = gen.service.manager.release_all
+    watch = idle.IdleWatch(activity, idle.IdleSettings(), release)
+    app.add_middleware(idle.IdleMiddleware, activity=activity)
+    app.state.health = [*getattr(app.state, "health", []), watch.health]
+    app.state.idle = watch
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(watch.run())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
+
+    app.include_router(APIRouter(lifespan=lifespan))
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -98,6 +130,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(webui)
     # a stop answers the extension's long poll at once (it would hold the stop 25 s)
     app.state.on_exit = [*getattr(app.state, "on_exit", []), webui.link.close]  # type: ignore[attr-defined]
-    _add_models(app, fb)
-    _add_generation(app, fb)
+    zoo = _add_models(app, fb)
+    gen = _add_generation(app, fb)
+    _add_idle(app, zoo, gen)
     return app

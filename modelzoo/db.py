@@ -3,6 +3,9 @@
     modelzoo_jobs       the download queue: one row per job, its plan (JSON, no secrets),
                         state, progress, and the claim (owner + lease) that keeps two
                         replicas from running one job
+    modelzoo_job_keys   one identical request (user, model, destination, options) ->
+                        its job: while that job is active, queuing the same again on
+                        any replica answers with it instead of a second job
     modelzoo_files      the local library and hash cache: a model file by virtual path,
                         its sha256 valid for (size, mtime), what it is and where it came from
     modelzoo_settings   admin-set values (tokens, mirrors, shared-write users) over the
@@ -45,6 +48,12 @@ jobs = sa.Table(
     sa.Column("started", sa.Float, nullable=True),
     sa.Column("finished", sa.Float, nullable=True),
     sa.Column("updated", sa.Float, nullable=False, index=True),
+)
+
+job_keys = sa.Table(
+    "modelzoo_job_keys", metadata,
+    sa.Column("key", sa.String(64), primary_key=True),   # sha256 of the request
+    sa.Column("job_id", sa.String(40), nullable=False),
 )
 
 files = sa.Table(

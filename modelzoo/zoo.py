@@ -11,6 +11,8 @@ in the thread pool), with the caller's rights checked here rather than in the ro
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import socket
@@ -147,7 +149,8 @@ class ModelZoo:
 
     def submit(self, caller: Caller, req: Request, quota: QuotaCheck | None = None,
                user: Any = None) -> tuple[dict[str, Any], bool]:
-        """A job for the request; (job, created) where created is False for a reuse."""
+        """A job for the request; (job, created) where created is False for a reuse, or
+        for the active job of the same request queued before."""
         caller.check_fetch()
         res, plan = self.resolve(caller, req)
         size = plan.size
@@ -170,11 +173,18 @@ class ModelZoo:
                                    done=0, **fields)
             self.hub.publish(job, force=True)
             return job, False
-        job = self.jobs.create(user=caller.name, ref=res.ref, request=req.to_dict(),
-                               plan=plan.to_dict(), **fields)
-        self.hub.publish(job, force=True)
-        self.runner.wake()
-        return job, True
+        # the same request of the same user, queued twice (two tabs, two replicas behind
+        # a balancer) while the first is still active, is that one job
+        key = hashlib.sha256(json.dumps(
+            [caller.name, res.ref, plan.destination, req.to_dict()], sort_keys=True,
+            default=str).encode()).hexdigest()
+        job, created = self.jobs.create_once(key, user=caller.name, ref=res.ref,
+                                             request=req.to_dict(), plan=plan.to_dict(),
+                                             **fields)
+        if created:
+            self.hub.publish(job, force=True)
+            self.runner.wake()
+        return job, created
 
     def job_for(self, caller: Caller, job_id: str) -> dict[str, Any]:
         job = self.jobs.get(job_id)

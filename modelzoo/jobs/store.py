@@ -26,7 +26,9 @@ from ..errors import JobConflict, JobNotFound
 
 STATES = ("queued", "running", "paused", "done", "failed", "cancelled")
 FINISHED = ("done", "failed", "cancelled")
+ACTIVE = ("queued", "running", "paused")
 J = db.jobs
+K = db.job_keys
 
 
 def new_id() -> str:
@@ -66,6 +68,41 @@ class JobStore:
         with self.engine.begin() as conn:
             conn.execute(J.insert().values(**row))
         return self.get(row["id"])
+
+    def create_once(self, key: str, **kw: Any) -> tuple[dict[str, Any], bool]:
+        """``create`` unless a job made for the same ``key`` is still active (queued,
+        running or paused): then that job, and False. The key row and the job row go in
+        one transaction, so of two replicas queuing the same request at once, the second
+        waits on the first's key (PostgreSQL) or fails on it, and finds its job."""
+        for _ in range(8):
+            job_id = new_id()
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(K.insert().values(key=key, job_id=job_id))
+                    self._insert(conn, job_id, kw)
+                return self.get(job_id), True
+            except sa.exc.IntegrityError:
+                pass
+            with self.engine.begin() as conn:
+                held = conn.execute(sa.select(K.c.job_id).where(K.c.key == key)).scalar()
+                if held is None:
+                    continue  # freed meanwhile: try again
+                state = conn.execute(sa.select(J.c.state).where(J.c.id == held)).scalar()
+                if state in ACTIVE:
+                    return self.get(held), False
+                # finished or deleted: the key is free again (of two racing, one frees it)
+                conn.execute(K.delete().where((K.c.key == key) & (K.c.job_id == held)))
+        raise JobConflict("the same request is being queued elsewhere; try again")
+
+    def _insert(self, conn: Any, job_id: str, kw: dict[str, Any]) -> None:
+        fields = dict(kw)
+        user, ref = fields.pop("user"), fields.pop("ref")
+        request, plan = fields.pop("request"), fields.pop("plan")
+        now = time.time()
+        conn.execute(J.insert().values(
+            id=job_id, user=user, ref=ref, request=request, plan=plan, state="queued",
+            created=now, updated=now, done=0, resumed=0, speed=0.0, reused=False,
+            attempts=0, **{"name": "", **fields}))
 
     def row(self, job_id: str) -> Any:
         with self.engine.connect() as conn:

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Literal
@@ -35,10 +37,12 @@ from .generate.sdapi import build_sdapi_router
 from .generate.service import GenerateService
 from .http import JsonErrors, require_role
 from .plan import Tier
+from .recent import RecentModels, warm
 from .service import ResidencyService
 from .settings import ResidencySettings
 
 VERSION = "atelier"
+log = logging.getLogger("atelier.residency")
 
 
 class LoadBody(BaseModel):
@@ -80,16 +84,33 @@ def build_router(settings: ResidencySettings, *, engine: sa.Engine, current_user
                       record_image or (lambda user, rel, nbytes: None))
     gen = GenerateService(settings, service, engine, storage, version=VERSION)
 
+    recent = RecentModels(engine)
+    service.manager.on_use = recent.touch
+    stop_warm = threading.Event()
+
+    def warm_up() -> None:
+        try:
+            names = recent.names(settings.warm_recent)
+            if names:
+                done = warm(service.manager, service.placement, names, stop_warm)
+                log.info("warmed the recently used models: %s", done)
+        except Exception:  # a cold start is still a start
+            log.exception("warming the recently used models failed")
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.warm_recent:  # in the background: start-up does not wait for it
+            threading.Thread(target=warm_up, name="residency-warm", daemon=True).start()
         try:
             yield
         finally:
+            stop_warm.set()
             await run_in_threadpool(gen.close)
             await run_in_threadpool(service.close)
 
     router = APIRouter(route_class=JsonErrors, lifespan=lifespan)
     router.service = service  # type: ignore[attr-defined]
+    router.recent = recent  # type: ignore[attr-defined]
     router.generate = gen  # type: ignore[attr-defined]
     router.include_router(build_generate_router(gen, current_user))
     router.include_router(build_sdapi_router(gen, sdapi_user or current_user))

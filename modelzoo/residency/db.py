@@ -8,6 +8,8 @@
     residency_file_hashes   sha256 / addnet / legacy hashes per file version (hashes.py)
     residency_options       per-user A1111 options (/sdapi/v1/options): the checkpoint,
                             VAE and clip skip a user's requests default to
+    residency_recent        model -> when a job last ran on it (recent.py): what a
+                            replica that starts warms first
 """
 
 from __future__ import annotations
@@ -73,6 +75,12 @@ options = sa.Table(
     sa.Column("user", sa.String(255), primary_key=True),
     sa.Column("key", sa.String(128), primary_key=True),
     sa.Column("value", sa.JSON),
+)
+
+recent = sa.Table(
+    "residency_recent", metadata,
+    sa.Column("model", sa.String(1024), primary_key=True),
+    sa.Column("used_at", sa.Float, nullable=False, index=True),
 )
 
 

@@ -45,6 +45,7 @@ the device's cache emptied, and the weights stay whole in RAM.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -61,6 +62,7 @@ from .plan import Budget, Move, Plan, Tier
 from .policy import Policy, Speeds
 
 T = TypeVar("T")
+log = logging.getLogger("atelier.residency")
 
 
 class _Wait(Exception):
@@ -140,6 +142,9 @@ class ResidencyManager:
         self._booked: dict[str, int] = {}
         self._generation = 0
         self._charges = bool(getattr(backend, "charges_devices", False))
+        # called with a model's name after each lease (the service keeps the recently
+        # used list with it, to warm them again after a restart or a scale-up)
+        self.on_use: Callable[[str], object] | None = None
 
     # ---- lookups -------------------------------------------------------------------
     def device(self, name: str | None = None) -> Device:
@@ -425,9 +430,10 @@ class ResidencyManager:
                 self.device(device)
             return self._plan_when_possible(lambda: self._plan_unload(e, to, device))
 
-    def _plan_unload(self, e: Entry, to: Tier, device: str | None) -> Plan:
+    def _plan_unload(self, e: Entry, to: Tier, device: str | None, *,
+                     release: bool = False) -> Plan:
         name = e.name
-        if e.pinned:
+        if e.pinned and not release:
             raise ModelBusy(f"{name} is pinned; unpin it first", model=name)
         copies = sorted((d, c) for d, c in e.gpus.items() if device in (None, d))
         if any(c.leases for _, c in copies):
@@ -468,13 +474,14 @@ class ResidencyManager:
         if to is Tier.DISK and device is None and e.ram is not None:
             moves.append(Move(name, Tier.RAM, Tier.DISK, e.nbytes, 0.0, reason="requested"))
         return self._bind(Plan(name, to, device, moves, budgets, self._generation,
-                               action="unload"))
+                               action="release" if release else "unload"))
 
     # ---- execution -----------------------------------------------------------------
     def _plan_again(self, plan: Plan) -> Plan:
         e = self._entries[plan.target]
-        if plan.action == "unload":
-            return self._plan_unload(e, plan.tier, plan.device)
+        if plan.action in ("unload", "release"):
+            return self._plan_unload(e, plan.tier, plan.device,
+                                     release=plan.action == "release")
         if plan.tier is Tier.GPU and plan.device is not None:
             return self._plan_gpu(e, self.device(plan.device), plan.reserve)
         return self._plan_ram_strict(e)
@@ -757,6 +764,23 @@ class ResidencyManager:
     def unload(self, name: str, to: Tier = Tier.RAM, device: str | None = None) -> Plan:
         return self.plan_unload(name, to, device).execute()
 
+    def release_all(self) -> list[Plan]:
+        """Drop every model no job holds to disk: GPU copies, RAM copies and the pinned
+        host memory under them (an idle scale-down: the container may stop, or sit
+        without paying for memory). Admin pins stay set but do not hold memory here;
+        a model running a job, or being moved, is left alone (it was not idle)."""
+        done: list[Plan] = []
+        for e in self.entries():
+            if e.tier is Tier.DISK:
+                continue
+            try:
+                with self._cond:
+                    plan = self._plan_unload(e, Tier.DISK, None, release=True)
+                done.append(plan.execute())
+            except ModelBusy:
+                continue
+        return done
+
     def prefetch(self, name: str, protect: Iterable[str] = ()) -> Plan | None:
         """Warm ``name`` into RAM if that evicts nothing worth more (or in ``protect``)."""
         with self._cond:
@@ -779,6 +803,16 @@ class ResidencyManager:
     def acquire(self, name: str, device: str | None = None, *, width: int = 512,
                 height: int = 512, batch: int = 1) -> Lease:
         """Make ``name`` resident on ``device`` and hold it there until the lease ends."""
+        lease = self._acquire(name, device, width, height, batch)
+        if self.on_use is not None:  # outside the state lock: it may write a database
+            try:
+                self.on_use(lease.switch.model)
+            except Exception:
+                log.exception("recording the use of %s failed", lease.switch.model)
+        return lease
+
+    def _acquire(self, name: str, device: str | None, width: int, height: int,
+                 batch: int) -> Lease:
         dev = self.device(device)
         reserve = self.reserve_for(width, height, batch)
         t0 = time.perf_counter()

@@ -66,6 +66,10 @@ class ResidencySettings(BaseSettings):
                           "(sd1, sd1-inpaint, sd2, sd2-inpaint, sdxl, sdxl-inpaint, "
                           "sdxl-refiner, sd3, sd35-medium, sd35-large, flux-dev, "
                           "flux-schnell), needed to load single-file checkpoints offline.")
+    warm_recent: int = Field(
+        2, ge=0, description="At start, load this many of the most recently used models "
+                             "again, most recent first (onto a GPU while they fit without "
+                             "evicting, then into RAM), in the background; 0: none.")
     max_steps: int = Field(150, ge=1, description="Most sampling steps a request may ask for.")
     min_size: int = Field(64, ge=8, description="Smallest image side in pixels.")
     max_size: int = Field(2048, ge=64, description="Largest image side in pixels.")

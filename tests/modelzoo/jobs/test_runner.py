@@ -257,3 +257,36 @@ def test_events_are_throttled_per_job_but_never_lose_a_state() -> None:
     assert not hub.publish({**job, "done": 2})            # progress within the interval
     assert hub.publish({**job, "state": "done"})          # a new state always goes out
     assert hub.publish({**job, "state": "done"}, force=True)
+
+
+def test_the_same_request_queued_twice_while_active_is_one_job(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'q.db'}", db.metadata)
+    store = JobStore(engine)
+    kw = {"user": "ann", "ref": "civitai:1", "request": {}, "plan": {}}
+    first, created = store.create_once("k", **kw)
+    assert created and first["state"] == "queued"
+    # racing: eight replicas queue the same request at once, none makes a second job
+    got: list[tuple[str, bool]] = []
+    barrier = threading.Barrier(8)
+
+    def queue() -> None:
+        other = JobStore(make_engine(f"sqlite:///{tmp_path / 'q.db'}"))
+        barrier.wait()
+        job, made = other.create_once("k", **kw)
+        got.append((job["id"], made))
+
+    threads = [threading.Thread(target=queue) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert got == [(first["id"], False)] * 8
+    assert store.pause(first["id"]) == "paused"
+    assert store.create_once("k", **kw) == (store.get(first["id"]), False)  # paused: active
+    assert store.create_once("other", **kw)[1]                              # another request
+    store.cancel(first["id"])
+    second, created = store.create_once("k", **kw)    # finished: the key is free again
+    assert created and second["id"] != first["id"]
+    assert store.cancel(second["id"]) == "cancelled"
+    store.delete(second["id"])
+    assert store.create_once("k", **kw)[1]             # deleted: free too
