@@ -12,11 +12,15 @@ Routes forwarded, the same as ``atelier serve`` answers them:
 
     POST /api/generate, GET /api/generate[/{id}], POST /api/generate/{id}/cancel
     /sdapi/v1/*  (txt2img, img2img, options, sd-models, progress, samplers, ...)
-    /api/gpu*    (the replica that answers: see the X-Atelier-Replica header)
+    /api/gpu*    (GET: the replica that answers; load/unload/pin: the one the model's
+                 routing picks, so an unload reaches the replica holding it)
 
-The model of a request (``model``, ``override_settings.sd_model_checkpoint``, the
-checkpoint of ``POST /sdapi/v1/options``, else the user's chosen checkpoint) becomes the
-request's multiplexed model id, which the router ranks replicas by.
+Every answer names its replica (``X-Atelier-Replica``: its rank). The model of a
+request (``model``, ``override_settings.sd_model_checkpoint``, the checkpoint of
+``POST /sdapi/v1/options``, else the user's chosen checkpoint) becomes the request's
+multiplexed model id, which the router ranks replicas by. Job lookups answer from the
+shared database on any replica; a running job's live events, progress and cancel are
+on the replica running it (a later request may reach another).
 """
 
 from __future__ import annotations
@@ -31,7 +35,11 @@ from ray import serve
 
 from filebrowser import AtelierError, FileBrowser, current_user, current_user_or_basic
 
-MODEL_BODIES = ("/api/generate", "/sdapi/v1/txt2img", "/sdapi/v1/img2img", "/sdapi/v1/options")
+# requests whose JSON body names a model: routed by it (the GPU controls too, so that
+# an unload reaches the replica holding the model)
+MODEL_BODIES = ("/api/generate", "/sdapi/v1/txt2img", "/sdapi/v1/img2img", "/sdapi/v1/options",
+                "/api/gpu/load", "/api/gpu/unload", "/api/gpu/pin")
+DEFAULTED = ("/api/generate", "/sdapi/v1/txt2img", "/sdapi/v1/img2img")
 MAX_BODY = 64 << 20  # init images are base64 inside the JSON
 
 
@@ -108,7 +116,7 @@ def build_ingress_app(fb: FileBrowser, gpu: Any, resolver: Resolver) -> FastAPI:
         model = None
         if request.method == "POST" and path in MODEL_BODIES:
             model = model_in(body)
-            if model is None and path != "/sdapi/v1/options":
+            if model is None and path in DEFAULTED:
                 model = await run_in_threadpool(resolver.default_for, user.name)
             if model is not None:
                 model = await run_in_threadpool(resolver.canonical, model)

@@ -28,7 +28,11 @@ _HOP = {"content-length", "transfer-encoding", "connection", "keep-alive"}
 
 
 def residency_stats(service: Any, sizes: dict[str, int]) -> dict[str, Any]:
-    """What a replica reports to the router (blocking: call from a thread)."""
+    """What a replica reports to the router (blocking: call from a thread).
+
+    ``gpu`` also lists the models of the jobs running or queued on its GPU workers: they
+    are on their way there, and a report taken mid-load must not send the next request
+    for the same model elsewhere."""
     manager = service.manager
     snap = manager.snapshot()
     gpu: list[str] = []
@@ -36,9 +40,10 @@ def residency_stats(service: Any, sizes: dict[str, int]) -> dict[str, Any]:
     for dev in snap["devices"]:
         gpu.extend(dev["models"])
         room = max(room, manager.budget(dev["device"]).room)
-    queue = sum(service.placement.queue_lengths().values())
-    catalog = service.catalog
-    for name in catalog.names():
+    workers = service.placement.workers.values()
+    gpu.extend(m for w in workers for m in w.models() if m not in gpu)
+    queue = sum(w.queue_length for w in workers)
+    for name in service.catalog.names():
         if name not in sizes:
             try:
                 sizes[name] = manager.spec(name).nbytes

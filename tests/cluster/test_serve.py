@@ -1,0 +1,157 @@
+"""The Ray Serve edition on a real local Ray cluster (started once for this module).
+
+Two GPU replicas on simulated devices of different sizes, the tiny diffusers pipeline of
+the generation tests copied as four models (a, b, c, e; ``u`` bytes each): replica 0
+holds 2.5u, replica 1 holds 2u. Every answer names its replica (X-Atelier-Replica).
+Routing reads the replicas' periodic reports, so after a step that the router cannot see
+(an unload) the test waits for the next reports before the request that depends on it.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+from ..conftest import ADMIN_PASSWORD, free_port
+
+STATS_PERIOD = 0.2
+SETTLE = 1.5  # several reports: the controller polls each replica, then pushes to routers
+GEN = {"prompt": "lowest newer", "steps": 2, "width": 64, "height": 64, "seed": 7}
+
+
+@dataclass
+class Cluster:
+    url: str
+    root: Path
+    user: dict[str, str]
+    admin: dict[str, str]
+    password: str
+
+    def generate(self, model: str, **extra: object) -> requests.Response:
+        r = requests.post(f"{self.url}/api/generate?wait=true", json={**GEN, "model": model,
+                                                                       **extra},
+                          headers=self.user, timeout=120)
+        assert r.status_code == 200, r.text
+        return r
+
+
+def replica(r: requests.Response) -> int:
+    return int(r.headers["x-atelier-replica"])
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    import ray
+    from ray import serve
+
+    from atelier.cluster.app import build, prepare
+    from atelier.cluster.settings import ClusterSettings
+    from filebrowser import Settings
+    from modelzoo.residency import ResidencySettings
+    from modelzoo.residency.catalog import ModelCatalog
+
+    from ..modelzoo.residency.checkpoints import tiny_pipeline
+
+    base = tmp_path_factory.mktemp("cluster")
+    root = base / "nas"
+    models = root / "models" / "Stable-diffusion"
+    models.mkdir(parents=True)
+    tiny = tiny_pipeline(base / "src" / "tiny", "sd1")
+    for name in "abce":
+        shutil.copytree(tiny, models / name)
+    u = ModelCatalog(models, dtype="fp32").get("a").nbytes
+    fb_settings = Settings(root=root, state_dir=base / "state", admin_password=ADMIN_PASSWORD)
+    gpu_settings = ResidencySettings(
+        models_dir=models, dtype="fp32", ram_budget=5 * u, ram_reserve=0, reserve_base=0,
+        reserve_extra=0, reserve_per_megapixel=0, prefetch=False)
+    fb = prepare(fb_settings)
+    ann = fb.users.create("ann", "ann-password-1")
+    user = {"Authorization": f"Bearer {fb.auth.create_token(ann, 't')['token']}"}
+    admin = {"Authorization":
+             f"Bearer {fb.auth.create_token(fb.users.get('admin'), 't')['token']}"}
+    port = free_port()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        settings = ClusterSettings(devices=f"sim:{int(2.5 * u)},sim:{2 * u}",
+                                   stats_period=STATS_PERIOD)
+        serve.run(build(settings, fb_settings, gpu_settings), name="atelier",
+                  route_prefix="/", blocking=False)
+        time.sleep(SETTLE)  # the first reports: until then both replicas look empty
+        yield Cluster(f"http://127.0.0.1:{port}", root, user, admin, "ann-password-1")
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def test_unauthenticated_requests_get_401_from_the_ingress(cluster: Cluster) -> None:
+    for path in ("/api/generate", "/sdapi/v1/txt2img"):
+        r = requests.post(cluster.url + path, json={**GEN, "model": "a"}, timeout=30)
+        assert r.status_code == 401, r.text
+        assert r.json()["error"] == "unauthorized"
+        assert "x-atelier-replica" not in r.headers  # refused before any replica
+    wrong = {"Authorization": "Bearer atl_not-a-token"}
+    r = requests.post(f"{cluster.url}/api/generate", json=GEN, headers=wrong, timeout=30)
+    assert r.status_code == 401
+    r = requests.get(f"{cluster.url}/api/gpu", timeout=30)
+    assert r.status_code == 401
+
+
+def test_a_generate_through_the_ingress_makes_an_image(cluster: Cluster) -> None:
+    from PIL import Image
+
+    r = requests.post(f"{cluster.url}/sdapi/v1/txt2img",
+                      json={**GEN, "override_settings": {"sd_model_checkpoint": "a"}},
+                      auth=("ann", cluster.password), timeout=120)  # HTTP Basic, as WebUI
+    assert r.status_code == 200, r.text
+    png = base64.b64decode(r.json()["images"][0])
+    with Image.open(io.BytesIO(png)) as im:
+        assert im.size == (64, 64)
+    saved = list((cluster.root / "users" / "ann" / "outputs").rglob("*.png"))
+    assert len(saved) == 1  # the replica saved it under the caller's outputs on the NAS
+    r = requests.post(f"{cluster.url}/api/generate", json={**GEN, "model": "nope"},
+                      headers=cluster.user, timeout=60)
+    assert r.status_code == 404 and r.json()["error"] == "unknown_model"
+
+
+def test_routing_follows_residency(cluster: Cluster) -> None:
+    """GPU tier > RAM tier > most room, across real replicas (u: one model's bytes)."""
+    time.sleep(SETTLE)
+    # a was loaded by the test before, on the larger replica (most room: 2.5u vs 2u)
+    assert replica(cluster.generate("a")) == 0
+    time.sleep(SETTLE)
+    # b: replica 0 has 1.5u left, replica 1 2u: the most room wins
+    assert replica(cluster.generate("b")) == 1
+    time.sleep(SETTLE)
+    # the same model again: the replica holding it on its GPU, although 1 has more room
+    assert replica(cluster.generate("a")) == 0
+    # a down to RAM on the replica that holds it (routed by the model too)
+    r = requests.post(f"{cluster.url}/api/gpu/unload", json={"model": "a", "to": "ram"},
+                      headers=cluster.admin, timeout=60)
+    assert r.status_code == 200, r.text
+    assert replica(r) == 0
+    time.sleep(SETTLE)
+    # c: 2.5u free on 0 against 1u on 1
+    assert replica(cluster.generate("c")) == 0
+    r = requests.post(f"{cluster.url}/api/gpu/unload", json={"model": "b", "to": "disk"},
+                      headers=cluster.admin, timeout=60)
+    assert r.status_code == 200 and replica(r) == 1, r.text
+    time.sleep(SETTLE)
+    # now replica 1 has more room (2u against 1.5u), but replica 0 holds a in RAM
+    gpu = requests.get(f"{cluster.url}/api/gpu", headers=cluster.user, timeout=30)
+    assert gpu.status_code == 200
+    assert replica(cluster.generate("a")) == 0
+    time.sleep(SETTLE)
+    # a new model: the most room (2u on 1 against 0.5u on 0)
+    assert replica(cluster.generate("e")) == 1
+    time.sleep(SETTLE)
+    # a once more: on 0's GPU, though 1 has more room now (1u against 0.5u)
+    assert replica(cluster.generate("a")) == 0
