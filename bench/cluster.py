@@ -172,7 +172,8 @@ def run_router(router: str, root: Path, trace: list[str], args: argparse.Namespa
     app = deploy(replica_class()).options(
         name="BenchReplica", num_replicas=REPLICAS, max_ongoing_requests=16,
         ray_actor_options={"num_cpus": 0},
-        request_router_config=router_config(router, stats_period=args.stats_period),
+        request_router_config=router_config(router, stats_period=args.stats_period,
+                                            spread_queue=args.spread_queue),
     ).bind(str(root), gpu, ram)
     handle = serve.run(app, name=f"bench-{router}", route_prefix=None)
     time.sleep(3 * args.stats_period + 1)  # the first reports reach the router
@@ -221,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--infer", type=float, default=0.05, help="GPU seconds per request")
     p.add_argument("--stats-period", type=float, default=0.2,
                    help="seconds between the replicas' reports (ATELIER_CLUSTER_STATS_PERIOD)")
+    p.add_argument("--spread-queue", type=int, default=3,
+                   help="ours: a holder this many jobs behind the shortest queue loses its "
+                   "preference (ATELIER_CLUSTER_SPREAD_QUEUE)")
     p.add_argument("--routers", default=",".join(ROUTERS),
                    help="comma-separated subset of " + ", ".join(ROUTERS))
     p.add_argument("--quick", action="store_true", help="a smoke run: 60 requests")

@@ -37,11 +37,13 @@ class ReplicaState:
     def from_stats(cls, rid: str, stats: Mapping[str, Any] | None,
                    queue: int | None = None) -> ReplicaState:
         """From what a replica's ``record_routing_stats`` returned (empty before its
-        first report: it ranks like an empty replica)."""
+        first report: it ranks like an empty replica). ``queue``, when known, is the
+        router's own live count (Ray's queue-length cache: requests sent minus answered,
+        and probes); it wins over the report, which is up to a period old."""
         s = stats or {}
-        reported = int(s.get("queue", 0))
+        q = int(s.get("queue", 0)) if queue is None else queue
         return cls(rid, frozenset(s.get("gpu", ())), frozenset(s.get("ram", ())),
-                   int(s.get("room", 0)), max(reported, queue or 0), float(s.get("at", 0.0)),
+                   int(s.get("room", 0)), q, float(s.get("at", 0.0)),
                    dict(s.get("sizes", {})))
 
     def tier(self, model: str) -> int:

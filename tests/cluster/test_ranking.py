@@ -45,11 +45,12 @@ def test_a_long_queue_loses_the_tier() -> None:
     assert ids(rank([busy, idle], "m", spread_queue=0)) == ["busy", "idle"]  # never spread
 
 
-def test_stats_parse_and_the_larger_queue_counts() -> None:
-    s = ReplicaState.from_stats("r", {"gpu": ["a"], "ram": ["b"], "room": 7, "queue": 1,
-                                      "at": 5.0, "sizes": {"c": 3}}, queue=4)
+def test_stats_parse_and_the_live_queue_wins() -> None:
+    stats = {"gpu": ["a"], "ram": ["b"], "room": 7, "queue": 3, "at": 5.0, "sizes": {"c": 3}}
+    s = ReplicaState.from_stats("r", stats, queue=0)
     assert (s.tier("a"), s.tier("b"), s.tier("c")) == (GPU, RAM, DISK)
-    assert (s.room, s.queue, s.at) == (7, 4, 5.0)
+    assert (s.room, s.queue, s.at) == (7, 0, 5.0)
+    assert ReplicaState.from_stats("r", stats).queue == 3  # no live count: the report
     empty = ReplicaState.from_stats("new", None)  # before its first report
     assert (empty.gpu, empty.room, empty.queue) == (frozenset(), 0, 0)
 
