@@ -3,10 +3,11 @@ request goes to the GPU replica our router picks for its model.
 
 Auth: the ingress opens FileBrowser on the same root and database as the file service
 and checks every request with FileBrowser's own ``current_user`` dependency (bearer
-session and API tokens, cookies; HTTP Basic too on ``/sdapi/v1``, as WebUI clients send
-it), so a token works on both and a revoked one on neither. An unauthenticated request
-gets 401 here, before any replica sees it; the replica checks the credentials again
-(same database) as the single service would.
+session and API tokens, cookies with their CSRF header, a trusted gateway's user header;
+HTTP Basic too on ``/sdapi/v1``, as WebUI clients send it), so a token works on both and
+a revoked one on neither. An unauthenticated request gets 401 here, before any replica
+sees it. The replica is told who the caller is (through Ray, never over HTTP) and reads
+their role from the database; credential headers are not forwarded.
 
 Routes forwarded, the same as ``atelier serve`` answers them:
 
@@ -41,6 +42,10 @@ MODEL_BODIES = ("/api/generate", "/sdapi/v1/txt2img", "/sdapi/v1/img2img", "/sda
                 "/api/gpu/load", "/api/gpu/unload", "/api/gpu/pin")
 DEFAULTED = ("/api/generate", "/sdapi/v1/txt2img", "/sdapi/v1/img2img")
 MAX_BODY = 64 << 20  # init images are base64 inside the JSON
+# request headers not forwarded: hop-by-hop ones, and credentials (the replica takes the
+# caller the ingress verified, see replica.py)
+_DROP = {"content-length", "transfer-encoding", "connection", "keep-alive", "authorization",
+         "cookie", "x-atelier-gateway", "x-csrf-token"}
 
 
 def model_in(body: bytes) -> str | None:
@@ -121,9 +126,11 @@ def build_ingress_app(fb: FileBrowser, gpu: Any, resolver: Resolver) -> FastAPI:
             if model is not None:
                 model = await run_in_threadpool(resolver.canonical, model)
         handle = gpu.options(multiplexed_model_id=model) if model else gpu
-        status, headers, content = await handle.forward.remote(
-            request.method, path, request.url.query, list(request.headers.items()), body)
-        return Response(content, status_code=status, headers=dict(headers))
+        drop = _DROP | {fb.settings.proxy_user_header.lower()}
+        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in drop]
+        status, out, content = await handle.forward.remote(
+            (user.name, user.via), request.method, path, request.url.query, headers, body)
+        return Response(content, status_code=status, headers=dict(out))
 
     methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
     for prefix in ("/api/generate", "/sdapi/v1", "/api/gpu"):

@@ -71,9 +71,16 @@ def gpu_replica_class(models_per_replica: int) -> type:
             from fastapi import FastAPI, Request
             from fastapi.responses import JSONResponse
 
-            from filebrowser import AtelierError, FileBrowser
+            from filebrowser import (
+                AtelierError,
+                FileBrowser,
+                Principal,
+                current_user,
+                current_user_or_basic,
+            )
 
             from ..service import generation_router
+            from .caller import CALLER
 
             rank = serve.get_replica_context().rank.rank
             self.rank = rank
@@ -90,6 +97,20 @@ def gpu_replica_class(models_per_replica: int) -> type:
                                     headers=exc.headers)
 
             app.add_exception_handler(AtelierError, on_atelier)
+
+            def caller() -> Principal:
+                # The ingress verified the credentials; a replica is reached only through
+                # Ray (no port of its own), so it takes the name the ingress sends and
+                # reads the user's role from the database now. It never reads credential
+                # headers itself: behind the ingress every request would come from the
+                # loopback, which a trusted-proxy setting may believe.
+                who = CALLER.get()
+                if who is None:
+                    raise RuntimeError("a replica request without the ingress's caller")
+                return fb.auth.principal(fb.users.get(who[0]), who[1])
+
+            app.dependency_overrides[current_user] = caller
+            app.dependency_overrides[current_user_or_basic] = caller
             router = generation_router(fb, self.settings)
             app.include_router(router)
             self.router = router
@@ -107,15 +128,22 @@ def gpu_replica_class(models_per_replica: int) -> type:
         async def record_routing_stats(self) -> dict[str, Any]:
             return await asyncio.to_thread(residency_stats, self.service, self._sizes)
 
-        async def forward(self, method: str, path: str, query: str,
-                          headers: list[tuple[str, str]], body: bytes
+        async def forward(self, caller: tuple[str, str], method: str, path: str,
+                          query: str, headers: list[tuple[str, str]], body: bytes
                           ) -> tuple[int, list[tuple[str, str]], bytes]:
-            """Run one HTTP request through this replica's routes."""
+            """Run one HTTP request, as ``caller`` (user name, how they authenticated),
+            through this replica's routes."""
+            from .caller import CALLER
+
             model = serve.get_multiplexed_model_id()
             if model:
                 await self.model(model)
-            r = await self.client.request(method, path, params=query or None,
-                                          headers=headers, content=body)
+            token = CALLER.set(caller)
+            try:
+                r = await self.client.request(method, path, params=query or None,
+                                              headers=headers, content=body)
+            finally:
+                CALLER.reset(token)
             out = [(k, v) for k, v in r.headers.multi_items() if k.lower() not in _HOP]
             out.append(("x-atelier-replica", str(self.rank)))
             return r.status_code, out, r.content

@@ -33,6 +33,7 @@ class Cluster:
     root: Path
     user: dict[str, str]
     admin: dict[str, str]
+    viewer: dict[str, str]
     password: str
 
     def generate(self, model: str, **extra: object) -> requests.Response:
@@ -77,6 +78,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     user = {"Authorization": f"Bearer {fb.auth.create_token(ann, 't')['token']}"}
     admin = {"Authorization":
              f"Bearer {fb.auth.create_token(fb.users.get('admin'), 't')['token']}"}
+    vic = fb.users.create("vic", "vic-password-1", "viewer")
+    viewer = {"Authorization": f"Bearer {fb.auth.create_token(vic, 't')['token']}"}
     port = free_port()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
@@ -86,7 +89,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         serve.run(build(settings, fb_settings, gpu_settings), name="atelier",
                   route_prefix="/", blocking=False)
         time.sleep(SETTLE)  # the first reports: until then both replicas look empty
-        yield Cluster(f"http://127.0.0.1:{port}", root, user, admin, "ann-password-1")
+        yield Cluster(f"http://127.0.0.1:{port}", root, user, admin, viewer,
+                      "ann-password-1")
     finally:
         serve.shutdown()
         ray.shutdown()
@@ -103,6 +107,23 @@ def test_unauthenticated_requests_get_401_from_the_ingress(cluster: Cluster) -> 
     assert r.status_code == 401
     r = requests.get(f"{cluster.url}/api/gpu", timeout=30)
     assert r.status_code == 401
+
+
+def test_the_replica_acts_as_the_verified_caller_with_their_role(cluster: Cluster) -> None:
+    # a viewer may not generate, a user may not unload: the roles reach the replica
+    r = requests.post(f"{cluster.url}/api/generate", json={**GEN, "model": "a"},
+                      headers=cluster.viewer, timeout=60)
+    assert r.status_code == 403, r.text
+    assert "x-atelier-replica" in r.headers  # refused by the replica's own route
+    r = requests.post(f"{cluster.url}/api/gpu/unload", json={"model": "a"},
+                      headers=cluster.user, timeout=60)
+    assert r.status_code == 403, r.text
+    # a credential header the ingress did not verify changes nothing downstream
+    r = requests.post(f"{cluster.url}/api/gpu/unload", json={"model": "a"},
+                      headers={**cluster.user, "X-Forwarded-User": "admin"}, timeout=60)
+    assert r.status_code == 403, r.text
+    r = requests.get(f"{cluster.url}/api/generate", headers=cluster.viewer, timeout=60)
+    assert r.status_code == 200 and r.json()["jobs"] == []
 
 
 def test_a_generate_through_the_ingress_makes_an_image(cluster: Cluster) -> None:
