@@ -1,7 +1,7 @@
 """Benchmark: routing model requests across GPU replicas on Ray Serve: ours, Ray's default
 multiplexed routing and round-robin, same replicas and memory.
 
-    python bench/cluster.py            # about 3 min on a quiet 2-core VM
+    python bench/cluster.py            # 3 rounds, about 3 min on a 2-core VM
     python bench/cluster.py --quick    # a smoke run (under a minute)
 
 The setting (fixed before any work on the router; change it for a reason about real use,
@@ -26,7 +26,9 @@ never to favour a router):
   the model, by its ``@serve.multiplexed`` LRU of 3 ids, Ray's default size; else those
   with the fewest ids; two sampled by queue length); round-robin.
 
-Printed per router: total switch seconds (the time requests waited for their model to
+Each round runs every router on fresh replicas, in an order rotated every round (routing
+depends on timing: when a report arrives, which request comes first), and the median
+round counts. Printed per router: total switch seconds (the time requests waited for their model to
 become resident), requests served from GPU / RAM / disk, GiB read from disk, p50/p95
 latency (submit to answer, at the client), peak GPU and RAM of the busiest replica
 against the budgets; then the ratios to ours and the goal: >= 1.5x lower total switch
@@ -188,27 +190,35 @@ def _pct(xs: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))]
 
 
-def report(results: dict[str, list[dict[str, Any]]], gpu: int, ram: int) -> dict[str, float]:
+def report(results: dict[str, list[list[dict[str, Any]]]], gpu: int, ram: int
+           ) -> dict[str, float]:
+    """The table; returns each router's median total switch seconds over the rounds."""
     print(f"   {'router':<22}{'switch s':>9}{'gpu/ram/disk':>14}{'read GiB':>9}{'p50 ms':>8}"
           f"{'p95 ms':>8}{'GPU peak/budget':>17}{'RAM peak/budget':>17}{'per replica':>14}")
-    totals: dict[str, float] = {}
-    for key, rs in results.items():
-        totals[key] = sum(r["seconds"] for r in rs)
+    medians: dict[str, float] = {}
+    for key, runs in results.items():
+        totals = [sum(r["seconds"] for r in rs) for rs in runs]
+        medians[key] = statistics.median(totals)
+        rs = runs[totals.index(sorted(totals)[(len(totals) - 1) // 2])]  # the median round
         src = {s: sum(1 for r in rs if r["source"] == s) for s in ("gpu", "ram", "disk")}
         hits = f"{src['gpu']}/{src['ram']}/{src['disk']}"
-        lat = [r["latency"] for r in rs]
-        gp = max(r["gpu_peak"] for r in rs)
-        rp = max(r["ram_peak"] for r in rs)
+        lat = [r["latency"] for rs_ in runs for r in rs_]
+        gp = max(r["gpu_peak"] for rs_ in runs for r in rs_)
+        rp = max(r["ram_peak"] for rs_ in runs for r in rs_)
         per = "/".join(str(sum(1 for r in rs if r["rank"] == k)) for k in range(REPLICAS))
-        print(f"   {ROUTERS[key]:<22}{totals[key]:>9.2f}{hits:>14}"
+        print(f"   {ROUTERS[key]:<22}{medians[key]:>9.2f}{hits:>14}"
               f"{sum(r['read'] for r in rs) / GIB:>9.2f}{_pct(lat, 0.5) * 1e3:>8.0f}"
               f"{_pct(lat, 0.95) * 1e3:>8.0f}{f'{gp / GIB:.2f}/{gpu / GIB:.2f}':>17}"
               f"{f'{rp / GIB:.2f}/{ram / GIB:.2f}':>17}{per:>14}")
-    print("   switch s = seconds requests waited for their model to become resident, summed; "
-          "gpu/ram/disk = requests whose model came from there; read = bytes read from disk "
-          "(warm page cache); latency = submit to answer at the client; peaks = the busiest "
-          "replica; per replica = requests each served")
-    return totals
+    for key, runs in results.items():
+        print(f"   {ROUTERS[key]:<22} switch s per round: "
+              + " ".join(f"{sum(r['seconds'] for r in rs):.2f}" for rs in runs))
+    print("   switch s = seconds requests waited for their model to become resident, summed "
+          "(median round); gpu/ram/disk, read GiB, per replica = of the median round: "
+          "requests whose model came from there, bytes read from disk (warm page cache), "
+          "requests each replica served; latency = submit to answer at the client, all "
+          "rounds; peaks = the busiest replica")
+    return medians
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -227,11 +237,13 @@ def main(argv: list[str] | None = None) -> int:
                    "preference (ATELIER_CLUSTER_SPREAD_QUEUE)")
     p.add_argument("--routers", default=",".join(ROUTERS),
                    help="comma-separated subset of " + ", ".join(ROUTERS))
-    p.add_argument("--quick", action="store_true", help="a smoke run: 60 requests")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="rounds; each runs every router once (fresh replicas), order rotated")
+    p.add_argument("--quick", action="store_true", help="a smoke run: 60 requests, 1 round")
     p.add_argument("--dir", type=Path, default=None, help="where to write the checkpoints")
     args = p.parse_args(argv)
     if args.quick:
-        args.requests = min(args.requests, 60)
+        args.requests, args.rounds = min(args.requests, 60), 1
     keys = [k.strip() for k in args.routers.split(",") if k.strip()]
     if any(k not in ROUTERS for k in keys) or "memory" not in keys:
         p.error(f"routers: a subset of {', '.join(ROUTERS)} that includes memory (ours)")
@@ -264,22 +276,26 @@ def main(argv: list[str] | None = None) -> int:
               f"{ram / GIB:.3f} GiB ({RAM_GIB:g} GiB)")
         ray.init(num_cpus=max(2, os.cpu_count() or 2), include_dashboard=False,
                  log_to_driver=False)
-        results: dict[str, list[dict[str, Any]]] = {}
-        for key in keys:
-            t1 = time.perf_counter()
-            results[key] = run_router(key, root, trace, args, gpu, ram)
-            print(f"   {ROUTERS[key]:<22} done in {time.perf_counter() - t1:.1f} s",
-                  flush=True)
+        results: dict[str, list[list[dict[str, Any]]]] = {k: [] for k in keys}
+        for i in range(args.rounds):
+            for key in keys[i % len(keys):] + keys[:i % len(keys)]:
+                t1 = time.perf_counter()
+                results[key].append(run_router(key, root, trace, args, gpu, ram))
+                total = sum(r["seconds"] for r in results[key][-1])
+                print(f"   round {i + 1}: {ROUTERS[key]:<22} {total:.2f} s "
+                      f"({time.perf_counter() - t1:.1f} s)", flush=True)
         totals = report(results, gpu, ram)
         for key in keys:
             if key != "memory":
                 ratio = totals[key] / max(totals["memory"], 1e-9)
-                print(f"   total switch time, {ROUTERS[key]} / ours: {ratio:.2f}x")
+                print(f"   total switch time (median rounds), {ROUTERS[key]} / ours: "
+                      f"{ratio:.2f}x")
         if "ray" in totals:
             got = totals["ray"] / max(totals["memory"], 1e-9)
             print(f"   goal: >= 1.5x lower total switch time than Ray's default: "
                   f"{'met' if got >= 1.5 else 'NOT met'} ({got:.2f}x)")
-        p50 = {k: statistics.median(r["latency"] for r in v) for k, v in results.items()}
+        p50 = {k: statistics.median(r["latency"] for rs in v for r in rs)
+               for k, v in results.items()}
         print("   p50 latency, others / ours: " + ", ".join(
             f"{ROUTERS[k]} {p50[k] / max(p50['memory'], 1e-9):.2f}x" for k in keys
             if k != "memory"))
