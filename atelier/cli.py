@@ -68,7 +68,12 @@ def _serve_cluster(args: argparse.Namespace) -> int:
     ray.init(address=args.address, include_dashboard=False)
     try:
         run(cluster, settings)
+    except KeyboardInterrupt:  # Ctrl-C, whenever it comes (also mid-deployment)
+        print("atelier: stopping", file=sys.stderr, flush=True)
     finally:
+        from ray import serve
+
+        serve.shutdown()
         ray.shutdown()
     return 0
 

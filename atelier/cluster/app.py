@@ -75,7 +75,8 @@ def build(cluster: ClusterSettings, fb_settings: Any, gpu_settings: Any | None =
 
 
 def run(cluster: ClusterSettings, fb_settings: Any, *, blocking: bool = True) -> Any:
-    """Start Ray Serve's HTTP proxy on ``cluster.host:cluster.port`` and deploy."""
+    """Start Ray Serve's HTTP proxy on ``cluster.host:cluster.port`` and deploy; with
+    ``blocking``, serve until interrupted (the caller shuts Ray Serve down)."""
     from ray import serve
 
     prepare(fb_settings)
@@ -85,13 +86,9 @@ def run(cluster: ClusterSettings, fb_settings: Any, *, blocking: bool = True) ->
     print(f"atelier: Ray Serve edition on http://{cluster.host}:{cluster.port} "
           f"({cluster.router} router)", file=sys.stderr, flush=True)
     if blocking:
-        import time
+        import threading
 
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            serve.shutdown()
+        threading.Event().wait()
     return handle
 
 

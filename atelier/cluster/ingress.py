@@ -34,7 +34,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from ray import serve
 
-from filebrowser import AtelierError, FileBrowser, current_user, current_user_or_basic
+from filebrowser import FileBrowser, current_user, current_user_or_basic
+
+from .errors import ReplicaUnavailable, install, log
 
 # requests whose JSON body names a model: routed by it (the GPU controls too, so that
 # an unload reaches the replica holding the model)
@@ -102,9 +104,7 @@ def build_ingress_app(fb: FileBrowser, gpu: Any, resolver: Resolver) -> FastAPI:
     app.state.fb = fb
     app.state.auth = fb.auth
 
-    @app.exception_handler(AtelierError)
-    async def on_atelier(_: Request, exc: AtelierError) -> JSONResponse:
-        return JSONResponse(exc.to_json(), status_code=exc.status, headers=exc.headers)
+    install(app)
 
     async def forward(request: Request) -> Response:
         from fastapi.concurrency import run_in_threadpool
@@ -128,8 +128,14 @@ def build_ingress_app(fb: FileBrowser, gpu: Any, resolver: Resolver) -> FastAPI:
         handle = gpu.options(multiplexed_model_id=model) if model else gpu
         drop = _DROP | {fb.settings.proxy_user_header.lower()}
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in drop]
-        status, out, content = await handle.forward.remote(
-            (user.name, user.via), request.method, path, request.url.query, headers, body)
+        from ray.exceptions import RayError
+
+        try:
+            status, out, content = await handle.forward.remote(
+                (user.name, user.via), request.method, path, request.url.query, headers, body)
+        except RayError as exc:  # the replica died or raised outside its routes
+            log.error("GPU replica failed on %s %s: %s", request.method, path, exc)
+            raise ReplicaUnavailable() from None
         return Response(content, status_code=status, headers=dict(out))
 
     methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]

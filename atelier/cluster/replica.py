@@ -68,19 +68,13 @@ def gpu_replica_class(models_per_replica: int) -> type:
     class GpuReplica:
         def __init__(self, fb_settings: Any, gpu_settings: Any, devices: list[str]) -> None:
             import httpx
-            from fastapi import FastAPI, Request
-            from fastapi.responses import JSONResponse
+            from fastapi import FastAPI
 
-            from filebrowser import (
-                AtelierError,
-                FileBrowser,
-                Principal,
-                current_user,
-                current_user_or_basic,
-            )
+            from filebrowser import FileBrowser, Principal, current_user, current_user_or_basic
 
             from ..service import generation_router
             from .caller import CALLER
+            from .errors import install
 
             rank = serve.get_replica_context().rank.rank
             self.rank = rank
@@ -91,12 +85,7 @@ def gpu_replica_class(models_per_replica: int) -> type:
             app.state.fb = fb
             app.state.auth = fb.auth
 
-            async def on_atelier(_: Request, exc: Exception) -> JSONResponse:
-                assert isinstance(exc, AtelierError)
-                return JSONResponse(exc.to_json(), status_code=exc.status,
-                                    headers=exc.headers)
-
-            app.add_exception_handler(AtelierError, on_atelier)
+            install(app)
 
             def caller() -> Principal:
                 # The ingress verified the credentials; a replica is reached only through
@@ -147,9 +136,6 @@ def gpu_replica_class(models_per_replica: int) -> type:
             out = [(k, v) for k, v in r.headers.multi_items() if k.lower() not in _HOP]
             out.append(("x-atelier-replica", str(self.rank)))
             return r.status_code, out, r.content
-
-        async def stats(self) -> dict[str, Any]:
-            return await self.record_routing_stats()
 
         def __del__(self) -> None:
             gen = getattr(getattr(self, "router", None), "generate", None)

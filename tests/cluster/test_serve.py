@@ -141,6 +141,11 @@ def test_a_generate_through_the_ingress_makes_an_image(cluster: Cluster) -> None
     r = requests.post(f"{cluster.url}/api/generate", json={**GEN, "model": "nope"},
                       headers=cluster.user, timeout=60)
     assert r.status_code == 404 and r.json()["error"] == "unknown_model"
+    r = requests.post(f"{cluster.url}/api/generate", json={**GEN, "steps": "many"},
+                      headers=cluster.user, timeout=60)
+    assert r.status_code == 422 and r.json()["error"] == "invalid_request"
+    r = requests.get(f"{cluster.url}/api/generate/x/y", headers=cluster.user, timeout=60)
+    assert r.status_code == 404 and r.json()["error"] == "not_found"
 
 
 def test_routing_follows_residency(cluster: Cluster) -> None:
