@@ -33,6 +33,7 @@ import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from ray import serve
+from ray.exceptions import RayError
 
 from filebrowser import FileBrowser, current_user, current_user_or_basic
 
@@ -99,6 +100,20 @@ class Resolver:
         return str(v) if v else None
 
 
+async def _read_body(request: Request) -> bytes | None:
+    """The body, or None past MAX_BODY (stops reading there: never buffers more)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY:
+        return None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def build_ingress_app(fb: FileBrowser, gpu: Any, resolver: Resolver) -> FastAPI:
     app = FastAPI(title="Atelier (Ray Serve)")
     app.state.fb = fb
@@ -113,8 +128,8 @@ def build_ingress_app(fb: FileBrowser, gpu: Any, resolver: Resolver) -> FastAPI:
         basic = path.startswith("/sdapi/")
         user = await run_in_threadpool(current_user_or_basic if basic else current_user,
                                        request)
-        body = await request.body()
-        if len(body) > MAX_BODY:
+        body = await _read_body(request)
+        if body is None:
             return JSONResponse({"error": "payload_too_large",
                                  "message": f"request bodies are limited to {MAX_BODY} bytes"},
                                 status_code=413)
@@ -128,8 +143,6 @@ def build_ingress_app(fb: FileBrowser, gpu: Any, resolver: Resolver) -> FastAPI:
         handle = gpu.options(multiplexed_model_id=model) if model else gpu
         drop = _DROP | {fb.settings.proxy_user_header.lower()}
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in drop]
-        from ray.exceptions import RayError
-
         try:
             status, out, content = await handle.forward.remote(
                 (user.name, user.via), request.method, path, request.url.query, headers, body)

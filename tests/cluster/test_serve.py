@@ -3,8 +3,8 @@
 Two GPU replicas on simulated devices of different sizes, the tiny diffusers pipeline of
 the generation tests copied as four models (a, b, c, e; ``u`` bytes each): replica 0
 holds 2.5u, replica 1 holds 2u. Every answer names its replica (X-Atelier-Replica).
-Routing reads the replicas' periodic reports, so after a step that the router cannot see
-(an unload) the test waits for the next reports before the request that depends on it.
+Routing reads the replicas' periodic reports, so the routing test waits (up to a minute)
+for the router to send a model where the residency says before generating with it.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import requests
 from ..conftest import ADMIN_PASSWORD, free_port
 
 STATS_PERIOD = 0.2
-SETTLE = 1.5  # several reports: the controller polls each replica, then pushes to routers
 GEN = {"prompt": "lowest newer", "steps": 2, "width": 64, "height": 64, "seed": 7}
 
 
@@ -88,9 +87,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
                                    stats_period=STATS_PERIOD)
         serve.run(build(settings, fb_settings, gpu_settings), name="atelier",
                   route_prefix="/", blocking=False)
-        time.sleep(SETTLE)  # the first reports: until then both replicas look empty
-        yield Cluster(f"http://127.0.0.1:{port}", root, user, admin, viewer,
-                      "ann-password-1")
+        url = f"http://127.0.0.1:{port}"
+        # the first reports: until then both replicas look alike; then the most room wins
+        wait_routed(url, admin, "a", 0)
+        yield Cluster(url, root, user, admin, viewer, "ann-password-1")
     finally:
         serve.shutdown()
         ray.shutdown()
@@ -146,38 +146,61 @@ def test_a_generate_through_the_ingress_makes_an_image(cluster: Cluster) -> None
     assert r.status_code == 422 and r.json()["error"] == "invalid_request"
     r = requests.get(f"{cluster.url}/api/generate/x/y", headers=cluster.user, timeout=60)
     assert r.status_code == 404 and r.json()["error"] == "not_found"
+    from atelier.cluster.ingress import MAX_BODY
+
+    r = requests.post(f"{cluster.url}/api/generate", data=b" " * (MAX_BODY + 1),
+                      headers={**cluster.user, "Content-Type": "application/json"},
+                      timeout=120)
+    assert r.status_code == 413 and r.json()["error"] == "payload_too_large"
+
+
+def wait_routed(url: str, admin: dict[str, str], model: str, want: int,
+                timeout: float = 60.0) -> None:
+    """Wait until the router sends ``model`` to replica ``want``. The probe is a dry-run
+    load, routed by its model like a generation and answered without moving anything;
+    the wait covers the reports' delay (a busy machine slows them), and a router that
+    ranks wrongly never gets there."""
+    deadline = time.monotonic() + timeout
+    while True:
+        r = requests.post(f"{url}/api/gpu/load", json={"model": model, "dry_run": True},
+                          headers=admin, timeout=60)
+        assert r.status_code == 200, r.text
+        if replica(r) == want:
+            return
+        assert time.monotonic() < deadline, f"{model} still routed to {replica(r)}"
+        time.sleep(STATS_PERIOD)
+
+
+def routes_to(cluster: Cluster, model: str, want: int) -> None:
+    """The router sends ``model`` to ``want`` (in time), and a generation runs there."""
+    wait_routed(cluster.url, cluster.admin, model, want)
+    assert replica(cluster.generate(model)) == want
 
 
 def test_routing_follows_residency(cluster: Cluster) -> None:
     """GPU tier > RAM tier > most room, across real replicas (u: one model's bytes)."""
-    time.sleep(SETTLE)
-    # a was loaded by the test before, on the larger replica (most room: 2.5u vs 2u)
-    assert replica(cluster.generate("a")) == 0
-    time.sleep(SETTLE)
+    # a was loaded by the test before, on the larger replica (most room: 2.5u vs 2u),
+    # which has 1.5u left now: the model on the GPU beats room
+    routes_to(cluster, "a", 0)
     # b: replica 0 has 1.5u left, replica 1 2u: the most room wins
-    assert replica(cluster.generate("b")) == 1
-    time.sleep(SETTLE)
+    routes_to(cluster, "b", 1)
     # the same model again: the replica holding it on its GPU, although 1 has more room
-    assert replica(cluster.generate("a")) == 0
+    routes_to(cluster, "a", 0)
     # a down to RAM on the replica that holds it (routed by the model too)
     r = requests.post(f"{cluster.url}/api/gpu/unload", json={"model": "a", "to": "ram"},
                       headers=cluster.admin, timeout=60)
     assert r.status_code == 200, r.text
     assert replica(r) == 0
-    time.sleep(SETTLE)
     # c: 2.5u free on 0 against 1u on 1
-    assert replica(cluster.generate("c")) == 0
+    routes_to(cluster, "c", 0)
     r = requests.post(f"{cluster.url}/api/gpu/unload", json={"model": "b", "to": "disk"},
                       headers=cluster.admin, timeout=60)
     assert r.status_code == 200 and replica(r) == 1, r.text
-    time.sleep(SETTLE)
     # now replica 1 has more room (2u against 1.5u), but replica 0 holds a in RAM
     gpu = requests.get(f"{cluster.url}/api/gpu", headers=cluster.user, timeout=30)
     assert gpu.status_code == 200
-    assert replica(cluster.generate("a")) == 0
-    time.sleep(SETTLE)
+    routes_to(cluster, "a", 0)
     # a new model: the most room (2u on 1 against 0.5u on 0)
-    assert replica(cluster.generate("e")) == 1
-    time.sleep(SETTLE)
+    routes_to(cluster, "e", 1)
     # a once more: on 0's GPU, though 1 has more room now (1u against 0.5u)
-    assert replica(cluster.generate("a")) == 0
+    routes_to(cluster, "a", 0)
