@@ -40,11 +40,11 @@ def prepare(fb_settings: Any) -> Any:
     """Open the NAS once in the driver: the first admin, the schema (the replicas then
     start on an existing database instead of racing to create it)."""
     from filebrowser import FileBrowser
-    from modelzoo.residency import db
+    from modelzoo.residency import create_tables
 
     fb = FileBrowser(fb_settings)
     fb.ensure_admin()
-    db.create(fb.engine)
+    create_tables(fb.engine)
     return fb
 
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from ray import serve
@@ -72,7 +71,7 @@ class Resolver:
     one model, one multiplexed id."""
 
     def __init__(self, fb: FileBrowser, models_dir: Any) -> None:
-        from modelzoo.residency.catalog import ModelCatalog
+        from modelzoo.residency import ModelCatalog
 
         self.engine = fb.engine
         self.catalog = ModelCatalog(models_dir)
@@ -80,7 +79,7 @@ class Resolver:
     def canonical(self, name: str) -> str:
         import re
 
-        from modelzoo.errors import ModelZooError
+        from modelzoo import ModelZooError
 
         bare = re.sub(r"\s*\[[0-9a-fA-F]{8,64}\]$", "", name)
         for cand in (name, bare, bare.removesuffix(".safetensors")):
@@ -91,13 +90,9 @@ class Resolver:
         return name  # unknown: the replica answers the 404
 
     def default_for(self, user: str) -> str | None:
-        from modelzoo.residency import db
+        from modelzoo.residency import chosen_checkpoint
 
-        t = db.options
-        with self.engine.connect() as conn:
-            v = conn.execute(sa.select(t.c.value).where(
-                t.c.user == user, t.c.key == "sd_model_checkpoint")).scalar()
-        return str(v) if v else None
+        return chosen_checkpoint(self.engine, user)
 
 
 async def _read_body(request: Request) -> bytes | None:
