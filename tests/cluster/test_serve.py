@@ -204,3 +204,17 @@ def test_routing_follows_residency(cluster: Cluster) -> None:
     routes_to(cluster, "e", 1)
     # a once more: on 0's GPU, though 1 has more room now (1u against 0.5u)
     routes_to(cluster, "a", 0)
+
+
+def test_a_request_without_a_model_routes_by_the_users_checkpoint(cluster: Cluster) -> None:
+    """After the routing test: a on replica 0's GPU with 0.5u left, 1u left on replica 1.
+    Routed by room alone, a request naming no model would go to 1."""
+    r = requests.post(f"{cluster.url}/sdapi/v1/options", json={"sd_model_checkpoint": "a"},
+                      auth=("ann", cluster.password), timeout=120)
+    assert r.status_code == 200, r.text
+    assert replica(r) == 0  # loaded where a is
+    r = requests.post(f"{cluster.url}/sdapi/v1/txt2img", json=GEN,
+                      auth=("ann", cluster.password), timeout=120)
+    assert r.status_code == 200, r.text
+    assert replica(r) == 0
+    assert "Model: a" in r.json()["info"]
