@@ -31,9 +31,9 @@ depends on timing: when a report arrives, which request comes first), and the me
 round counts. Printed per router: total switch seconds (the time requests waited for their model to
 become resident), requests served from GPU / RAM / disk, GiB read from disk, p50/p95
 latency (submit to answer, at the client), peak GPU and RAM of the busiest replica
-against the budgets; then the ratios to ours and the goal: >= 1.5x lower total switch
-time than Ray's default. The machine may be shared: wall-clock figures are noisy, the
-GPU/RAM/disk counts are not.
+against the budgets and the largest replica process's peak RSS; then the ratios to ours
+and the goal: >= 1.5x lower total switch time than Ray's default. The machine may be
+shared: wall-clock figures are noisy, the GPU/RAM/disk counts are not.
 """
 
 from __future__ import annotations
@@ -142,9 +142,12 @@ def replica_class() -> type:
             read = sum(self.catalog.get(mv.model).disk_bytes
                        for mv in (switch.plan.moves if switch.plan else [])
                        if mv.src is Tier.DISK)
+            import resource
+
             return {"rank": self.rank, "seconds": switch.seconds,
                     "source": switch.source.value, "read": read,
-                    "gpu_peak": self.gpu.peak, "ram_peak": self.host.peak}
+                    "gpu_peak": self.gpu.peak, "ram_peak": self.host.peak,
+                    "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
 
     return BenchReplica
 
@@ -194,7 +197,8 @@ def report(results: dict[str, list[list[dict[str, Any]]]], gpu: int, ram: int
            ) -> dict[str, float]:
     """The table; returns each router's median total switch seconds over the rounds."""
     print(f"   {'router':<22}{'switch s':>9}{'gpu/ram/disk':>14}{'read GiB':>9}{'p50 ms':>8}"
-          f"{'p95 ms':>8}{'GPU peak/budget':>17}{'RAM peak/budget':>17}{'per replica':>14}")
+          f"{'p95 ms':>8}{'GPU peak/budget':>17}{'RAM peak/budget':>17}{'per replica':>14}"
+          f"{'RSS':>7}")
     medians: dict[str, float] = {}
     for key, runs in results.items():
         totals = [sum(r["seconds"] for r in rs) for rs in runs]
@@ -206,10 +210,11 @@ def report(results: dict[str, list[list[dict[str, Any]]]], gpu: int, ram: int
         gp = max(r["gpu_peak"] for rs_ in runs for r in rs_)
         rp = max(r["ram_peak"] for rs_ in runs for r in rs_)
         per = "/".join(str(sum(1 for r in rs if r["rank"] == k)) for k in range(REPLICAS))
+        rss = max(r["rss"] for rs_ in runs for r in rs_)
         print(f"   {ROUTERS[key]:<22}{medians[key]:>9.2f}{hits:>14}"
               f"{sum(r['read'] for r in rs) / GIB:>9.2f}{_pct(lat, 0.5) * 1e3:>8.0f}"
               f"{_pct(lat, 0.95) * 1e3:>8.0f}{f'{gp / GIB:.2f}/{gpu / GIB:.2f}':>17}"
-              f"{f'{rp / GIB:.2f}/{ram / GIB:.2f}':>17}{per:>14}")
+              f"{f'{rp / GIB:.2f}/{ram / GIB:.2f}':>17}{per:>14}{rss / GIB:>6.2f}G")
     for key, runs in results.items():
         print(f"   {ROUTERS[key]:<22} switch s per round: "
               + " ".join(f"{sum(r['seconds'] for r in rs):.2f}" for rs in runs))
@@ -217,7 +222,7 @@ def report(results: dict[str, list[list[dict[str, Any]]]], gpu: int, ram: int
           "(median round); gpu/ram/disk, read GiB, per replica = of the median round: "
           "requests whose model came from there, bytes read from disk (warm page cache), "
           "requests each replica served; latency = submit to answer at the client, all "
-          "rounds; peaks = the busiest replica")
+          "rounds; peaks = the busiest replica; RSS = the largest replica process's peak")
     return medians
 
 
