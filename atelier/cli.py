@@ -49,6 +49,35 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve_cluster(args: argparse.Namespace) -> int:
+    """The API edition on Ray Serve (``pip install 'atelier[cluster]'``)."""
+    try:
+        import ray
+    except ImportError:
+        print("atelier: serve-cluster needs Ray Serve: pip install 'atelier[cluster]'",
+              file=sys.stderr)
+        return 2
+    from .cluster.app import run
+    from .cluster.settings import ClusterSettings
+
+    settings = filebrowser.settings_from(args)
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port),
+                                   ("router", args.router), ("devices", args.devices))
+                 if v is not None}
+    cluster = ClusterSettings(**overrides)
+    ray.init(address=args.address, include_dashboard=False)
+    try:
+        run(cluster, settings)
+    except KeyboardInterrupt:  # Ctrl-C, whenever it comes (also mid-deployment)
+        print("atelier: stopping", file=sys.stderr, flush=True)
+    finally:
+        from ray import serve
+
+        serve.shutdown()
+        ray.shutdown()
+    return 0
+
+
 def _settings_help() -> str:
     from filebrowser import Settings
 
@@ -92,6 +121,19 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with --parent-fd: how long to wait for a restarted WebUI to "
                        "take the service over before stopping (default 10)")
     serve.set_defaults(func=_serve)
+    cluster = sub.add_parser("serve-cluster", help="run the API edition on Ray Serve: one "
+                             "replica per GPU, requests routed by model residency")
+    filebrowser.add_server_options(cluster)
+    cluster.add_argument("--host", default=None, help="HTTP address (ATELIER_CLUSTER_HOST)")
+    cluster.add_argument("--port", type=int, default=None, help="HTTP port "
+                         "(ATELIER_CLUSTER_PORT, default 7863)")
+    cluster.add_argument("--devices", default=None, help="ATELIER_CLUSTER_DEVICES: 'auto' "
+                         "or 'sim:8GiB,sim:8GiB' (one replica each)")
+    cluster.add_argument("--router", choices=["memory", "ray", "round-robin"], default=None,
+                         help="ATELIER_CLUSTER_ROUTER (default memory)")
+    cluster.add_argument("--address", default=None, help="a running Ray cluster's address "
+                         "(default: start a local one)")
+    cluster.set_defaults(func=_serve_cluster)
     filebrowser.register(sub)
     modelzoo.register(sub)
     return parser

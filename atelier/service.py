@@ -75,17 +75,25 @@ def _add_models(app: FastAPI, fb: FileBrowser) -> Any:
     return router.zoo  # type: ignore[attr-defined]
 
 
+def generation_router(fb: FileBrowser, settings: Any = None) -> Any:
+    """ModelZoo's generation routes over FileBrowser's users, outputs and quotas (also
+    what each GPU replica of the Ray Serve edition runs: ``atelier.cluster``)."""
+    from modelzoo.residency import ResidencySettings, build_router
+
+    if settings is None:
+        settings = ResidencySettings(models_dir=fb.root / "models" / "Stable-diffusion")
+    return build_router(settings, engine=fb.engine, current_user=current_user,
+                        open_outputs=fb.open_outputs, quota_room=_quota_room(fb),
+                        record_image=_record_image(fb), sdapi_user=current_user_or_basic)
+
+
 def _add_generation(app: FastAPI, fb: FileBrowser) -> Any:
     """GPU-aware model switching and generation: optional (torch and diffusers)."""
     try:
-        from modelzoo.residency import ResidencySettings, build_router
+        router = generation_router(fb)
     except ImportError as exc:
         log.info("model switching API not available: %s", exc)
         return None
-    settings = ResidencySettings(models_dir=fb.root / "models" / "Stable-diffusion")
-    router = build_router(settings, engine=fb.engine, current_user=current_user,
-                          open_outputs=fb.open_outputs, quota_room=_quota_room(fb),
-                          record_image=_record_image(fb), sdapi_user=current_user_or_basic)
     app.include_router(router)
     app.state.metrics.include(router.service.manager.metrics.registry)
     return router

@@ -15,13 +15,15 @@ README = (ROOT / "README.md").read_text()
 
 
 def _settings_classes() -> list[type]:
+    from atelier.cluster.settings import ClusterSettings
     from atelier.idle import IdleSettings
     from filebrowser.settings import Settings
     from modelzoo.fetch.settings import FetchSettings
     from modelzoo.residency.settings import ResidencySettings
     from modelzoo.settings import ZooSettings
 
-    return [Settings, FetchSettings, ResidencySettings, ZooSettings, IdleSettings]
+    return [Settings, FetchSettings, ResidencySettings, ZooSettings, IdleSettings,
+            ClusterSettings]
 
 
 @pytest.mark.parametrize("cls", _settings_classes(), ids=lambda c: c.__name__)

@@ -24,7 +24,7 @@ _EXPORTS = {
     "ResidencySettings": "settings", "ResidencyService": "service",
     "Family": "families", "detect": "families", "HashStore": "hashes",
     "GenerateService": "generate.service", "GenerationRequest": "generate.request",
-    "build_router": "api",
+    "build_router": "api", "create_tables": "db", "chosen_checkpoint": "db",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -88,6 +88,17 @@ def create(engine: sa.Engine) -> None:
     metadata.create_all(engine)
 
 
+create_tables = create  # the public name (modelzoo.residency.create_tables)
+
+
+def chosen_checkpoint(engine: sa.Engine, user: str) -> str | None:
+    """The checkpoint a user's requests default to (their ``/sdapi/v1/options``), if set."""
+    with engine.connect() as conn:
+        v = conn.execute(sa.select(options.c.value).where(
+            options.c.user == user, options.c.key == "sd_model_checkpoint")).scalar()
+    return str(v) if v else None
+
+
 def record(engine: sa.Engine, **row: Any) -> int:
     row.setdefault("created_at", dt.datetime.now(dt.UTC))
     with engine.begin() as conn:
