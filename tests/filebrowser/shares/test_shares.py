@@ -103,9 +103,11 @@ def test_symlink_inside_share_cannot_leave_it(srv: Server) -> None:
 
 def test_expired(srv: Server) -> None:
     ann = srv.session("ann", PW)
-    sh = share(ann, srv, "users/ann/outputs/album/a.png", expires_in=1.0)
+    # 4 s: the first look must land before the expiry even on a loaded CI machine (1 s
+    # did not, once)
+    sh = share(ann, srv, "users/ann/outputs/album/a.png", expires_in=4.0)
     assert pub(srv, sh["token"]).status_code == 200
-    wait_until(lambda: pub(srv, sh["token"]).status_code == 410, what="expiry")
+    wait_until(lambda: pub(srv, sh["token"]).status_code == 410, timeout=30, what="expiry")
     assert pub(srv, sh["token"], "file").status_code == 410
     assert ann.get(f"{srv.url}/api/shares").json()[0]["expired"] is True
     r = ann.post(f"{srv.url}/api/shares", json={"path": "users/ann/outputs/album",
