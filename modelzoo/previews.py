@@ -17,14 +17,17 @@ import socket
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
 
 import requests
-import sqlalchemy as sa
 
-from . import db
 from .errors import RemoteError, RemoteNotFound
 from .sources import remote
+
+if TYPE_CHECKING:  # the preview cache's table; the image functions need no SQLAlchemy,
+    import sqlalchemy as sa  # so `atelier fetch URL --to DIR` starts without it
+
 
 
 def to_png(data: bytes, max_side: int) -> bytes:
@@ -110,6 +113,10 @@ class Previews:
         return kind + hashlib.sha256(value.encode()).hexdigest()[:40]
 
     def _register(self, key: str, url: str | None, path: str | None) -> str:
+        import sqlalchemy as sa
+
+        from . import db
+
         with self.engine.begin() as conn:
             exists = conn.execute(sa.select(db.previews.c.key)
                                   .where(db.previews.c.key == key)).first()
@@ -132,6 +139,10 @@ class Previews:
         return f"api/models/preview/{key}" if key else None
 
     def lookup(self, key: str) -> tuple[str | None, str | None]:
+        import sqlalchemy as sa
+
+        from . import db
+
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(db.previews.c.url, db.previews.c.path)
                                .where(db.previews.c.key == key)).first()
