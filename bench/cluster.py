@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import random
 import shutil
 import signal
 import statistics
@@ -58,11 +57,11 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
     [str(REPO), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))])
 
 from switch import GIB, warm_page_cache, write_checkpoint  # noqa: E402
+from switch import make_trace as switch_trace  # noqa: E402
 
 FAMILIES = {"sd15": 2.0, "sdxl": 6.5, "flux": 12.0}  # GiB at fp16
 NAS = ["sd15"] * 3 + ["sdxl"] * 2 + ["flux"]
 REPLICAS, GPU_GIB, RAM_GIB = 3, 12.0, 16.0
-REPEAT, ZIPF = 0.3, 1.0
 ROUTERS = {"memory": "ours (memory-aware)", "ray": "Ray Serve default",
            "round-robin": "round-robin"}
 
@@ -72,17 +71,7 @@ def model_names() -> list[str]:
 
 
 def make_trace(n: int, seed: int) -> list[str]:
-    rnd = random.Random(seed)
-    order = model_names()
-    rnd.shuffle(order)  # popularity rank independent of size
-    weights = [1 / (i + 1) ** ZIPF for i in range(len(order))]
-    trace: list[str] = []
-    for _ in range(n):
-        if trace and rnd.random() < REPEAT:
-            trace.append(trace[-1])
-        else:
-            trace.append(rnd.choices(order, weights)[0])
-    return trace
+    return switch_trace(n, seed, model_names())
 
 
 def replica_class() -> type:

@@ -131,9 +131,11 @@ def write_checkpoint(path: Path, nbytes: int) -> None:
             left -= len(chunk)
 
 
-def make_trace(n: int, seed: int) -> list[str]:
+def make_trace(n: int, seed: int, names: list[str] | None = None) -> list[str]:
+    """A seeded request trace over ``names`` (default: this NAS's models): Zipf
+    popularity independent of size, and runs of the same model (REPEAT)."""
     rnd = random.Random(seed)
-    order = model_names()
+    order = list(names if names is not None else model_names())
     rnd.shuffle(order)  # popularity rank independent of size
     weights = [1 / (i + 1) ** ZIPF for i in range(len(order))]
     trace: list[str] = []
