@@ -386,7 +386,7 @@ def upload_rows(args: argparse.Namespace, root: Path, home: Path, work: Path, up
                    ["oflag=direct"]),
             Method("tus, curl: one streaming PATCH",
                    lambda s, u: run_tus_curl(s, src, up, u)),
-            Method("tus, atelier push (streamed, blake3 of the file)",
+            Method("tus, atelier push (streamed, xxh128 of the file)",
                    lambda s, u: run_push(s, src, home, u)),
             Method(f"tus, tuspy ({args.tuspy_chunk_mib} MiB chunks)",
                    lambda s, u: run_tus_tuspy(s, src, chunk, u)),

@@ -1,4 +1,4 @@
-"""The whole-file checksum extension: ``Upload-Metadata: checksum blake3`` and
+"""The whole-file checksum extension: ``Upload-Metadata: checksum xxh128`` (or blake3, sha256) and
 ``X-Atelier-File-Checksum`` on the completing PATCH; blake3 as a per-PATCH checksum."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 import blake3
 import pytest
+import xxhash
 from tusclient import client as tus_client
 
 from ...conftest import Server
@@ -21,7 +22,8 @@ FILE_CHECKSUM = "X-Atelier-File-Checksum"
 
 
 def digest(data: bytes, algo: str = "blake3") -> str:
-    h = blake3.blake3(data) if algo == "blake3" else hashlib.new(algo, data)
+    h = blake3.blake3(data) if algo == "blake3" else xxhash.xxh3_128(data) \
+        if algo == "xxh128" else hashlib.new(algo, data)
     return f"{algo} {base64.b64encode(h.digest()).decode()}"
 
 
@@ -30,7 +32,7 @@ def leftovers(folder: Path) -> list[str]:
 
 
 @both_io
-@pytest.mark.parametrize("algo", ["blake3", "sha256"])
+@pytest.mark.parametrize("algo", ["xxh128", "blake3", "sha256"])
 def test_streamed_upload_is_checked_whole_before_it_is_placed(server: Server, algo: str) -> None:
     s = server.session()
     data = os.urandom(3 * MiB + 17)
