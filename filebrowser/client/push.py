@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
+import blake3
 import xxhash
 
 from atelier_io.http import Client, ConnectionFailed, Response
@@ -52,6 +53,8 @@ from atelier_io.http import Client, ConnectionFailed, Response
 from .transfers import TUS, Progress, ResumeStore, Retry, Throttle, TransferError, raise_final
 
 ALGORITHM = "xxh128"
+# what a resumed upload may have been started with (blake3: clients before xxh128)
+HASHERS: dict[str, Callable[[], Any]] = {"xxh128": xxhash.xxh3_128, "blake3": blake3.blake3}
 FILE_CHECKSUM = "X-Atelier-File-Checksum"
 BLOCK = 1024 * 1024         # read, hashed and sent per step
 TAIL = 1024 * 1024          # the completing PATCH: small, so its headers can carry the digest
@@ -101,8 +104,9 @@ class Pusher:
         location = str(r.headers["Location"])
         return self.base + location if location.startswith("/") else location
 
-    def _head(self, url: str) -> tuple[int, str | None] | None:
-        """(offset, final path if complete), or None if the server forgot the upload."""
+    def _head(self, url: str) -> tuple[int, str | None, str] | None:
+        """(offset, final path if complete, the checksum algorithm the upload was started
+        with), or None if the server forgot the upload."""
         r = self.s.head(url, headers=TUS)
         if r.status in (404, 410):
             return None
@@ -111,7 +115,9 @@ class Pusher:
                 raise ConnectionFailed(f"HEAD answered {r.status}")
             raise_final(r, "cannot resume")
         final = r.headers.get("X-Atelier-Path")
-        return int(r.headers["Upload-Offset"]), unquote(final) if final else None
+        algo = _metadata(r.headers.get("Upload-Metadata") or "").get("checksum", ALGORITHM)
+        return (int(r.headers["Upload-Offset"]), unquote(final) if final else None,
+                algo if algo in HASHERS else ALGORITHM)
 
     def push(self, local: Path, folder: str, name: str,
              progress: Progress | None = None) -> PushResult:
@@ -123,15 +129,16 @@ class Pusher:
         if url is None or state is None:
             url = self._with_retry(lambda: self._create(size, folder, name))
             self.store.set(key, url)
-            state = (0, None) if size else self._with_retry(lambda: self._head(url))
+            state = (0, None, ALGORITHM) if size else \
+                self._with_retry(lambda: self._head(url))
             if state is None:
                 raise TransferError(f"{name}: the server lost the upload just created")
-        offset, final = state
+        offset, final, algo = state
         start = offset
         progress(offset)
         try:
             if final is None and offset < size:
-                final = self._send(url, local, size, offset, progress)
+                final = self._send(url, local, size, offset, progress, algo)
         except TransferError as exc:
             if exc.status == 460:  # the server discarded it: the next run starts afresh
                 self.store.set(key, None)
@@ -155,7 +162,7 @@ class Pusher:
     # -- sending -----------------------------------------------------------------------
 
     def _send(self, url: str, local: Path, size: int, offset: int,
-              progress: Progress) -> str:
+              progress: Progress, algo: str) -> str:
         """Send [offset, size); the final path once the server has placed the file."""
         before = local.stat()
         tail = max(0, size - TAIL)
@@ -173,7 +180,7 @@ class Pusher:
         # a VM that hands freed memory back to its host every new page costs a host fault.
         buf = memoryview(bytearray(max(1, min(self.block, size))))
         with open(local, "rb") as f:
-            hasher = _hash_upto(f.fileno(), offset, buf, local)
+            hasher = _hash_upto(f.fileno(), offset, buf, local, algo)
             exact: int | None = offset  # the hash covers [0, exact); None: it ran ahead
             while True:
                 try:
@@ -191,7 +198,8 @@ class Pusher:
                             self.s.request("DELETE", url, headers=TUS)
                         raise TransferError(f"{local.name} changed while being uploaded; "
                                             "run the command again")
-                    final = self._finish(url, f.fileno(), offset, size, hasher, local)
+                    final = self._finish(url, f.fileno(), offset, size, hasher, local,
+                                         algo)
                     progress(size - reported)
                     return final
                 except _Retry as exc:
@@ -203,13 +211,13 @@ class Pusher:
                 state = self._with_retry(lambda: self._head(url))
                 if state is None:
                     raise TransferError(f"{local.name}: the upload expired on the server")
-                offset, final_path = state
+                offset, final_path, _ = state
                 progress(offset - reported)
                 reported = offset
                 if final_path is not None:
                     return final_path  # placed: the server checked the digest we sent
                 if exact != offset:  # the stream hashed ahead of what the server stored
-                    hasher = _hash_upto(f.fileno(), offset, buf, local)
+                    hasher = _hash_upto(f.fileno(), offset, buf, local, algo)
                     exact = offset
 
     def _stream(self, url: str, fd: int, start: int, stop: int, hasher: Any,
@@ -228,13 +236,13 @@ class Pusher:
             raise _Retry(f"the server stored up to {r.headers['Upload-Offset']}, not {stop}")
 
     def _finish(self, url: str, fd: int, offset: int, size: int, hasher: Any,
-                local: Path) -> str:
+                local: Path, algo: str) -> str:
         """The last bytes with the whole file's digest: the server places the file only
         if its hash of what it stored matches."""
         data = _read(fd, offset, size - offset, local)
         whole = hasher.copy()  # a failed attempt must not move the running hash
         whole.update(data)
-        digest = f"{ALGORITHM} {base64.b64encode(whole.digest()).decode()}"
+        digest = f"{algo} {base64.b64encode(whole.digest()).decode()}"
         try:
             r = self.s.patch(url, body=data, headers={
                 **TUS, "Upload-Offset": str(offset), "Content-Type": OFFSET_TYPE,
@@ -277,9 +285,19 @@ def _read(fd: int, at: int, n: int, local: Path, into: memoryview | None = None)
     return view
 
 
-def _hash_upto(fd: int, stop: int, buf: memoryview, local: Path) -> Any:
+def _metadata(header: str) -> dict[str, str]:
+    """tus ``Upload-Metadata`` (``key base64,...``); what does not decode is left out."""
+    out = {}
+    for pair in header.split(","):
+        key, _, value = pair.strip().partition(" ")
+        with contextlib.suppress(ValueError):
+            out[key] = base64.b64decode(value, validate=True).decode()
+    return out
+
+
+def _hash_upto(fd: int, stop: int, buf: memoryview, local: Path, algo: str) -> Any:
     """The hash of the file's bytes [0, stop) (a resumed upload goes on from there)."""
-    hasher = xxhash.xxh3_128()
+    hasher = HASHERS[algo]()
     at = 0
     while at < stop:
         n = min(len(buf), stop - at)

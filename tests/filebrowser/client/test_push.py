@@ -53,3 +53,36 @@ def test_the_buffered_download_loop(server, tmp_path: Path) -> None:  # type: ig
     r = puller.pull("outputs/x.bin", None, tmp_path / "x.bin", progress=heard.append)
     assert (tmp_path / "x.bin").read_bytes() == data
     assert r.size == len(data) and sum(heard) == len(data)
+
+
+def test_an_upload_started_with_blake3_resumes_and_verifies_with_blake3(  # type: ignore[no-untyped-def]
+        server, tmp_path: Path) -> None:
+    """An upload begun by a client of the blake3 days (its checksum is in the upload's
+    metadata) goes on with blake3: the server keeps hashing what it announced."""
+    import base64
+
+    import blake3
+
+    data = os.urandom(5 * MiB + 11)
+    src = tmp_path / "old.bin"
+    src.write_bytes(data)
+    client = client_for(server)
+    meta = ",".join(f"{k} {base64.b64encode(v.encode()).decode()}" for k, v in
+                    (("filename", "old.bin"), ("folder", "users"), ("conflict", "fail"),
+                     ("checksum", "blake3")))
+    tus = {"Tus-Resumable": "1.0.0"}
+    r = client.post("/api/tus/", headers={**tus, "Upload-Length": str(len(data)),
+                                          "Upload-Metadata": meta})
+    assert r.status == 201
+    url = server.url + r.headers["Location"]
+    r = client.patch(url, body=data[:2 * MiB], headers={
+        **tus, "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"})
+    assert r.status == 204
+    store = ResumeStore(tmp_path / "resume.json")
+    pusher = Pusher(client_for(server), store)
+    store.set(pusher._key(src, "users", "old.bin"), url)  # what the old client left
+    result = pusher.push(src, "users", "old.bin")
+    assert result.resumed_from == 2 * MiB
+    assert (server.root / "users" / "old.bin").read_bytes() == data
+    want = f"blake3 {base64.b64encode(blake3.blake3(data).digest()).decode()}"
+    assert client.head(url, headers=tus).headers["X-Atelier-File-Checksum"] == want
