@@ -7,7 +7,8 @@ other; both import this):
   ``O_DIRECT`` past the page cache;
 - ``progress``: rich bars on a terminal, plain lines elsewhere, byte-size parsing;
 - ``db``: SQLAlchemy engines made one way (SQLite pragmas, PostgreSQL pre-ping);
-- ``lazy``: package names that load on first use.
+- ``lazy``: package names that load on first use;
+- ``quickexit``: a finished command's process ends without the interpreter's teardown.
 
 Names load on first use (``lazy``) so that a desktop command importing one piece does
 not pay for the others (starlette, SQLAlchemy, rich).
