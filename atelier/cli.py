@@ -169,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(message, file=sys.stderr)
         return 2
     if argv is None and getattr(args, "quick_exit", False):
-        from atelier_io.quickexit import quick_exit
+        from atelier_io import quick_exit
 
         quick_exit(code)
     return code

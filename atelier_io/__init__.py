@@ -32,6 +32,7 @@ if TYPE_CHECKING:
         Response,
     )
     from .progress import Bars, Plain, human, parse_size, screen
+    from .quickexit import quick_exit
 
 _WHERE = {
     "make_engine": "db", "now": "db",
@@ -41,6 +42,7 @@ _WHERE = {
     "ConnectionFailed": "http", "Connections": "http", "Response": "http",
     "Bars": "progress", "Plain": "progress", "human": "progress", "parse_size": "progress",
     "screen": "progress",
+    "quick_exit": "quickexit",
 }
 
 __all__ = [
@@ -59,6 +61,7 @@ __all__ = [
     "make_engine",
     "now",
     "parse_size",
+    "quick_exit",
     "receive_into",
     "screen",
     "use_direct",
