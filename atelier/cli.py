@@ -155,9 +155,11 @@ def _bad_settings(exc: ValueError) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run a command; ``argv`` None: this process's own command line (``atelier``), which
+    a command marked ``quick_exit`` (a finished fetch) then ends at once."""
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
     except ValueError as exc:
@@ -166,3 +168,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(message, file=sys.stderr)
         return 2
+    if argv is None and getattr(args, "quick_exit", False):
+        from atelier_io import quick_exit
+
+        quick_exit(code)
+    return code

@@ -7,7 +7,8 @@ other; both import this):
   ``O_DIRECT`` past the page cache;
 - ``progress``: rich bars on a terminal, plain lines elsewhere, byte-size parsing;
 - ``db``: SQLAlchemy engines made one way (SQLite pragmas, PostgreSQL pre-ping);
-- ``lazy``: package names that load on first use.
+- ``lazy``: package names that load on first use;
+- ``quickexit``: a finished command's process ends without the interpreter's teardown.
 
 Names load on first use (``lazy``) so that a desktop command importing one piece does
 not pay for the others (starlette, SQLAlchemy, rich).
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
         Response,
     )
     from .progress import Bars, Plain, human, parse_size, screen
+    from .quickexit import quick_exit
 
 _WHERE = {
     "make_engine": "db", "now": "db",
@@ -40,6 +42,7 @@ _WHERE = {
     "ConnectionFailed": "http", "Connections": "http", "Response": "http",
     "Bars": "progress", "Plain": "progress", "human": "progress", "parse_size": "progress",
     "screen": "progress",
+    "quick_exit": "quickexit",
 }
 
 __all__ = [
@@ -58,6 +61,7 @@ __all__ = [
     "make_engine",
     "now",
     "parse_size",
+    "quick_exit",
     "receive_into",
     "screen",
     "use_direct",

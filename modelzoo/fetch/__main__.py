@@ -3,9 +3,11 @@
 import argparse
 import sys
 
+from atelier_io.quickexit import quick_exit
+
 from .cli import register
 
 parser = argparse.ArgumentParser(prog="atelier")
 register(parser.add_subparsers())
 args = parser.parse_args(["fetch", *sys.argv[1:]])
-sys.exit(args.func(args))
+quick_exit(args.func(args))

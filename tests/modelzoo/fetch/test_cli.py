@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -92,3 +94,61 @@ def test_ctrl_c_keeps_a_partial_and_the_same_command_resumes(make_server, tools,
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "model.safetensors").read_bytes() == data
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors"]
+
+
+_WATCH = '''
+import atexit, os, sys
+
+def _note(text):
+    with open(os.environ["WATCH_OUT"], "a") as f:
+        f.write(text + "\\n")
+
+atexit.register(lambda: _note("atexit " + " ".join(sorted(
+    m for m in ("requests", "pydantic", "sqlalchemy") if m in sys.modules))))
+
+_fd = os.open(os.environ["WATCH_OUT"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+
+class _Teardown:  # bound names: the module's own are gone by the time this runs
+    def __del__(self, write=os.write, fd=_fd):
+        write(fd, b"teardown\\n")
+
+_marker = _Teardown()
+'''
+
+
+def _watched(tmp_path: Path, child_env: dict[str, str]) -> tuple[dict[str, str], Path]:
+    """An environment whose python notes, in the returned file, its atexit handlers (with
+    the heavy modules loaded by then) and its interpreter teardown."""
+    site = tmp_path / "watch"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(_WATCH)
+    out = tmp_path / "watch.txt"
+    env = {**child_env, "WATCH_OUT": str(out),
+           "PYTHONPATH": str(site) + os.pathsep + child_env["PYTHONPATH"]}
+    return env, out
+
+
+def test_a_finished_fetch_ends_without_the_interpreter_teardown(make_server, tools,
+                                                               tmp_path: Path,
+                                                               child_env) -> None:
+    """Module teardown and the last garbage collections cost a fetch 30-40 ms; the
+    atexit handlers (logging's flush) still run and the output is all there."""
+    data = tools.make_safetensors(300_000)
+    srv = make_server(data)
+    env, watch = _watched(tmp_path, child_env)
+    for cmd in (tools.fetch_cmd(srv.url(), "--to", str(tmp_path / "a"), "-q"),
+                [sys.executable, "-m", "atelier", "fetch", srv.url(), "--to",
+                 str(tmp_path / "b"), "-q"]):
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.endswith(f"sha256 {tools.sha(data)}\n")
+    assert (tmp_path / "a/model.safetensors").read_bytes() == data
+    assert (tmp_path / "b/model.safetensors").read_bytes() == data
+    notes = watch.read_text().splitlines()
+    assert [n.split()[0] for n in notes] == ["atexit", "atexit"]
+    # a failed fetch exits the same way, with its code
+    srv.knobs.html = True
+    out = subprocess.run(tools.fetch_cmd(srv.url(), "--to", str(tmp_path / "c"), "-q"),
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1 and "login" in out.stderr
+    assert [n.split()[0] for n in watch.read_text().splitlines()[2:]] == ["atexit"]
