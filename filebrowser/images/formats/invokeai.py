@@ -42,7 +42,7 @@ _TEXT = ("compel", "sdxl_compel_prompt", "sdxl_refiner_compel_prompt", "flux_tex
 
 
 def is_invokeai(texts: dict[str, str]) -> bool:
-    return any(k in texts for k in KEYS)
+    return not texts.keys().isdisjoint(KEYS)
 
 
 def _model(v: Any) -> tuple[str | None, str | None]:
