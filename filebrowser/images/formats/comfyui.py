@@ -129,10 +129,10 @@ class Graph:
         self.nodes = self.classes
 
     def cls(self, nid: str | None) -> str:
-        return self.classes.get(nid, "") if nid is not None else ""
+        return self.classes.get(nid, "")  # (None is never a key: ids are str)
 
     def inputs(self, nid: str | None) -> dict[str, Any]:
-        return self.ins.get(nid, _EMPTY) if nid is not None else _EMPTY
+        return self.ins.get(nid, _EMPTY)
 
     @staticmethod
     def link(value: Any) -> str | None:
@@ -148,6 +148,8 @@ class Graph:
     def value(self, value: Any, depth: int = 0) -> Any:
         """A widget value, following a link to the node that provides it (a primitive
         node, a "seed" node: the first scalar input it has)."""
+        if not isinstance(value, list):  # most are literals: no call to link()
+            return value
         nid = self.link(value)
         if nid is None:
             return value
@@ -187,7 +189,7 @@ class Graph:
         if parts:
             return "\n".join(parts)
         for key, v in inputs.items():
-            if self.link(v) and any(w in key for w in ("conditioning", "positive", "cond")):
+            if ("cond" in key or "positive" in key) and self.link(v):  # "conditioning" too
                 t = self.text(v, extra, depth + 1, seen)
                 if t and t not in parts:
                     parts.append(t)
@@ -271,7 +273,11 @@ def _walk_size(graph: Graph, nid: str | None) -> tuple[int | None, int | None]:
 
 def read_graph(g: GenParams, graph: Graph) -> None:
     """Fill ``g`` from an API-format graph."""
-    ordered = sorted(graph.nodes, key=_sort_key)
+    try:  # ids are numbers in every graph ComfyUI writes: int() is the fast key
+        ordered = sorted(graph.nodes, key=int) if all(map(str.isdigit, graph.nodes)) \
+            else sorted(graph.nodes, key=_sort_key)
+    except ValueError:  # digits int() refuses ("²")
+        ordered = sorted(graph.nodes, key=_sort_key)
     sampler_id = next((n for n in ordered if _is_sampler(graph, n)), None)
     extra: dict[str, str] = {}
     model_from = None
