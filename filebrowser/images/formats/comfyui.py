@@ -129,10 +129,10 @@ class Graph:
         self.nodes = self.classes
 
     def cls(self, nid: str | None) -> str:
-        return self.classes.get(nid, "")  # (None is never a key: ids are str)
+        return self.classes.get(nid, "")  # type: ignore[arg-type]  # None: never a key
 
     def inputs(self, nid: str | None) -> dict[str, Any]:
-        return self.ins.get(nid, _EMPTY)
+        return self.ins.get(nid, _EMPTY)  # type: ignore[arg-type]  # None: never a key
 
     @staticmethod
     def link(value: Any) -> str | None:
