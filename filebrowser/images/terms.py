@@ -20,14 +20,14 @@ def _num(v: float | int) -> str:
 
 def terms_of(g: GenParams, width: int | None = None, height: int | None = None) -> str:
     """The searchable parameter text of ``g`` (the file is ``width`` x ``height``)."""
-    parts: list[str] = []
+    parts: list[str] = [g.source] if g.source != "none" else []
     add = parts.append
-    if g.source != "none":
-        add(g.source)
     if g.params_text:  # A1111's parameter line: every parameter, keys and values
         add(g.params_text)
-        parts.extend(lo.name for lo in g.loras)
-        parts.extend(g.embeddings)
+        if g.loras:
+            parts += [lo.name for lo in g.loras]
+        if g.embeddings:
+            parts += g.embeddings
         if width and height:
             add(f"{width}x{height}")
         return " ".join(parts)[:MAX_TERMS]
