@@ -223,24 +223,32 @@ def make_row(real: Path | str, vpath: str, folder: str, name: str, kind: str, si
              stealth: bool = False) -> tuple[Any, ...]:
     """One ``image_index`` row (in :data:`_INSERT_COLS` order); never raises on content.
     ``sidecar``/``log``: the image's .txt and its folder's Fooocus log.html, if any."""
-    width = height = None
-    g = GenParams()
+    meta = None
     if kind == "image":
         try:
             meta = read_meta(real, sidecar=sidecar or False, log=log or False, stealth=stealth)
         except OSError:
-            meta = None
-        if meta is not None:
-            width, height, g = meta.width, meta.height, meta.params
-    seed = g.seed
+            pass
+    if meta is None:
+        return (vpath, folder, name, kind, size, mtime_ns / 1e9, mtime_ns) + _NO_PARAMS
+    width, height, g = meta.width, meta.height, meta.params
+    # (the hottest lines of indexing: each call and list here is paid per image)
+    seed, steps = g.seed, g.steps
     if seed is not None and not -_I64 <= seed < _I64:
         seed = None
-    return (vpath, folder, name, kind, size, mtime_ns / 1e9, mtime_ns,
-            _i32(width), _i32(height),
-            g.source if g.source != "none" else None, g.prompt or None,
-            g.negative_prompt or None, g.model, (g.model_hash or "")[:80] or None, g.sampler,
-            _i32(g.steps), g.cfg_scale, seed, _names(g.lora_names), _names(g.embeddings),
-            params_value(g), terms_of(g, width, height) or None)
+    if steps is not None and not -_I32 <= steps < _I32:
+        steps = None
+    model_hash = g.model_hash[:80] or None if g.model_hash else None
+    loras = _names([lo.name for lo in g.loras]) if g.loras else None
+    embeddings = _names(g.embeddings) if g.embeddings else None
+    return (vpath, folder, name, kind, size, mtime_ns / 1e9, mtime_ns, _i32(width),
+            _i32(height), g.source if g.source != "none" else None, g.prompt or None,
+            g.negative_prompt or None, g.model, model_hash, g.sampler, steps, g.cfg_scale,
+            seed, loras, embeddings, params_value(g), terms_of(g, width, height) or None)
+
+
+# the columns from ``width`` on of a file without parameters
+_NO_PARAMS: tuple[Any, ...] = (None,) * (len(_INSERT_COLS) - 7)
 
 
 @dataclass
@@ -485,12 +493,15 @@ class Index:
                     if e.is_dir(follow_symlinks=False):
                         dirs.append(name)
                     elif e.is_file(follow_symlinks=False):
-                        stem, ext = os.path.splitext(name)
-                        ext = ext.lower()
+                        # os.path.splitext, for a name without leading dots (skipped)
+                        dot = name.rfind(".")
+                        if dot < 0:
+                            continue
+                        ext = name[dot:].lower()
                         if ext in IMAGE_EXTS:
-                            files.append((e, "image", stem))
+                            files.append((e, "image", name[:dot]))
                         elif ext in MODEL_EXTS:
-                            files.append((e, "model", stem))
+                            files.append((e, "model", name[:dot]))
                 except OSError:
                     continue
         return files, dirs, names
