@@ -9,7 +9,8 @@ Tables (declared on :data:`filebrowser.db.metadata`)::
                    :mod:`.terms`)
     image_fts      SQLite only: FTS5 over (prompt, negative, terms, path), rowid =
                    image_index.id; CJK characters are indexed one per token (see
-                   :func:`fts_text`)
+                   :func:`fts_text`). Contentless: the texts are image_index's, so a
+                   doc is taken out with the texts it went in with (:func:`_fts_doc`)
     index_folders  folder path -> mtime_ns when it was last listed (-1: list again)
     index_meta     schema version; a mismatch drops and rebuilds the cache
 
@@ -71,7 +72,7 @@ from .terms import terms_of
 
 log = logging.getLogger("atelier.index")
 
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"  # 3: image_fts contentless
 RACY_SECONDS = 2.0
 FIRST_BATCH = 200
 BATCH = 2000
@@ -115,8 +116,16 @@ index_meta = sa.Table(
     sa.Column("value", sa.Text, nullable=False),
 )
 
+# Contentless (content=''): no second copy of the texts (one cost a tenth of the
+# writes). Searches read only rowid and bm25, which such a table has.
 _FTS_DDL = ("CREATE VIRTUAL TABLE IF NOT EXISTS image_fts USING fts5("
-            "prompt, negative, terms, path, tokenize = 'unicode61 remove_diacritics 2')")
+            "prompt, negative, terms, path, content='', "
+            "tokenize = 'unicode61 remove_diacritics 2')")
+_FTS_INSERT = ("INSERT INTO image_fts (rowid, prompt, negative, terms, path) VALUES "
+               "((SELECT id FROM image_index WHERE path = ?), ?, ?, ?, ?)")
+_FTS_FORGET = ("INSERT INTO image_fts (image_fts, rowid, prompt, negative, terms, path) "
+               "VALUES ('delete', ?, ?, ?, ?, ?)")
+_IN_CHUNK = 500  # paths per "path IN (...)" (well under SQLite's variable limit)
 # bm25 weights of (prompt, negative, terms, path): a word in the prompt counts most
 _BM25 = "bm25(image_fts, 4.0, 1.0, 2.0, 2.0)"
 # Han, kana, hangul and CJK punctuation: no spaces between words, so one token each.
@@ -134,6 +143,17 @@ def fts_text(text: str) -> str:
     if not text or text.isascii():
         return text
     return _CJK.sub(r" \1 ", text)
+
+
+def _fts_doc(path: str, prompt: str | None, negative: str | None, terms: str | None
+             ) -> tuple[str, str, str, str]:
+    """(prompt, negative, terms, path) as image_fts indexes a row's columns. Inserting
+    and deleting a doc both go through here: a contentless table must be told the
+    very texts a doc went in with, or its index is silently wrong."""
+    prompt, negative, terms = prompt or "", negative or "", terms or ""
+    if path.isascii() and prompt.isascii() and negative.isascii() and terms.isascii():
+        return prompt, negative, terms, path
+    return fts_text(prompt), fts_text(negative), fts_text(terms), fts_text(path)
 
 
 def kind_of_name(name: str) -> str | None:
@@ -422,22 +442,21 @@ class Index:
         gone = deletes + [r[0] for r in rows] if replace else deletes
         if gone:
             if self.fts:  # plain DB-API executemany: no per-row SQLAlchemy work
-                params = [(p,) for p in gone]
-                conn.exec_driver_sql(
-                    "DELETE FROM image_fts WHERE rowid IN "
-                    "(SELECT id FROM image_index WHERE path = ?)", params)
-                conn.exec_driver_sql("DELETE FROM image_index WHERE path = ?", params)
+                unique = list(dict.fromkeys(gone))  # a doc deleted twice would corrupt
+                for i in range(0, len(unique), _IN_CHUNK):
+                    chunk = tuple(unique[i:i + _IN_CHUNK])
+                    _fts_forget(conn, f"path IN ({', '.join('?' * len(chunk))})", chunk)
+                conn.exec_driver_sql("DELETE FROM image_index WHERE path = ?",
+                                     [(p,) for p in unique])
             else:
                 conn.execute(image_index.delete().where(
                     image_index.c.path == sa.bindparam("p")), [{"p": p} for p in gone])
         for folder in prefix_deletes:
             cond = _under(folder, self.fts)
             if self.fts and folder:
-                conn.execute(sa.text(
-                    "DELETE FROM image_fts WHERE rowid IN (SELECT id FROM image_index WHERE "
-                    "path > :lo AND path < :hi)"), {"lo": folder + "/", "hi": folder + "0"})
+                _fts_forget(conn, "path > ? AND path < ?", (folder + "/", folder + "0"))
             elif self.fts:
-                conn.exec_driver_sql("DELETE FROM image_fts")
+                conn.exec_driver_sql("INSERT INTO image_fts (image_fts) VALUES ('delete-all')")
             conn.execute(image_index.delete().where(cond(image_index.c.path)))
             conn.execute(index_folders.delete().where(
                 sa.or_(index_folders.c.path == folder, cond(index_folders.c.path))))
@@ -447,11 +466,9 @@ class Index:
                 conn.exec_driver_sql(
                     f"INSERT INTO image_index ({', '.join(_INSERT_COLS)}) "
                     f"VALUES ({placeholders})", rows)
-                docs = [(r[0], fts_text(r[_PROMPT] or ""), fts_text(r[_NEGATIVE] or ""),
-                         fts_text(r[_TERMS] or ""), fts_text(r[0])) for r in rows]
-                conn.exec_driver_sql(
-                    "INSERT INTO image_fts (rowid, prompt, negative, terms, path) VALUES "
-                    "((SELECT id FROM image_index WHERE path = ?), ?, ?, ?, ?)", docs)
+                conn.exec_driver_sql(_FTS_INSERT, [
+                    (r[0], *_fts_doc(r[0], r[_PROMPT], r[_NEGATIVE], r[_TERMS]))
+                    for r in rows])
             else:
                 conn.execute(image_index.insert(), [dict(zip(_INSERT_COLS, r, strict=True))
                                                     for r in rows])
@@ -668,6 +685,15 @@ class Index:
             rows = conn.execute(sa.select(image_index.c.kind, sa.func.count())
                                 .group_by(image_index.c.kind)).all()
         return {k: int(n) for k, n in rows}
+
+
+def _fts_forget(conn: Connection, where: str, params: tuple[Any, ...]) -> None:
+    """Take the image_fts docs of the image_index rows ``where`` selects (before those
+    rows go): a contentless table needs each doc's texts to forget it."""
+    docs = [(r[0], *_fts_doc(r[1], r[2], r[3], r[4])) for r in conn.exec_driver_sql(
+        f"SELECT id, path, prompt, negative, terms FROM image_index WHERE {where}", params)]
+    if docs:
+        conn.exec_driver_sql(_FTS_FORGET, docs)
 
 
 def _under(folder: str, sqlite: bool) -> Any:
