@@ -302,12 +302,14 @@ def _apply_params(g: GenParams, params: dict[str, str]) -> None:
     if m:
         g.width, g.height = int(m.group(1)), int(m.group(2))
     # "Lora hashes": "name: hash, name2: hash2" (A1111 >= 1.5)
-    for part in (get("Lora hashes") or "").split(","):
+    hashes = get("Lora hashes")
+    for part in hashes.split(",") if hashes else ():
         name, sep, h = part.rpartition(":")
         if sep and name.strip():
             add_lora(g.loras, name.strip(), None, h.strip() or None)
     # "TI hashes": "name: hash, name2: hash2" (A1111 >= 1.6), the embeddings used
-    for part in (get("TI hashes") or "").split(","):
+    hashes = get("TI hashes")
+    for part in hashes.split(",") if hashes else ():
         name, sep, _h = part.rpartition(":")
         if sep and name.strip() and name.strip() not in g.embeddings:
             g.embeddings.append(name.strip())
@@ -364,7 +366,7 @@ def parse_infotext(text: str | bytes | None) -> GenParams:
         return GenParams()
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
-    if not text.strip():
+    if not text or text.isspace():  # (not text.strip(): without copying the text)
         return GenParams(raw=text)
     try:
         return _parse(text)

@@ -76,7 +76,7 @@ def detect_text(text: str, texts: dict[str, str] | None = None) -> GenParams:
 
 
 def _detect_text(text: str, texts: dict[str, str]) -> GenParams:
-    s = text.lstrip()
+    s = text.lstrip() if text[:1].isspace() else text  # (a copy only when needed)
     if s[:1] in ("{", "["):
         doc = load_json(s)
         if doc is not None:
