@@ -238,17 +238,26 @@ def _names(names: list[str]) -> str | None:
     return "|" + "|".join([n.replace("|", "") for n in names]) + "|" if names else None
 
 
-def make_row(real: Path | str, vpath: str, folder: str, name: str, kind: str, size: int,
-             mtime_ns: int, sidecar: Path | str | None, log: Path | str | None = None, *,
-             stealth: bool = False) -> tuple[Any, ...]:
+def make_row(real: Path | str, vpath: str, folder: str, name: str, kind: str,
+             size: int | None, mtime_ns: int | None, sidecar: Path | str | None,
+             log: Path | str | None = None, *, stealth: bool = False
+             ) -> tuple[Any, ...] | None:
     """One ``image_index`` row (in :data:`_INSERT_COLS` order); never raises on content.
-    ``sidecar``/``log``: the image's .txt and its folder's Fooocus log.html, if any."""
+    ``sidecar``/``log``: the image's .txt and its folder's Fooocus log.html, if any.
+    ``size``/``mtime_ns`` None: the file's own, taken as it is read (None if it is gone)."""
     meta = None
     if kind == "image":
         try:
-            meta = read_meta(real, sidecar=sidecar or False, log=log or False, stealth=stealth)
+            meta = read_meta(real, sidecar=sidecar or False, log=log or False, stealth=stealth,
+                             stat=size is None)
         except OSError:
             pass
+    if size is None or mtime_ns is None:
+        try:
+            s = meta.stat if meta is not None and meta.stat is not None else os.lstat(real)
+        except OSError:
+            return None
+        size, mtime_ns = s.st_size, s.st_mtime_ns
     if meta is None:
         return (vpath, folder, name, kind, size, mtime_ns / 1e9, mtime_ns) + _NO_PARAMS
     width, height, g = meta.width, meta.height, meta.params
@@ -334,7 +343,9 @@ class _Writer:
         tasks, self.tasks = self.tasks, []
         stealth = self.index.stealth
         for new, args in tasks:
-            self.add(make_row(*args, stealth=stealth), new=new)
+            row = make_row(*args, stealth=stealth)
+            if row is not None:  # (None: gone since its folder was listed)
+                self.add(row, new=new)
         self.folders += self.waiting_folders
         self.waiting_folders = []
 
@@ -530,20 +541,25 @@ class Index:
         prefix = folder + "/" if folder else ""
         log, log_mtime = self._folder_log(real, names)
         for e, kind, stem in files:
+            name = e.name
+            old = known.pop(name, None)
+            side = None
+            if kind == "image" and stem + ".txt" in names:
+                side = os.path.join(real, stem + ".txt")
+            if old is None and kind == "image":
+                # new: read whatever its stat, which comes with the read (an fstat of the
+                # open file costs a third of an lstat by path first)
+                w.task(True, e.path, prefix + name, folder, name, kind, None, None, side, log)
+                continue
             try:
                 s = e.stat(follow_symlinks=False)
             except OSError:
                 continue
-            name = e.name
-            old = known.pop(name, None)
             if not force and old is not None and old[:2] == (s.st_size, s.st_mtime_ns) and (
                     old[2] or log_mtime <= s.st_mtime_ns):
                 # unchanged; (an image without parameters is read again once the Fooocus
                 # log beside it is newer: Fooocus writes the image, then the log)
                 continue
-            side = None
-            if kind == "image" and stem + ".txt" in names:
-                side = os.path.join(real, stem + ".txt")
             w.task(old is None, e.path, prefix + name, folder, name, kind,
                    s.st_size, s.st_mtime_ns, side, log)
         for name in known:  # rows whose file is gone
@@ -629,8 +645,10 @@ class Index:
             cand = real.with_suffix(".txt")
             side = cand if cand.is_file() else None
             log = self._folder_log(real.parent, {FOLDER_LOG})[0]
-        w.add(make_row(real, vpath, folder, name, kind, s.st_size, s.st_mtime_ns, side, log,
-                       stealth=self.stealth))
+        row = make_row(real, vpath, folder, name, kind, s.st_size, s.st_mtime_ns, side, log,
+                       stealth=self.stealth)
+        if row is not None:
+            w.add(row)
 
     def _rows_of_path(self, vpath: str) -> tuple[int, int] | None:
         with self.engine.connect() as conn:

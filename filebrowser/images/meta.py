@@ -70,6 +70,7 @@ class ImageMeta:
     params_from: str | None = None  # "png:parameters", "exif:UserComment", "sidecar", ...
     error: str | None = None
     lossless: bool = False  # PNG, or WebP in its lossless (VP8L) form
+    stat: os.stat_result | None = None  # of the file read, when read_meta(stat=True)
 
     @property
     def comfyui(self) -> dict[str, Any] | None:
@@ -416,9 +417,18 @@ def sidecar_of(path: Path) -> Path:
     return path.with_suffix(".txt")
 
 
+# What an ImageMeta holds until read_meta sets its params, which it always does: a
+# fresh GenParams per image (and its five containers) would be thrown away unused.
+_UNSET = GenParams()
+
+
+def _new_meta() -> ImageMeta:
+    return ImageMeta(params=_UNSET)
+
+
 def read_meta(path: Path | str, *, sidecar: Path | str | None | bool = True,
               log: Path | str | None | bool = True, stealth: bool = False,
-              name: str | None = None) -> ImageMeta:
+              name: str | None = None, stat: bool = False) -> ImageMeta:
     """Metadata of one image file. Raises ``OSError`` only if the file cannot be opened;
     anything malformed inside is reported in ``error``.
 
@@ -426,14 +436,16 @@ def read_meta(path: Path | str, *, sidecar: Path | str | None | bool = True,
     ``sidecar`` (True: ``<stem>.txt``; a path: that file; False/None: skip), ``log``
     (Fooocus' log.html: True looks beside the image; a path; False/None: skip; the
     image is looked up by ``name``, default the file's own) and, when ``stealth``, the
-    low bits of a lossless image's pixels (decodes them).
+    low bits of a lossless image's pixels (decodes them). ``stat``: also ``fstat`` the
+    file read (an indexer's size and mtime, of the very bytes parsed).
     """
-    meta = ImageMeta()
+    meta = _new_meta()
     exif: bytes | None = None
     # One read covers a small file whole, and the start of a big one, where the text
     # chunks of a generated PNG are; anything else continues through a file object.
     fd = os.open(path, os.O_RDONLY)
     try:
+        st = os.fstat(fd) if stat else None
         head = os.read(fd, _BUF)
         whole = len(head) < _BUF
         png_done = False
@@ -441,23 +453,26 @@ def read_meta(path: Path | str, *, sidecar: Path | str | None | bool = True,
             try:
                 exif, png_done = read_png_bytes(head, meta, whole=False), True
             except _More:
-                meta = ImageMeta()
+                meta = _new_meta()
             except (_Bad, struct.error, ValueError):
-                meta = ImageMeta()
-        if whole or png_done:
-            f: BinaryIO = io.BytesIO(head)
-        else:
+                meta = _new_meta()
+        f: BinaryIO | None = None  # a PNG in hand whole needs no file object
+        if whole and not head.startswith(PNG_SIG):
+            f = io.BytesIO(head)
+        elif not whole and not png_done:
             f = os.fdopen(os.dup(fd), "rb", buffering=_BUF)
             f.seek(0)  # the duplicate shares the offset moved by the read above
     finally:
         os.close(fd)
-    with f:
+    try:
         magic = head[:12]
         try:
             if png_done:
                 pass
+            elif f is None:
+                exif = read_png_bytes(head, meta)
             elif magic.startswith(PNG_SIG):
-                exif = read_png_bytes(head, meta) if whole else read_png(f, meta)
+                exif = read_png(f, meta)
             elif magic.startswith(b"\xff\xd8"):
                 exif = read_jpeg(f, meta)
             elif magic[:4] == b"RIFF" and magic[8:12] == b"WEBP":
@@ -472,6 +487,10 @@ def read_meta(path: Path | str, *, sidecar: Path | str | None | bool = True,
             meta.error = str(exc) or type(exc).__name__
         except Exception as exc:  # Pillow's many ways of refusing a broken file
             meta.error = f"{type(exc).__name__}: {exc}"
+    finally:
+        if f is not None:
+            f.close()
+    meta.stat = st
     if exif:
         try:
             meta.texts.update(parse_exif(exif))
