@@ -124,6 +124,7 @@ def _text(raw: bytes) -> str:
 
 
 _CHUNK_HEAD = struct.Struct(">I4s")
+_II = struct.Struct(">II")
 
 
 def read_png(f: BinaryIO, meta: ImageMeta) -> bytes | None:
@@ -179,7 +180,15 @@ def read_png_bytes(buf: bytes, meta: ImageMeta, *, whole: bool = True) -> bytes 
             if not whole:
                 raise _More
             raise _Bad("truncated PNG")
-        if ctype == b"eXIf":
+        if ctype == b"tEXt":  # the commonest, inline (a call per chunk of every PNG)
+            key, _, value = data.partition(b"\0")
+            try:
+                meta.texts[key.decode("latin-1")] = value.decode("utf-8")
+            except UnicodeDecodeError:
+                meta.texts[key.decode("latin-1")] = value.decode("latin-1")  # as _text()
+        elif ctype == b"IHDR" and length >= 8:
+            meta.width, meta.height = _II.unpack_from(data)
+        elif ctype == b"eXIf":
             exif = data
         else:
             _png_chunk(meta, ctype, data)
