@@ -42,6 +42,9 @@ from ..infotext import (
     model_name,
 )
 
+_STR_INT = (str, int)  # isinstance() tuples: a "str | int" union is built at every call
+_DICT_LIST = (dict, list)
+
 MAX_JSON = 64 << 20
 _MAX_DEPTH = 32
 _TEXT_KEYS = ("text", "text_g", "text_l", "clip_l", "t5xxl", "string", "value", "prompt",
@@ -102,7 +105,7 @@ _EMPTY: dict[str, Any] = {}
 
 def load_json(value: Any) -> Any:
     """A JSON document from a text chunk (or an already parsed value); None if not."""
-    if isinstance(value, dict | list):
+    if isinstance(value, _DICT_LIST):
         return value
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
@@ -136,7 +139,7 @@ class Graph:
 
     @staticmethod
     def link(value: Any) -> str | None:
-        if isinstance(value, list) and len(value) == 2 and isinstance(value[0], str | int) \
+        if isinstance(value, list) and len(value) == 2 and isinstance(value[0], _STR_INT) \
                 and not isinstance(value[0], bool):
             return str(value[0])
         return None

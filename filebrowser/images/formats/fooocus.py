@@ -40,6 +40,8 @@ from typing import Any
 
 from ..infotext import GenParams, add_lora, as_float, as_int, model_name, parse_infotext
 
+_DICT_LIST = (dict, list)  # (a "dict | list" union is built at every call)
+
 SCHEMES = ("fooocus", "a1111")
 LOG_NAME = "log.html"
 MAX_LOG_BYTES = 64 << 20
@@ -113,7 +115,7 @@ def from_fields(fields: dict[str, Any], raw: str = "") -> GenParams:
         v = pop(key, None)
         if type(v) is str:
             return v.strip()
-        return str(v).strip() if v is not None and not isinstance(v, dict | list) else ""
+        return str(v).strip() if v is not None and not isinstance(v, _DICT_LIST) else ""
 
     g.prompt = s("prompt")
     g.negative_prompt = s("negative_prompt")
