@@ -122,6 +122,10 @@ index_meta = sa.Table(
 _FTS_DDL = ("CREATE VIRTUAL TABLE IF NOT EXISTS image_fts USING fts5("
             "prompt, negative, terms, path, content='', "
             "tokenize = 'unicode61 remove_diacritics 2')")
+# FTS5 merges a level's segments once it has this many (default 4, at most 16): each
+# batch's commit writes one, so the default rewrote the index's words over and over
+# while a tree was indexed (an eighth of the writes); searches measured no slower.
+_FTS_AUTOMERGE = "INSERT INTO image_fts (image_fts, rank) VALUES ('automerge', 16)"
 _FTS_INSERT = ("INSERT INTO image_fts (rowid, prompt, negative, terms, path) VALUES "
                "((SELECT id FROM image_index WHERE path = ?), ?, ?, ?, ?)")
 _FTS_FORGET = ("INSERT INTO image_fts (image_fts, rowid, prompt, negative, terms, path) "
@@ -462,6 +466,7 @@ class Index:
             db.metadata.create_all(conn, tables=self._tables())
             if self.fts:
                 conn.exec_driver_sql(_FTS_DDL)
+                conn.exec_driver_sql(_FTS_AUTOMERGE)
             conn.execute(index_meta.insert().values(key="schema", value=SCHEMA_VERSION))
             conn.commit()
 
