@@ -65,7 +65,7 @@ from sqlalchemy.engine import Connection, Engine
 from .. import db
 from ..access.jail import Scope, addressable
 from ..files.fs import IMAGE_EXTS, MODEL_EXTS
-from .formats.fooocus import parse_a1111_scheme
+from .formats.fooocus import FolderLog, parse_a1111_scheme
 from .infotext import GenParams, parse_infotext
 from .meta import FOLDER_LOG, read_meta
 from .query import FIELDS, BadQuery, condition, random_key, values_of
@@ -267,7 +267,7 @@ def _names(names: list[str]) -> str | None:
 
 def make_row(real: Path | str, vpath: str, folder: str, name: str, kind: str,
              size: int | None, mtime_ns: int | None, sidecar: Path | str | None,
-             log: Path | str | None = None, *, stealth: bool = False
+             log: Path | str | FolderLog | None = None, *, stealth: bool = False
              ) -> tuple[Any, ...] | None:
     """One ``image_index`` row (in :data:`_INSERT_COLS` order); never raises on content.
     ``sidecar``/``log``: the image's .txt and its folder's Fooocus log.html, if any.
@@ -567,7 +567,8 @@ class Index:
         files, dirs, names = self._list(real)
         known = self._rows_of(folder)
         prefix = folder + "/" if folder else ""
-        log, log_mtime = self._folder_log(real, names)
+        log_path, log_mtime = self._folder_log(real, names)
+        log = FolderLog(log_path) if log_path else None  # read once, if an image needs it
         for e, kind, stem in files:
             name = e.name
             old = known.pop(name, None)

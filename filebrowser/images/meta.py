@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from .formats import detect, detect_text, from_log, read_stealth
+from .formats import FolderLog, detect, detect_text, from_log, read_stealth
 from .formats.comfyui import load_json
 from .infotext import GenParams
 
@@ -436,16 +436,17 @@ def _new_meta() -> ImageMeta:
 
 
 def read_meta(path: Path | str, *, sidecar: Path | str | None | bool = True,
-              log: Path | str | None | bool = True, stealth: bool = False,
+              log: Path | str | FolderLog | None | bool = True, stealth: bool = False,
               name: str | None = None, stat: bool = False) -> ImageMeta:
     """Metadata of one image file. Raises ``OSError`` only if the file cannot be opened;
     anything malformed inside is reported in ``error``.
 
     When the file's own fields hold no parameters, these are looked at in turn:
     ``sidecar`` (True: ``<stem>.txt``; a path: that file; False/None: skip), ``log``
-    (Fooocus' log.html: True looks beside the image; a path; False/None: skip; the
-    image is looked up by ``name``, default the file's own) and, when ``stealth``, the
-    low bits of a lossless image's pixels (decodes them). ``stat``: also ``fstat`` the
+    (Fooocus' log.html: True looks beside the image; a path, or a FolderLog a scan
+    shares across a folder; False/None: skip; the image is looked up by ``name``,
+    default the file's own) and, when ``stealth``, the low bits of a lossless image's
+    pixels (decodes them). ``stat``: also ``fstat`` the
     file read (an indexer's size and mtime, of the very bytes parsed).
     """
     meta = _new_meta()
@@ -512,8 +513,10 @@ def read_meta(path: Path | str, *, sidecar: Path | str | None | bool = True,
         sidecar_text = read_sidecar(sidecar)
     meta.params, meta.params_from = detect(meta.texts, sidecar_text)
     if meta.params_from is None and log:
-        log_path = os.path.join(os.path.dirname(path), FOLDER_LOG) if log is True else log
-        g = from_log(str(log_path), name or os.path.basename(path))
+        if log is True:
+            log = os.path.join(os.path.dirname(path), FOLDER_LOG)
+        g = from_log(log if isinstance(log, FolderLog) else str(log),
+                     name or os.path.basename(path))
         if g is not None:
             meta.params, meta.params_from = g, "fooocus:log.html"
     if meta.params_from is None and stealth and meta.lossless and meta.error is None:

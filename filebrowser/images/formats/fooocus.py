@@ -321,9 +321,30 @@ class _LogCache:
 _CACHE = _LogCache()
 
 
-def from_log(log_path: str, image_name: str) -> GenParams | None:
+def from_log(log_path: str | FolderLog, image_name: str) -> GenParams | None:
     """The parameters a Fooocus log.html holds for one image, if any."""
-    fields = _CACHE.entries(log_path).get(image_name)
+    entries = log_path.entries() if isinstance(log_path, FolderLog) \
+        else _CACHE.entries(log_path)
+    fields = entries.get(image_name)
     if not fields:
         return None
     return from_fields(fields)
+
+
+class FolderLog:
+    """A folder's log.html as one pass over the folder sees it: opened (and checked
+    against the parse cache) once, at the first image that needs it, not at each."""
+
+    __slots__ = ("path", "_entries")
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._entries: dict[str, dict[str, Any]] | None = None
+
+    def __str__(self) -> str:
+        return self.path
+
+    def entries(self) -> dict[str, dict[str, Any]]:
+        if self._entries is None:
+            self._entries = _CACHE.entries(self.path)
+        return self._entries
