@@ -456,8 +456,10 @@ def read_meta(path: Path | str, *, sidecar: Path | str | None | bool = True,
     fd = os.open(path, os.O_RDONLY)
     try:
         st = os.fstat(fd) if stat else None
-        head = os.read(fd, _BUF)
-        whole = len(head) < _BUF
+        # (a file known to be small is read at its size: a 64 KiB buffer costs more)
+        want = _BUF if st is None else min(_BUF, st.st_size + 1)
+        head = os.read(fd, want)
+        whole = len(head) < want
         png_done = False
         if head.startswith(PNG_SIG) and not whole:
             try:
