@@ -124,11 +124,13 @@ class Graph:
         # class and inputs of each node, checked once (the walk asks for them often)
         self.classes: dict[str, str] = {}
         self.ins: dict[str, dict[str, Any]] = {}
+        classes, ins = self.classes, self.ins
         for k, v in nodes.items():
             if isinstance(v, dict):
                 c, i = v.get("class_type"), v.get("inputs")
-                self.classes[str(k)] = c if isinstance(c, str) else ""
-                self.ins[str(k)] = i if isinstance(i, dict) else {}
+                k = k if type(k) is str else str(k)
+                classes[k] = c if type(c) is str or isinstance(c, str) else ""
+                ins[k] = i if type(i) is dict or isinstance(i, dict) else {}
         self.nodes = self.classes
 
     def cls(self, nid: str | None) -> str:
@@ -281,7 +283,9 @@ def read_graph(g: GenParams, graph: Graph) -> None:
             else sorted(graph.nodes, key=_sort_key)
     except ValueError:  # digits int() refuses ("²")
         ordered = sorted(graph.nodes, key=_sort_key)
-    sampler_id = next((n for n in ordered if _is_sampler(graph, n)), None)
+    classes = graph.classes  # (a node that is no sampler costs one lookup here)
+    sampler_id = next((n for n in ordered if classes[n] in _SAMPLERS
+                       or ("ampler" in classes[n].lower() and _is_sampler(graph, n))), None)
     extra: dict[str, str] = {}
     model_from = None
     if sampler_id is not None:
