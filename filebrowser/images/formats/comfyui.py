@@ -109,7 +109,7 @@ def load_json(value: Any) -> Any:
         return value
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
-    if not isinstance(value, str) or not value.strip():
+    if not isinstance(value, str) or not value or value.isspace():  # (no copy)
         return None
     try:
         return json.loads(value[:MAX_JSON])
