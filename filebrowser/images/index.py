@@ -9,7 +9,8 @@ Tables (declared on :data:`filebrowser.db.metadata`)::
                    :mod:`.terms`)
     image_fts      SQLite only: FTS5 over (prompt, negative, terms, path), rowid =
                    image_index.id; CJK characters are indexed one per token (see
-                   :func:`fts_text`)
+                   :func:`fts_text`). Contentless: the texts are image_index's, so a
+                   doc is taken out with the texts it went in with (:func:`_fts_doc`)
     index_folders  folder path -> mtime_ns when it was last listed (-1: list again)
     index_meta     schema version; a mismatch drops and rebuilds the cache
 
@@ -54,6 +55,7 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +65,7 @@ from sqlalchemy.engine import Connection, Engine
 from .. import db
 from ..access.jail import Scope, addressable
 from ..files.fs import IMAGE_EXTS, MODEL_EXTS
-from .formats.fooocus import parse_a1111_scheme
+from .formats.fooocus import FolderLog, parse_a1111_scheme
 from .infotext import GenParams, parse_infotext
 from .meta import FOLDER_LOG, read_meta
 from .query import FIELDS, BadQuery, condition, random_key, values_of
@@ -71,7 +73,7 @@ from .terms import terms_of
 
 log = logging.getLogger("atelier.index")
 
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"  # 3: image_fts contentless
 RACY_SECONDS = 2.0
 FIRST_BATCH = 200
 BATCH = 2000
@@ -115,8 +117,20 @@ index_meta = sa.Table(
     sa.Column("value", sa.Text, nullable=False),
 )
 
+# Contentless (content=''): no second copy of the texts (one cost a tenth of the
+# writes). Searches read only rowid and bm25, which such a table has.
 _FTS_DDL = ("CREATE VIRTUAL TABLE IF NOT EXISTS image_fts USING fts5("
-            "prompt, negative, terms, path, tokenize = 'unicode61 remove_diacritics 2')")
+            "prompt, negative, terms, path, content='', "
+            "tokenize = 'unicode61 remove_diacritics 2')")
+# FTS5 merges a level's segments once it has this many (default 4, at most 16): each
+# batch's commit writes one, so the default rewrote the index's words over and over
+# while a tree was indexed (an eighth of the writes); searches measured no slower.
+_FTS_AUTOMERGE = "INSERT INTO image_fts (image_fts, rank) VALUES ('automerge', 16)"
+_FTS_INSERT = ("INSERT INTO image_fts (rowid, prompt, negative, terms, path) VALUES "
+               "((SELECT id FROM image_index WHERE path = ?), ?, ?, ?, ?)")
+_FTS_FORGET = ("INSERT INTO image_fts (image_fts, rowid, prompt, negative, terms, path) "
+               "VALUES ('delete', ?, ?, ?, ?, ?)")
+_IN_CHUNK = 500  # paths per "path IN (...)" (well under SQLite's variable limit)
 # bm25 weights of (prompt, negative, terms, path): a word in the prompt counts most
 _BM25 = "bm25(image_fts, 4.0, 1.0, 2.0, 2.0)"
 # Han, kana, hangul and CJK punctuation: no spaces between words, so one token each.
@@ -134,6 +148,17 @@ def fts_text(text: str) -> str:
     if not text or text.isascii():
         return text
     return _CJK.sub(r" \1 ", text)
+
+
+def _fts_doc(path: str, prompt: str | None, negative: str | None, terms: str | None
+             ) -> tuple[str, str, str, str]:
+    """(prompt, negative, terms, path) as image_fts indexes a row's columns. Inserting
+    and deleting a doc both go through here: a contentless table must be told the
+    very texts a doc went in with, or its index is silently wrong."""
+    prompt, negative, terms = prompt or "", negative or "", terms or ""
+    if path.isascii() and prompt.isascii() and negative.isascii() and terms.isascii():
+        return prompt, negative, terms, path
+    return fts_text(prompt), fts_text(negative), fts_text(terms), fts_text(path)
 
 
 def kind_of_name(name: str) -> str | None:
@@ -156,15 +181,37 @@ def _join(folder: str, name: str) -> str:
 
 _JSON = json.JSONEncoder(ensure_ascii=False)  # json.dumps(ensure_ascii=False) without
                                               # building an encoder per call
+# ...nor the C encoder the one above builds at every encode() (a third of its cost):
+# made once, without the cycle check (a params dict is a tree).
+_C_ENCODER = c_make_encoder(None, _JSON.default, encode_basestring, None, ": ", ", ",
+                            False, False, True) if c_make_encoder is not None else None
+
+
+def _encode(d: dict[str, Any]) -> str:
+    if _C_ENCODER is None:
+        return _JSON.encode(d)
+    return "".join(_C_ENCODER(d, 0))
 
 
 def params_dict(g: GenParams) -> dict[str, Any]:
     """The fields of ``g`` that have no column of their own."""
-    d: dict[str, Any] = {k: v for k, v in (
-        ("scheduler", g.scheduler), ("width", g.width), ("height", g.height), ("vae", g.vae),
-        ("vae_hash", g.vae_hash), ("clip_skip", g.clip_skip),
-        ("denoising_strength", g.denoising_strength), ("version", g.version))
-        if v is not None}
+    d: dict[str, Any] = {}
+    if g.scheduler is not None:
+        d["scheduler"] = g.scheduler
+    if g.width is not None:
+        d["width"] = g.width
+    if g.height is not None:
+        d["height"] = g.height
+    if g.vae is not None:
+        d["vae"] = g.vae
+    if g.vae_hash is not None:
+        d["vae_hash"] = g.vae_hash
+    if g.clip_skip is not None:
+        d["clip_skip"] = g.clip_skip
+    if g.denoising_strength is not None:
+        d["denoising_strength"] = g.denoising_strength
+    if g.version is not None:
+        d["version"] = g.version
     if g.loras:
         d["loras"] = [{"name": lo.name, "weight": lo.weight, "hash": lo.hash} for lo in g.loras]
     if g.embeddings:
@@ -187,7 +234,7 @@ def params_value(g: GenParams) -> str | None:
     if g.params_text:
         return g.params_text
     d = params_dict(g)
-    return _JSON.encode(d) if d else None
+    return _encode(d) if d else None
 
 
 def params_of(r: Any) -> dict[str, Any]:
@@ -218,29 +265,46 @@ def _names(names: list[str]) -> str | None:
     return "|" + "|".join([n.replace("|", "") for n in names]) + "|" if names else None
 
 
-def make_row(real: Path | str, vpath: str, folder: str, name: str, kind: str, size: int,
-             mtime_ns: int, sidecar: Path | str | None, log: Path | str | None = None, *,
-             stealth: bool = False) -> tuple[Any, ...]:
+def make_row(real: Path | str, vpath: str, folder: str, name: str, kind: str,
+             size: int | None, mtime_ns: int | None, sidecar: Path | str | None,
+             log: Path | str | FolderLog | None = None, *, stealth: bool = False
+             ) -> tuple[Any, ...] | None:
     """One ``image_index`` row (in :data:`_INSERT_COLS` order); never raises on content.
-    ``sidecar``/``log``: the image's .txt and its folder's Fooocus log.html, if any."""
-    width = height = None
-    g = GenParams()
+    ``sidecar``/``log``: the image's .txt and its folder's Fooocus log.html, if any.
+    ``size``/``mtime_ns`` None: the file's own, taken as it is read (None if it is gone)."""
+    meta = None
     if kind == "image":
         try:
-            meta = read_meta(real, sidecar=sidecar or False, log=log or False, stealth=stealth)
+            meta = read_meta(real, sidecar=sidecar or False, log=log or False, stealth=stealth,
+                             stat=size is None)
         except OSError:
-            meta = None
-        if meta is not None:
-            width, height, g = meta.width, meta.height, meta.params
-    seed = g.seed
+            pass
+    if size is None or mtime_ns is None:
+        try:
+            s = meta.stat if meta is not None and meta.stat is not None else os.lstat(real)
+        except OSError:
+            return None
+        size, mtime_ns = s.st_size, s.st_mtime_ns
+    if meta is None:
+        return (vpath, folder, name, kind, size, mtime_ns / 1e9, mtime_ns) + _NO_PARAMS
+    width, height, g = meta.width, meta.height, meta.params
+    # (the hottest lines of indexing: each call and list here is paid per image)
+    seed, steps = g.seed, g.steps
     if seed is not None and not -_I64 <= seed < _I64:
         seed = None
-    return (vpath, folder, name, kind, size, mtime_ns / 1e9, mtime_ns,
-            _i32(width), _i32(height),
-            g.source if g.source != "none" else None, g.prompt or None,
-            g.negative_prompt or None, g.model, (g.model_hash or "")[:80] or None, g.sampler,
-            _i32(g.steps), g.cfg_scale, seed, _names(g.lora_names), _names(g.embeddings),
-            params_value(g), terms_of(g, width, height) or None)
+    if steps is not None and not -_I32 <= steps < _I32:
+        steps = None
+    model_hash = g.model_hash[:80] or None if g.model_hash else None
+    loras = _names([lo.name for lo in g.loras]) if g.loras else None
+    embeddings = _names(g.embeddings) if g.embeddings else None
+    return (vpath, folder, name, kind, size, mtime_ns / 1e9, mtime_ns, _i32(width),
+            _i32(height), g.source if g.source != "none" else None, g.prompt or None,
+            g.negative_prompt or None, g.model, model_hash, g.sampler, steps, g.cfg_scale,
+            seed, loras, embeddings, params_value(g), terms_of(g, width, height) or None)
+
+
+# the columns from ``width`` on of a file without parameters
+_NO_PARAMS: tuple[Any, ...] = (None,) * (len(_INSERT_COLS) - 7)
 
 
 @dataclass
@@ -306,7 +370,9 @@ class _Writer:
         tasks, self.tasks = self.tasks, []
         stealth = self.index.stealth
         for new, args in tasks:
-            self.add(make_row(*args, stealth=stealth), new=new)
+            row = make_row(*args, stealth=stealth)
+            if row is not None:  # (None: gone since its folder was listed)
+                self.add(row, new=new)
         self.folders += self.waiting_folders
         self.waiting_folders = []
 
@@ -400,6 +466,7 @@ class Index:
             db.metadata.create_all(conn, tables=self._tables())
             if self.fts:
                 conn.exec_driver_sql(_FTS_DDL)
+                conn.exec_driver_sql(_FTS_AUTOMERGE)
             conn.execute(index_meta.insert().values(key="schema", value=SCHEMA_VERSION))
             conn.commit()
 
@@ -414,22 +481,21 @@ class Index:
         gone = deletes + [r[0] for r in rows] if replace else deletes
         if gone:
             if self.fts:  # plain DB-API executemany: no per-row SQLAlchemy work
-                params = [(p,) for p in gone]
-                conn.exec_driver_sql(
-                    "DELETE FROM image_fts WHERE rowid IN "
-                    "(SELECT id FROM image_index WHERE path = ?)", params)
-                conn.exec_driver_sql("DELETE FROM image_index WHERE path = ?", params)
+                unique = list(dict.fromkeys(gone))  # a doc deleted twice would corrupt
+                for i in range(0, len(unique), _IN_CHUNK):
+                    chunk = tuple(unique[i:i + _IN_CHUNK])
+                    _fts_forget(conn, f"path IN ({', '.join('?' * len(chunk))})", chunk)
+                conn.exec_driver_sql("DELETE FROM image_index WHERE path = ?",
+                                     [(p,) for p in unique])
             else:
                 conn.execute(image_index.delete().where(
                     image_index.c.path == sa.bindparam("p")), [{"p": p} for p in gone])
         for folder in prefix_deletes:
             cond = _under(folder, self.fts)
             if self.fts and folder:
-                conn.execute(sa.text(
-                    "DELETE FROM image_fts WHERE rowid IN (SELECT id FROM image_index WHERE "
-                    "path > :lo AND path < :hi)"), {"lo": folder + "/", "hi": folder + "0"})
+                _fts_forget(conn, "path > ? AND path < ?", (folder + "/", folder + "0"))
             elif self.fts:
-                conn.exec_driver_sql("DELETE FROM image_fts")
+                conn.exec_driver_sql("INSERT INTO image_fts (image_fts) VALUES ('delete-all')")
             conn.execute(image_index.delete().where(cond(image_index.c.path)))
             conn.execute(index_folders.delete().where(
                 sa.or_(index_folders.c.path == folder, cond(index_folders.c.path))))
@@ -439,11 +505,9 @@ class Index:
                 conn.exec_driver_sql(
                     f"INSERT INTO image_index ({', '.join(_INSERT_COLS)}) "
                     f"VALUES ({placeholders})", rows)
-                docs = [(r[0], fts_text(r[_PROMPT] or ""), fts_text(r[_NEGATIVE] or ""),
-                         fts_text(r[_TERMS] or ""), fts_text(r[0])) for r in rows]
-                conn.exec_driver_sql(
-                    "INSERT INTO image_fts (rowid, prompt, negative, terms, path) VALUES "
-                    "((SELECT id FROM image_index WHERE path = ?), ?, ?, ?, ?)", docs)
+                conn.exec_driver_sql(_FTS_INSERT, [
+                    (r[0], *_fts_doc(r[0], r[_PROMPT], r[_NEGATIVE], r[_TERMS]))
+                    for r in rows])
             else:
                 conn.execute(image_index.insert(), [dict(zip(_INSERT_COLS, r, strict=True))
                                                     for r in rows])
@@ -485,12 +549,15 @@ class Index:
                     if e.is_dir(follow_symlinks=False):
                         dirs.append(name)
                     elif e.is_file(follow_symlinks=False):
-                        stem, ext = os.path.splitext(name)
-                        ext = ext.lower()
+                        # os.path.splitext, for a name without leading dots (skipped)
+                        dot = name.rfind(".")
+                        if dot < 0:
+                            continue
+                        ext = name[dot:].lower()
                         if ext in IMAGE_EXTS:
-                            files.append((e, "image", stem))
+                            files.append((e, "image", name[:dot]))
                         elif ext in MODEL_EXTS:
-                            files.append((e, "model", stem))
+                            files.append((e, "model", name[:dot]))
                 except OSError:
                     continue
         return files, dirs, names
@@ -500,22 +567,28 @@ class Index:
         files, dirs, names = self._list(real)
         known = self._rows_of(folder)
         prefix = folder + "/" if folder else ""
-        log, log_mtime = self._folder_log(real, names)
+        log_path, log_mtime = self._folder_log(real, names)
+        log = FolderLog(log_path) if log_path else None  # read once, if an image needs it
         for e, kind, stem in files:
+            name = e.name
+            old = known.pop(name, None)
+            side = None
+            if kind == "image" and stem + ".txt" in names:
+                side = os.path.join(real, stem + ".txt")
+            if old is None and kind == "image":
+                # new: read whatever its stat, which comes with the read (an fstat of the
+                # open file costs a third of an lstat by path first)
+                w.task(True, e.path, prefix + name, folder, name, kind, None, None, side, log)
+                continue
             try:
                 s = e.stat(follow_symlinks=False)
             except OSError:
                 continue
-            name = e.name
-            old = known.pop(name, None)
             if not force and old is not None and old[:2] == (s.st_size, s.st_mtime_ns) and (
                     old[2] or log_mtime <= s.st_mtime_ns):
                 # unchanged; (an image without parameters is read again once the Fooocus
                 # log beside it is newer: Fooocus writes the image, then the log)
                 continue
-            side = None
-            if kind == "image" and stem + ".txt" in names:
-                side = os.path.join(real, stem + ".txt")
             w.task(old is None, e.path, prefix + name, folder, name, kind,
                    s.st_size, s.st_mtime_ns, side, log)
         for name in known:  # rows whose file is gone
@@ -601,8 +674,10 @@ class Index:
             cand = real.with_suffix(".txt")
             side = cand if cand.is_file() else None
             log = self._folder_log(real.parent, {FOLDER_LOG})[0]
-        w.add(make_row(real, vpath, folder, name, kind, s.st_size, s.st_mtime_ns, side, log,
-                       stealth=self.stealth))
+        row = make_row(real, vpath, folder, name, kind, s.st_size, s.st_mtime_ns, side, log,
+                       stealth=self.stealth)
+        if row is not None:
+            w.add(row)
 
     def _rows_of_path(self, vpath: str) -> tuple[int, int] | None:
         with self.engine.connect() as conn:
@@ -657,6 +732,15 @@ class Index:
             rows = conn.execute(sa.select(image_index.c.kind, sa.func.count())
                                 .group_by(image_index.c.kind)).all()
         return {k: int(n) for k, n in rows}
+
+
+def _fts_forget(conn: Connection, where: str, params: tuple[Any, ...]) -> None:
+    """Take the image_fts docs of the image_index rows ``where`` selects (before those
+    rows go): a contentless table needs each doc's texts to forget it."""
+    docs = [(r[0], *_fts_doc(r[1], r[2], r[3], r[4])) for r in conn.exec_driver_sql(
+        f"SELECT id, path, prompt, negative, terms FROM image_index WHERE {where}", params)]
+    if docs:
+        conn.exec_driver_sql(_FTS_FORGET, docs)
 
 
 def _under(folder: str, sqlite: bool) -> Any:

@@ -47,6 +47,7 @@ _STRUCTURED = {"Steps", "Sampler", "Schedule type", "Scheduler", "CFG scale", "S
                "Denoising strength", "Version", "Lora hashes"}
 # What a model or LoRA file name may end with; A1111 names them without it.
 MODEL_EXTS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf", ".sft", ".onnx")
+_MODEL_EXTS = frozenset(MODEL_EXTS)
 # The generators :attr:`GenParams.source` names (``none``: no parameters found;
 # ``unknown``: metadata in a layout we do not read, never taken for prompt text).
 SOURCES = ("a1111", "forge", "comfyui", "novelai", "invokeai", "swarmui", "fooocus",
@@ -154,11 +155,9 @@ def model_name(value: Any) -> str | None:
     if not isinstance(value, str):
         return None
     base = value.strip().replace("\\", "/").rpartition("/")[2]
-    low = base.lower()
-    for ext in MODEL_EXTS:
-        if low.endswith(ext):
-            base = base[: -len(ext)]
-            break
+    stem, dot, ext = base.rpartition(".")
+    if dot and "." + ext.lower() in _MODEL_EXTS:  # (each of them has one dot)
+        base = stem
     return base.strip() or None
 
 
@@ -176,6 +175,14 @@ def embeddings_in(text: str) -> list[str]:
 
 def as_int(v: Any) -> int | None:
     """An integer from whatever a metadata field held (``"20"``, ``20.0``); else None."""
+    t = type(v)  # the common cases first: a call per number of every image
+    if t is int:
+        return v
+    if t is str:
+        try:
+            return int(v)
+        except ValueError:
+            pass
     if v is None or isinstance(v, bool):
         return None
     if isinstance(v, int):
@@ -192,12 +199,21 @@ def as_int(v: Any) -> int | None:
 
 def as_float(v: Any) -> float | None:
     """A finite float from whatever a metadata field held; else None."""
-    if v is None or isinstance(v, bool):
+    t = type(v)  # the common cases first: a call per number of every image
+    if t is float:
+        f = v
+    elif t is str:
+        try:
+            f = float(v)  # (it strips whitespace itself)
+        except ValueError:
+            return None
+    elif v is None or isinstance(v, bool):
         return None
-    try:
-        f = float(v if isinstance(v, int | float) else str(v).strip())
-    except (ValueError, TypeError, OverflowError):
-        return None
+    else:
+        try:
+            f = float(v if isinstance(v, int | float) else str(v).strip())
+        except (ValueError, TypeError, OverflowError):
+            return None
     return f if f == f and abs(f) != _INF else None
 
 
@@ -302,12 +318,14 @@ def _apply_params(g: GenParams, params: dict[str, str]) -> None:
     if m:
         g.width, g.height = int(m.group(1)), int(m.group(2))
     # "Lora hashes": "name: hash, name2: hash2" (A1111 >= 1.5)
-    for part in (get("Lora hashes") or "").split(","):
+    hashes = get("Lora hashes")
+    for part in hashes.split(",") if hashes else ():
         name, sep, h = part.rpartition(":")
         if sep and name.strip():
             add_lora(g.loras, name.strip(), None, h.strip() or None)
     # "TI hashes": "name: hash, name2: hash2" (A1111 >= 1.6), the embeddings used
-    for part in (get("TI hashes") or "").split(","):
+    hashes = get("TI hashes")
+    for part in hashes.split(",") if hashes else ():
         name, sep, _h = part.rpartition(":")
         if sep and name.strip() and name.strip() not in g.embeddings:
             g.embeddings.append(name.strip())
@@ -364,7 +382,7 @@ def parse_infotext(text: str | bytes | None) -> GenParams:
         return GenParams()
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
-    if not text.strip():
+    if not text or text.isspace():  # (not text.strip(): without copying the text)
         return GenParams(raw=text)
     try:
         return _parse(text)

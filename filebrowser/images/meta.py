@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from .formats import detect, detect_text, from_log, read_stealth
+from .formats import FolderLog, detect, detect_text, from_log, read_stealth
 from .formats.comfyui import load_json
 from .infotext import GenParams
 
@@ -70,6 +70,7 @@ class ImageMeta:
     params_from: str | None = None  # "png:parameters", "exif:UserComment", "sidecar", ...
     error: str | None = None
     lossless: bool = False  # PNG, or WebP in its lossless (VP8L) form
+    stat: os.stat_result | None = None  # of the file read, when read_meta(stat=True)
 
     @property
     def comfyui(self) -> dict[str, Any] | None:
@@ -123,6 +124,7 @@ def _text(raw: bytes) -> str:
 
 
 _CHUNK_HEAD = struct.Struct(">I4s")
+_II = struct.Struct(">II")
 
 
 def read_png(f: BinaryIO, meta: ImageMeta) -> bytes | None:
@@ -178,7 +180,15 @@ def read_png_bytes(buf: bytes, meta: ImageMeta, *, whole: bool = True) -> bytes 
             if not whole:
                 raise _More
             raise _Bad("truncated PNG")
-        if ctype == b"eXIf":
+        if ctype == b"tEXt":  # the commonest, inline (a call per chunk of every PNG)
+            key, _, value = data.partition(b"\0")
+            try:
+                meta.texts[key.decode("latin-1")] = value.decode("utf-8")
+            except UnicodeDecodeError:
+                meta.texts[key.decode("latin-1")] = value.decode("latin-1")  # as _text()
+        elif ctype == b"IHDR" and length >= 8:
+            meta.width, meta.height = _II.unpack_from(data)
+        elif ctype == b"eXIf":
             exif = data
         else:
             _png_chunk(meta, ctype, data)
@@ -416,48 +426,65 @@ def sidecar_of(path: Path) -> Path:
     return path.with_suffix(".txt")
 
 
+# What an ImageMeta holds until read_meta sets its params, which it always does: a
+# fresh GenParams per image (and its five containers) would be thrown away unused.
+_UNSET = GenParams()
+
+
+def _new_meta() -> ImageMeta:
+    return ImageMeta(params=_UNSET)
+
+
 def read_meta(path: Path | str, *, sidecar: Path | str | None | bool = True,
-              log: Path | str | None | bool = True, stealth: bool = False,
-              name: str | None = None) -> ImageMeta:
+              log: Path | str | FolderLog | None | bool = True, stealth: bool = False,
+              name: str | None = None, stat: bool = False) -> ImageMeta:
     """Metadata of one image file. Raises ``OSError`` only if the file cannot be opened;
     anything malformed inside is reported in ``error``.
 
     When the file's own fields hold no parameters, these are looked at in turn:
     ``sidecar`` (True: ``<stem>.txt``; a path: that file; False/None: skip), ``log``
-    (Fooocus' log.html: True looks beside the image; a path; False/None: skip; the
-    image is looked up by ``name``, default the file's own) and, when ``stealth``, the
-    low bits of a lossless image's pixels (decodes them).
+    (Fooocus' log.html: True looks beside the image; a path, or a FolderLog a scan
+    shares across a folder; False/None: skip; the image is looked up by ``name``,
+    default the file's own) and, when ``stealth``, the low bits of a lossless image's
+    pixels (decodes them). ``stat``: also ``fstat`` the
+    file read (an indexer's size and mtime, of the very bytes parsed).
     """
-    meta = ImageMeta()
+    meta = _new_meta()
     exif: bytes | None = None
     # One read covers a small file whole, and the start of a big one, where the text
     # chunks of a generated PNG are; anything else continues through a file object.
     fd = os.open(path, os.O_RDONLY)
     try:
-        head = os.read(fd, _BUF)
-        whole = len(head) < _BUF
+        st = os.fstat(fd) if stat else None
+        # (a file known to be small is read at its size: a 64 KiB buffer costs more)
+        want = _BUF if st is None else min(_BUF, st.st_size + 1)
+        head = os.read(fd, want)
+        whole = len(head) < want
         png_done = False
         if head.startswith(PNG_SIG) and not whole:
             try:
                 exif, png_done = read_png_bytes(head, meta, whole=False), True
             except _More:
-                meta = ImageMeta()
+                meta = _new_meta()
             except (_Bad, struct.error, ValueError):
-                meta = ImageMeta()
-        if whole or png_done:
-            f: BinaryIO = io.BytesIO(head)
-        else:
+                meta = _new_meta()
+        f: BinaryIO | None = None  # a PNG in hand whole needs no file object
+        if whole and not head.startswith(PNG_SIG):
+            f = io.BytesIO(head)
+        elif not whole and not png_done:
             f = os.fdopen(os.dup(fd), "rb", buffering=_BUF)
             f.seek(0)  # the duplicate shares the offset moved by the read above
     finally:
         os.close(fd)
-    with f:
+    try:
         magic = head[:12]
         try:
             if png_done:
                 pass
+            elif f is None:
+                exif = read_png_bytes(head, meta)
             elif magic.startswith(PNG_SIG):
-                exif = read_png_bytes(head, meta) if whole else read_png(f, meta)
+                exif = read_png(f, meta)
             elif magic.startswith(b"\xff\xd8"):
                 exif = read_jpeg(f, meta)
             elif magic[:4] == b"RIFF" and magic[8:12] == b"WEBP":
@@ -472,6 +499,10 @@ def read_meta(path: Path | str, *, sidecar: Path | str | None | bool = True,
             meta.error = str(exc) or type(exc).__name__
         except Exception as exc:  # Pillow's many ways of refusing a broken file
             meta.error = f"{type(exc).__name__}: {exc}"
+    finally:
+        if f is not None:
+            f.close()
+    meta.stat = st
     if exif:
         try:
             meta.texts.update(parse_exif(exif))
@@ -484,8 +515,10 @@ def read_meta(path: Path | str, *, sidecar: Path | str | None | bool = True,
         sidecar_text = read_sidecar(sidecar)
     meta.params, meta.params_from = detect(meta.texts, sidecar_text)
     if meta.params_from is None and log:
-        log_path = os.path.join(os.path.dirname(path), FOLDER_LOG) if log is True else log
-        g = from_log(str(log_path), name or os.path.basename(path))
+        if log is True:
+            log = os.path.join(os.path.dirname(path), FOLDER_LOG)
+        g = from_log(log if isinstance(log, FolderLog) else str(log),
+                     name or os.path.basename(path))
         if g is not None:
             meta.params, meta.params_from = g, "fooocus:log.html"
     if meta.params_from is None and stealth and meta.lossless and meta.error is None:

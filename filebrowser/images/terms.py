@@ -20,14 +20,14 @@ def _num(v: float | int) -> str:
 
 def terms_of(g: GenParams, width: int | None = None, height: int | None = None) -> str:
     """The searchable parameter text of ``g`` (the file is ``width`` x ``height``)."""
-    parts: list[str] = []
+    parts: list[str] = [g.source] if g.source != "none" else []
     add = parts.append
-    if g.source != "none":
-        add(g.source)
     if g.params_text:  # A1111's parameter line: every parameter, keys and values
         add(g.params_text)
-        parts.extend(lo.name for lo in g.loras)
-        parts.extend(g.embeddings)
+        if g.loras:
+            parts += [lo.name for lo in g.loras]
+        if g.embeddings:
+            parts += g.embeddings
         if width and height:
             add(f"{width}x{height}")
         return " ".join(parts)[:MAX_TERMS]
@@ -44,11 +44,14 @@ def terms_of(g: GenParams, width: int | None = None, height: int | None = None) 
         add(f"{g.width}x{g.height}")
     if width and height and (width, height) != (g.width, g.height):
         add(f"{width}x{height}")
-    for lo in g.loras:
-        add(lo.name)
-    parts.extend(g.embeddings)
-    for prefix, d in (("Hires", g.hires), ("ADetailer", g.adetailer), ("", g.extra)):
-        for k, v in d.items():
-            add(f"{prefix} {k} {v}" if prefix else f"{k} {v}")
+    if g.loras:
+        parts += [lo.name for lo in g.loras]
+    parts += g.embeddings
+    if g.hires:
+        parts += [f"Hires {k} {v}" for k, v in g.hires.items()]
+    if g.adetailer:
+        parts += [f"ADetailer {k} {v}" for k, v in g.adetailer.items()]
+    if g.extra:
+        parts += [f"{k} {v}" for k, v in g.extra.items()]
     text = " ".join(parts)
     return text[:MAX_TERMS]

@@ -29,13 +29,13 @@ from typing import Any
 
 from ..infotext import MAX_TEXT, GenParams, parse_infotext
 from .comfyui import load_json, parse_comfyui
-from .fooocus import from_fields, from_log, is_fooocus_json, parse_a1111_scheme
+from .fooocus import FolderLog, from_fields, from_log, is_fooocus_json, parse_a1111_scheme
 from .invokeai import is_invokeai, parse_invokeai
 from .novelai import is_novelai, parse_novelai
 from .stealth import read_stealth
 from .swarmui import is_swarmui, parse_swarmui
 
-__all__ = ["detect", "detect_text", "from_log", "parse_comfyui", "read_stealth"]
+__all__ = ["FolderLog", "detect", "detect_text", "from_log", "parse_comfyui", "read_stealth"]
 
 _RE_FORGE = re.compile(r"^f\d+\.\d+")  # Forge: "f2.0.1v1.10.1-previous-..."
 
@@ -76,7 +76,7 @@ def detect_text(text: str, texts: dict[str, str] | None = None) -> GenParams:
 
 
 def _detect_text(text: str, texts: dict[str, str]) -> GenParams:
-    s = text.lstrip()
+    s = text.lstrip() if text[:1].isspace() else text  # (a copy only when needed)
     if s[:1] in ("{", "["):
         doc = load_json(s)
         if doc is not None:

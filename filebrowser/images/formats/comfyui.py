@@ -42,6 +42,9 @@ from ..infotext import (
     model_name,
 )
 
+_STR_INT = (str, int)  # isinstance() tuples: a "str | int" union is built at every call
+_DICT_LIST = (dict, list)
+
 MAX_JSON = 64 << 20
 _MAX_DEPTH = 32
 _TEXT_KEYS = ("text", "text_g", "text_l", "clip_l", "t5xxl", "string", "value", "prompt",
@@ -102,11 +105,11 @@ _EMPTY: dict[str, Any] = {}
 
 def load_json(value: Any) -> Any:
     """A JSON document from a text chunk (or an already parsed value); None if not."""
-    if isinstance(value, dict | list):
+    if isinstance(value, _DICT_LIST):
         return value
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
-    if not isinstance(value, str) or not value.strip():
+    if not isinstance(value, str) or not value or value.isspace():  # (no copy)
         return None
     try:
         return json.loads(value[:MAX_JSON])
@@ -121,22 +124,24 @@ class Graph:
         # class and inputs of each node, checked once (the walk asks for them often)
         self.classes: dict[str, str] = {}
         self.ins: dict[str, dict[str, Any]] = {}
+        classes, ins = self.classes, self.ins
         for k, v in nodes.items():
             if isinstance(v, dict):
                 c, i = v.get("class_type"), v.get("inputs")
-                self.classes[str(k)] = c if isinstance(c, str) else ""
-                self.ins[str(k)] = i if isinstance(i, dict) else {}
+                k = k if type(k) is str else str(k)
+                classes[k] = c if type(c) is str or isinstance(c, str) else ""
+                ins[k] = i if type(i) is dict or isinstance(i, dict) else {}
         self.nodes = self.classes
 
     def cls(self, nid: str | None) -> str:
-        return self.classes.get(nid, "") if nid is not None else ""
+        return self.classes.get(nid, "")  # type: ignore[arg-type]  # None: never a key
 
     def inputs(self, nid: str | None) -> dict[str, Any]:
-        return self.ins.get(nid, _EMPTY) if nid is not None else _EMPTY
+        return self.ins.get(nid, _EMPTY)  # type: ignore[arg-type]  # None: never a key
 
     @staticmethod
     def link(value: Any) -> str | None:
-        if isinstance(value, list) and len(value) == 2 and isinstance(value[0], str | int) \
+        if isinstance(value, list) and len(value) == 2 and isinstance(value[0], _STR_INT) \
                 and not isinstance(value[0], bool):
             return str(value[0])
         return None
@@ -148,6 +153,8 @@ class Graph:
     def value(self, value: Any, depth: int = 0) -> Any:
         """A widget value, following a link to the node that provides it (a primitive
         node, a "seed" node: the first scalar input it has)."""
+        if not isinstance(value, list):  # most are literals: no call to link()
+            return value
         nid = self.link(value)
         if nid is None:
             return value
@@ -187,7 +194,7 @@ class Graph:
         if parts:
             return "\n".join(parts)
         for key, v in inputs.items():
-            if self.link(v) and any(w in key for w in ("conditioning", "positive", "cond")):
+            if ("cond" in key or "positive" in key) and self.link(v):  # "conditioning" too
                 t = self.text(v, extra, depth + 1, seen)
                 if t and t not in parts:
                     parts.append(t)
@@ -271,8 +278,14 @@ def _walk_size(graph: Graph, nid: str | None) -> tuple[int | None, int | None]:
 
 def read_graph(g: GenParams, graph: Graph) -> None:
     """Fill ``g`` from an API-format graph."""
-    ordered = sorted(graph.nodes, key=_sort_key)
-    sampler_id = next((n for n in ordered if _is_sampler(graph, n)), None)
+    try:  # ids are numbers in every graph ComfyUI writes: int() is the fast key
+        ordered = sorted(graph.nodes, key=int) if all(map(str.isdigit, graph.nodes)) \
+            else sorted(graph.nodes, key=_sort_key)
+    except ValueError:  # digits int() refuses ("²")
+        ordered = sorted(graph.nodes, key=_sort_key)
+    classes = graph.classes  # (a node that is no sampler costs one lookup here)
+    sampler_id = next((n for n in ordered if classes[n] in _SAMPLERS
+                       or ("ampler" in classes[n].lower() and _is_sampler(graph, n))), None)
     extra: dict[str, str] = {}
     model_from = None
     if sampler_id is not None:

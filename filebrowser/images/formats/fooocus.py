@@ -40,6 +40,8 @@ from typing import Any
 
 from ..infotext import GenParams, add_lora, as_float, as_int, model_name, parse_infotext
 
+_DICT_LIST = (dict, list)  # (a "dict | list" union is built at every call)
+
 SCHEMES = ("fooocus", "a1111")
 LOG_NAME = "log.html"
 MAX_LOG_BYTES = 64 << 20
@@ -70,21 +72,50 @@ def is_fooocus_json(doc: Any) -> bool:
         "guidance_scale" in doc and ("base_model" in doc or "full_prompt" in doc))
 
 
+_KEY_OF: dict[str, str] = {}  # a label as written -> its field key (_LABELS), memoised
+_EXTRA_LABEL: dict[str, str] = {}  # a field key -> its label in ``extra``, memoised
+_MEMO_MAX = 1024  # labels are few (a hostile log's thousands just go unmemoised)
+
+
+def _key_of(label: str) -> str:
+    key = _LABELS.get(label.lower(), label)
+    if len(_KEY_OF) < _MEMO_MAX:
+        _KEY_OF[label] = key
+    return key
+
+
+def _extra_label(key: str) -> str:
+    label = key.replace("_", " ").capitalize()
+    if len(_EXTRA_LABEL) < _MEMO_MAX:
+        _EXTRA_LABEL[key] = label
+    return label
+
+
 def from_fields(fields: dict[str, Any], raw: str = "") -> GenParams:
     """Parameters from Fooocus fields (the JSON scheme, or a log entry)."""
     g = GenParams(source="fooocus", raw=raw)
     norm: dict[str, Any] = {}
+    known = _KEY_OF.get
     for k, v in fields.items():
-        key = str(k)
-        m = _RE_LORA_LABEL.match(key) if key[:6] == "LoRA [" else None
-        if m:
-            add_lora(g.loras, model_name(m.group(1)) or m.group(1), as_float(v))
-            continue
-        norm[_LABELS.get(key.lower(), key)] = v
+        key = known(k)
+        if key is None:
+            key = str(k)
+            if key[:6] == "LoRA [":  # <= 2.1.8xx: "LoRA [name] weight"
+                m = _RE_LORA_LABEL.match(key)
+                if m:
+                    add_lora(g.loras, model_name(m.group(1)) or m.group(1), as_float(v))
+                    continue
+                key = _LABELS.get(key.lower(), key)
+            else:
+                key = _key_of(key)
+        norm[key] = v
+    pop = norm.pop
 
     def s(key: str) -> str:
-        v = norm.pop(key, None)
-        return str(v).strip() if v is not None and not isinstance(v, dict | list) else ""
+        v = pop(key, None)
+        if type(v) is str:
+            return v.strip()
+        return str(v).strip() if v is not None and not isinstance(v, _DICT_LIST) else ""
 
     g.prompt = s("prompt")
     g.negative_prompt = s("negative_prompt")
@@ -120,10 +151,11 @@ def from_fields(fields: dict[str, Any], raw: str = "") -> GenParams:
     for key in ("full_prompt", "full_negative_prompt", "metadata_scheme", "refiner_model_hash",
                 "created_by"):
         norm.pop(key, None)
+    label_of = _EXTRA_LABEL.get
     for key, v in norm.items():
         if v is None or v == "" or isinstance(v, dict):
             continue
-        label = key.replace("_", " ").capitalize()
+        label = label_of(key) or _extra_label(key)
         g.extra[label] = json.dumps(v, ensure_ascii=False) if isinstance(v, list) else str(v)
     return g
 
@@ -155,26 +187,34 @@ def _between(text: str, start: str, end: str, pos: int = 0) -> tuple[str, int] |
 
 
 def _rows(chunk: str) -> list[tuple[str, str]]:
-    """<td class='key|label'>L</td><td class='value'>V</td> pairs (2.1.854 and later)."""
+    """<td class='key|label'>L</td><td class='value'>V</td> pairs (2.1.854 and later).
+    (The hottest loop of a log: ``find`` and ``startswith`` at known offsets only.)"""
     out: list[tuple[str, str]] = []
+    find, at = chunk.find, chunk.startswith
     pos = 0
     while True:
-        i = chunk.find("<td class='", pos)
+        i = find("<td class='", pos)
         if i < 0:
             return out
-        kind = chunk[i + 11: i + 18]
-        if not kind.startswith(("key'>", "label'>")):
-            pos = i + 11
+        i += 11
+        if at("key'>", i):
+            i += 5
+        elif at("label'>", i):
+            i += 7
+        else:
+            pos = i
             continue
-        label = _between(chunk, ">", "</td>", i)
-        if label is None:
+        j = find("</td>", i)
+        if j < 0:
             return out
-        value = _between(chunk, "<td class='value'>", "</td>", label[1])
-        if value is None or not chunk.startswith("<td class='value'>", label[1]):
-            pos = label[1]
+        pos = j + 5
+        if not at("<td class='value'>", pos):
             continue
-        out.append((label[0], value[0]))
-        pos = value[1]
+        k = find("</td>", pos + 18)
+        if k < 0:
+            continue
+        out.append((chunk[i:j], chunk[pos + 18:k]))
+        pos = k + 5
 
 
 def _paragraphs(chunk: str) -> list[tuple[str, str]]:
@@ -223,8 +263,11 @@ def parse_log(html: str) -> dict[str, dict[str, Any]]:
             if fields is None:
                 rows = _paragraphs(chunk)
         if fields is None:
-            fields = {k.strip(): v.replace(" </br> ", "\n").strip()
-                      for k, v in rows if k.strip() and k.strip() not in _SKIP_LABELS}
+            fields = {}
+            for k, v in rows:
+                k = k.strip()
+                if k and k not in _SKIP_LABELS:
+                    fields[k] = v.replace(" </br> ", "\n").strip()
         if fields:
             out[name] = fields
     return out
@@ -278,9 +321,30 @@ class _LogCache:
 _CACHE = _LogCache()
 
 
-def from_log(log_path: str, image_name: str) -> GenParams | None:
+def from_log(log_path: str | FolderLog, image_name: str) -> GenParams | None:
     """The parameters a Fooocus log.html holds for one image, if any."""
-    fields = _CACHE.entries(log_path).get(image_name)
+    entries = log_path.entries() if isinstance(log_path, FolderLog) \
+        else _CACHE.entries(log_path)
+    fields = entries.get(image_name)
     if not fields:
         return None
     return from_fields(fields)
+
+
+class FolderLog:
+    """A folder's log.html as one pass over the folder sees it: opened (and checked
+    against the parse cache) once, at the first image that needs it, not at each."""
+
+    __slots__ = ("path", "_entries")
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._entries: dict[str, dict[str, Any]] | None = None
+
+    def __str__(self) -> str:
+        return self.path
+
+    def entries(self) -> dict[str, dict[str, Any]]:
+        if self._entries is None:
+            self._entries = _CACHE.entries(self.path)
+        return self._entries

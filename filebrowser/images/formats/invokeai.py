@@ -33,6 +33,8 @@ from typing import Any
 from ..infotext import GenParams, add_lora, as_float, as_int, model_name
 from .comfyui import load_json
 
+_DICT_LIST_BOOL = (dict, list, bool)  # (a union is built at every call)
+
 KEYS = ("invokeai_metadata", "invokeai_graph", "sd-metadata", "Dream")
 _RE_NEG = re.compile(r"\[(.+?)\]", re.S)
 _DENOISE = ("denoise_latents", "t2l", "l2l", "flux_denoise", "sd3_denoise", "cogview4_denoise",
@@ -42,7 +44,7 @@ _TEXT = ("compel", "sdxl_compel_prompt", "sdxl_refiner_compel_prompt", "flux_tex
 
 
 def is_invokeai(texts: dict[str, str]) -> bool:
-    return any(k in texts for k in KEYS)
+    return not texts.keys().isdisjoint(KEYS)
 
 
 def _model(v: Any) -> tuple[str | None, str | None]:
@@ -89,7 +91,7 @@ def _core(g: GenParams, m: dict[str, Any]) -> None:
                        ("hrf_method", "Hires method"), ("hrf_strength", "Hires strength"),
                        ("rand_device", "RNG"), ("cfg_rescale_multiplier", "CFG rescale")):
         v = m.get(key)
-        if v not in (None, "") and not isinstance(v, dict | list | bool):
+        if v not in (None, "") and not isinstance(v, _DICT_LIST_BOOL):
             g.extra[label] = str(v)
     if m.get("hrf_enabled") is True:
         g.hires["enabled"] = "true"

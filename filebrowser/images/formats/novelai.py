@@ -28,6 +28,8 @@ from typing import Any
 from ..infotext import GenParams, as_float, as_int
 from .comfyui import load_json
 
+_DICT_LIST = (dict, list)  # (a "dict | list" union is built at every call)
+
 SAMPLERS = {
     "k_euler": "Euler", "k_euler_ancestral": "Euler a", "k_heun": "Heun", "k_lms": "LMS",
     "k_dpm_2": "DPM2", "k_dpm_2_ancestral": "DPM2 a", "k_dpmpp_2s_ancestral": "DPM++ 2S a",
@@ -91,7 +93,7 @@ def parse_novelai(texts: dict[str, str]) -> GenParams:
     for key, label in (("cfg_rescale", "CFG rescale"), ("uncond_scale", "Uncond scale"),
                        ("noise", "Noise"), ("request_type", "Request type")):
         v = c.get(key)
-        if v is not None and not isinstance(v, dict | list) and v != "":
+        if v is not None and not isinstance(v, _DICT_LIST) and v != "":
             g.extra[label] = str(v)
     if c.get("sm") or c.get("sm_dyn"):
         g.extra["SMEA"] = "DYN" if c.get("sm_dyn") else "on"

@@ -127,6 +127,40 @@ def test_in_place_rewrite_needs_deep_rescan(engine: Engine, root: Path) -> None:
     assert found(index, "fresh") == {"o/x.png"} and found(index, "old") == set()
 
 
+def test_rewritten_and_removed_images_leave_no_words_behind(engine: Engine,
+                                                            root: Path) -> None:
+    """The full-text table keeps no copy of the texts: a doc must be taken out with
+    the very texts it went in with (CJK spaced out, the path too), or its old words
+    go on finding the row now at its id, or another."""
+    p = write_png(root / "w" / "x.png", text("一个红发女孩 lighthouse"))
+    write_png(root / "w" / "y.png", text("弓箭手 harbour"))
+    write_png(root / "v" / "z.png", text("水彩 windmill"))
+    index = Index(engine, root)
+    index.scan()
+    assert found(index, "红发") == {"w/x.png"} and found(index, "x.png") == {"w/x.png"}
+    write_png(p, text("plain meadow"))  # rewritten in place: deep rescan
+    index.scan(deep=True)
+    assert found(index, "meadow") == {"w/x.png"}
+    for word in ("红发", "女孩", "lighthouse"):
+        assert found(index, word) == set(), word
+    (root / "w" / "y.png").unlink()  # an event for a file gone
+    index.update_paths(["w/y.png"])
+    assert found(index, "弓箭手") == set() and found(index, "harbour") == set()
+    write_png(root / "w" / "y.png", text("新的 second life"))  # back, under the same name
+    index.update_paths(["w/y.png"])
+    assert found(index, "second life") == {"w/y.png"} and found(index, "弓箭手") == set()
+    shutil.rmtree(root / "v")  # a folder gone: its rows and words with it
+    index.scan()
+    assert found(index, "水彩") == set() and found(index, "windmill") == set()
+    assert found(index, "meadow") == {"w/x.png"} and found(index, "新的") == {"w/y.png"}
+    with engine.connect() as conn:
+        fts = conn.execute(sa.text("SELECT count(*) FROM image_fts")).scalar_one()
+    assert fts == 2
+    index.reset()  # the whole tree again, from nothing
+    index.scan()
+    assert found(index, "meadow") == {"w/x.png"} and found(index, "红发") == set()
+
+
 def test_sidecar_change_reindexes_image(engine: Engine, root: Path) -> None:
     write_png(root / "s" / "x.png", None)
     index = Index(engine, root)

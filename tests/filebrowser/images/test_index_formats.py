@@ -107,6 +107,26 @@ def test_fooocus_log_found_by_a_rescan(engine: Engine, root: Path) -> None:
     assert one(index, img.name)["model"] == "juggernautXL_v8Rundiffusion"
 
 
+def test_fooocus_log_read_again_when_it_changed(engine: Engine, root: Path) -> None:
+    """A scan reads a folder's log once, for all its images; the next scan must read
+    the log Fooocus has rewritten since, not the one the last scan saw."""
+    day = root / "outputs" / "2024-06-15"
+    day.mkdir(parents=True)
+    first, second = day / "2024-06-15_08-00-00_1.png", day / "2024-06-15_08-05-00_2.png"
+    Image.new("RGB", (8, 8)).save(first)
+    fields = [(label, key, "lighthouse keeper" if key == "prompt" else v)
+              for label, key, v in gen.FOOOCUS_FIELDS]
+    gen.fooocus_log(day, [(first.name, fields)])
+    index = Index(engine, root)
+    index.scan()
+    assert one(index, first.name)["prompt"] == "lighthouse keeper"
+    Image.new("RGB", (8, 8)).save(second)
+    gen.fooocus_log(day, [(first.name, fields), (second.name, gen.FOOOCUS_FIELDS)])
+    index.scan()
+    assert one(index, second.name)["source"] == "fooocus"
+    assert one(index, first.name)["prompt"] == "lighthouse keeper"
+
+
 def test_stealth_info_is_opt_in(engine: Engine, root: Path, tmp_path: Path) -> None:
     gen.stealth_png(root / "s.png", A1111_TEXT)
     plain = Index(engine, root)
