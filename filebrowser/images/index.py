@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -276,9 +277,10 @@ def make_row(real: Path | str, vpath: str, folder: str, name: str, kind: str,
     if kind == "image":
         try:
             meta = read_meta(real, sidecar=sidecar or False, log=log or False, stealth=stealth,
-                             stat=size is None)
-        except OSError:
-            pass
+                             follow_symlinks=False)
+        except OSError as exc:
+            if exc.errno in _NOT_A_FILE:  # swapped for a link, a FIFO...: not indexed
+                return None
     if size is None or mtime_ns is None:
         try:
             s = meta.stat if meta is not None and meta.stat is not None else os.lstat(real)
@@ -303,6 +305,9 @@ def make_row(real: Path | str, vpath: str, folder: str, name: str, kind: str,
             seed, loras, embeddings, params_value(g), terms_of(g, width, height) or None)
 
 
+# read_meta's refusals of what is no longer the regular file the walk listed (gone, a
+# symlink, a FIFO or device) (EACCES and the like still give a row, without parameters)
+_NOT_A_FILE = frozenset({errno.ENOENT, errno.ELOOP, errno.EINVAL, errno.ENOTDIR})
 # the columns from ``width`` on of a file without parameters
 _NO_PARAMS: tuple[Any, ...] = (None,) * (len(_INSERT_COLS) - 7)
 

@@ -27,6 +27,7 @@ is inflated with a bound (a zTXt bomb stops at :data:`MAX_TEXT_BYTES`).
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import stat
@@ -390,10 +391,11 @@ def _maker_note(typ: int, raw: bytes) -> str | None:
     return text.decode("ascii") if text.isascii() and text.isalnum() else None
 
 
-def _from_pillow(path: Path, meta: ImageMeta) -> bytes | None:
+def _from_pillow(f: BinaryIO, meta: ImageMeta) -> bytes | None:
     from PIL import Image
 
-    with Image.open(path) as im:  # header only: no load()
+    f.seek(0)
+    with Image.open(f) as im:  # header only: no load()
         meta.format = (im.format or "").lower() or None
         meta.width, meta.height = im.size
         exif = im.info.get("exif")
@@ -422,6 +424,19 @@ def read_sidecar(path: Path | str) -> str | None:
     return _text(raw.removeprefix(b"\xef\xbb\xbf"))
 
 
+def _stealth_of(path: Path | str, st: os.stat_result, follow_symlinks: bool) -> str | None:
+    """Stealth text of the file ``st`` describes, opened again (None if it is another
+    file now, or holds none)."""
+    try:
+        fd, again = _open_regular(path, follow_symlinks)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        if (again.st_dev, again.st_ino) != (st.st_dev, st.st_ino):
+            return None
+        return read_stealth(f)
+
+
 def sidecar_of(path: Path) -> Path:
     return path.with_suffix(".txt")
 
@@ -435,29 +450,47 @@ def _new_meta() -> ImageMeta:
     return ImageMeta(params=_UNSET)
 
 
+def _open_regular(path: Path | str, follow_symlinks: bool) -> tuple[int, os.stat_result]:
+    """A descriptor of ``path`` and its fstat, checked after the open: a regular file
+    (a FIFO swapped in would block a reader forever, a device never ends), and with
+    ``follow_symlinks`` False not a symlink (one swapped in after a walk listed a file
+    would have the indexer read what it points to)."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | (
+        0 if follow_symlinks else getattr(os, "O_NOFOLLOW", 0))
+    fd = os.open(path, flags)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st
+
+
 def read_meta(path: Path | str, *, sidecar: Path | str | None | bool = True,
               log: Path | str | FolderLog | None | bool = True, stealth: bool = False,
-              name: str | None = None, stat: bool = False) -> ImageMeta:
-    """Metadata of one image file. Raises ``OSError`` only if the file cannot be opened;
-    anything malformed inside is reported in ``error``.
+              name: str | None = None, follow_symlinks: bool = True) -> ImageMeta:
+    """Metadata of one image file. Raises ``OSError`` only if the file cannot be opened
+    or is not a regular file (``follow_symlinks`` False: nor a symlink); anything
+    malformed inside is reported in ``error``. ``meta.stat`` is the fstat of the file
+    read (an indexer's size and mtime, of the very bytes parsed).
 
     When the file's own fields hold no parameters, these are looked at in turn:
     ``sidecar`` (True: ``<stem>.txt``; a path: that file; False/None: skip), ``log``
     (Fooocus' log.html: True looks beside the image; a path, or a FolderLog a scan
     shares across a folder; False/None: skip; the image is looked up by ``name``,
     default the file's own) and, when ``stealth``, the low bits of a lossless image's
-    pixels (decodes them). ``stat``: also ``fstat`` the
-    file read (an indexer's size and mtime, of the very bytes parsed).
+    pixels (decodes them, from the same file: a file swapped in since is not read).
     """
     meta = _new_meta()
     exif: bytes | None = None
     # One read covers a small file whole, and the start of a big one, where the text
     # chunks of a generated PNG are; anything else continues through a file object.
-    fd = os.open(path, os.O_RDONLY)
+    fd, st = _open_regular(path, follow_symlinks)
     try:
-        st = os.fstat(fd) if stat else None
         # (a file known to be small is read at its size: a 64 KiB buffer costs more)
-        want = _BUF if st is None else min(_BUF, st.st_size + 1)
+        want = min(_BUF, st.st_size + 1)
         head = os.read(fd, want)
         whole = len(head) < want
         png_done = False
@@ -494,7 +527,7 @@ def read_meta(path: Path | str, *, sidecar: Path | str | None | bool = True,
                 # would try every format plugin on it, 5x the cost of a real PNG
                 meta.error = "empty file"
             else:
-                exif = _from_pillow(Path(path), meta)
+                exif = _from_pillow(f, meta)
         except (_Bad, struct.error, ValueError) as exc:
             meta.error = str(exc) or type(exc).__name__
         except Exception as exc:  # Pillow's many ways of refusing a broken file
@@ -522,7 +555,7 @@ def read_meta(path: Path | str, *, sidecar: Path | str | None | bool = True,
         if g is not None:
             meta.params, meta.params_from = g, "fooocus:log.html"
     if meta.params_from is None and stealth and meta.lossless and meta.error is None:
-        text = read_stealth(path)
+        text = _stealth_of(path, st, follow_symlinks)
         if text:
             meta.params, meta.params_from = detect_text(text), "stealth"
     return meta

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import zlib
 from pathlib import Path
+from typing import BinaryIO
 
 from PIL import Image
 
@@ -54,8 +55,9 @@ def _to_bytes(bits: str) -> bytes:
     return int(bits[: n * 8], 2).to_bytes(n, "big") if n else b""
 
 
-def read_stealth(path: Path | str) -> str | None:
-    """The hidden text of an image, or None if it holds none."""
+def read_stealth(path: Path | str | BinaryIO) -> str | None:
+    """The hidden text of an image (a path, or a file open for binary reading), or None
+    if it holds none."""
     try:
         with Image.open(path) as src:
             w, h = src.size

@@ -194,3 +194,45 @@ def test_empty_file_is_reported_without_trying_every_decoder(tmp_path: Path) -> 
     p.touch()
     meta = read_meta(p, sidecar=False)
     assert meta.error == "empty file" and meta.width is None and not meta.texts
+
+
+def test_what_the_indexer_opens_is_checked_after_the_open(tmp_path: Path) -> None:
+    """A walk lists a regular file; by the time it is read it may be a symlink to a file
+    it must not read, or a FIFO that would block the reader for ever."""
+    import threading
+
+    from filebrowser.images.index import make_row
+
+    secret = write_png(tmp_path / "outside" / "secret.png", "TOP SECRET prompt\nSteps: 1")
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    link = tree / "a.png"
+    os.symlink(secret, link)
+    with pytest.raises(OSError):
+        read_meta(link, follow_symlinks=False)
+    assert "TOP SECRET" in read_meta(link).params.prompt  # a caller's own choice
+    assert make_row(link, "a.png", "", "a.png", "image", None, None, None) is None
+    assert make_row(link, "a.png", "", "a.png", "image", 10, 1, None) is None
+    fifo = tree / "b.png"
+    os.mkfifo(fifo)
+    done: list[object] = []
+
+    def read() -> None:
+        try:
+            read_meta(fifo)
+        except OSError as exc:
+            done.append(exc)
+
+    t = threading.Thread(target=read, daemon=True)
+    t.start()
+    t.join(10)
+    assert not t.is_alive() and done, "reading a FIFO blocked or did not refuse"
+    assert make_row(fifo, "b.png", "", "b.png", "image", None, None, None) is None
+
+
+def test_stealth_is_read_from_the_file_that_was_checked(tmp_path: Path) -> None:
+    from .generators import stealth_png
+
+    p = stealth_png(tmp_path / "s.png", "hidden words\nSteps: 3, Sampler: Euler, Seed: 5")
+    m = read_meta(p, stealth=True, follow_symlinks=False)
+    assert m.params_from == "stealth" and m.params.prompt == "hidden words"
