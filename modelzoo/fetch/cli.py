@@ -126,8 +126,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, screen: Any) -> int:
-    # the engine, pydantic settings and requests load only now: `atelier --help` and
-    # `atelier pull` start without them
+    # the engine and pydantic settings load only now: `atelier --help` and `atelier pull`
+    # start without them (and requests loads only for a catalogue: sources/resolve.py)
     from .. import download, placement
     from ..settings import ZooSettings
     from ..sources.resolve import Sources
@@ -156,7 +156,7 @@ def _run(args: argparse.Namespace, screen: Any) -> int:
         raise _Usage("give --to DIR, or the NAS root (--root DIR or ATELIER_ROOT) to place "
                      "models by type")
     index = _index(zoo, root) if root is not None else None
-    sources = Sources.from_settings(zoo)
+    sources = Sources.from_settings(zoo, fetch_settings=fs)
     display = screen("{task.fields[conns]} conn", quiet=args.quiet or args.dry_run)
     failed = 0
     auth_failed = False
@@ -227,7 +227,6 @@ def _index(zoo: Any, root: Path) -> Any:
 def _execute(plan: Plan, sources: Any, fs: Any, index: Any, root: Path | None,
              headers: dict[str, str], display: Any, args: argparse.Namespace) -> None:
     from .. import download
-    from ..previews import fetch_image, to_png
     from ..sources import remote
 
     extra = {}
@@ -241,6 +240,8 @@ def _execute(plan: Plan, sources: Any, fs: Any, index: Any, root: Path | None,
                        conns=p.connections)
 
     def preview(url: str) -> bytes | None:
+        from ..previews import fetch_image, to_png  # requests: catalogue models only
+
         try:
             st = sources.settings
             return to_png(fetch_image(sources.sess, url, st.models_preview_max_bytes,
