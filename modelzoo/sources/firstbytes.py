@@ -7,12 +7,15 @@ the engine's sessions (``fetch/sessions.py``: ``http.client``, the engine's prox
 timeouts and CA store). requests costs 30 ms to import, and a plain URL is what
 ``atelier fetch URL`` is timed on. Headers are bound to origins as in ``remote.py``:
 redirects are followed by hand, each hop gets only the headers of its own origin, and
-every hop is checked against the blocked networks (``fetch/netguard.py``).
+every hop is checked against the blocked networks (``fetch/netguard.py``). With ``keep``
+the session, its connection open, goes on to the download (``atelier fetch``): the engine's
+own probe then needs no new connection (on https, no second TCP and TLS handshake).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
 
@@ -28,15 +31,18 @@ if TYPE_CHECKING:
 
 
 def probe(url: str, *, what: str, origin_headers: OriginHeaders | None = None,
-          settings: FetchSettings | None = None, first: int | None = None) -> Probe:
+          settings: FetchSettings | None = None, first: int | None = None,
+          keep: Callable[[Session], None] | None = None) -> Probe:
     """The first bytes of ``url``; ``settings``: the fetch settings whose proxy, timeouts,
-    redirect limit and blocked networks apply (default: the environment's)."""
+    redirect limit and blocked networks apply (default: the environment's). ``keep``
+    receives the session of a probe that succeeded, instead of it being closed."""
     from ..fetch.sessions import make_session_factory
     from ..fetch.settings import FetchSettings
 
     settings = settings or FetchSettings()
     first = first or remote.FIRST_BYTES
-    session = make_session_factory(settings)()
+    session: Session | None = make_session_factory(settings)()
+    assert session is not None
     try:
         current = url
         for _ in range(settings.max_redirects + 1):
@@ -49,13 +55,18 @@ def probe(url: str, *, what: str, origin_headers: OriginHeaders | None = None,
                 current = urljoin(current, location)
                 continue
             try:
-                return _read_probe(session, url, current, reply, what, origin_headers,
-                                   settings, first)
+                found = _read_probe(session, url, current, reply, what, origin_headers,
+                                    settings, first)
             finally:
-                reply.release(False)
+                reply.release(False)  # read to its end: the connection stays open
+            if keep is not None:
+                keep(session)
+                session = None
+            return found
         raise RemoteError(f"{what}: more than {settings.max_redirects} redirects", url=url)
     finally:
-        session.close()
+        if session is not None:
+            session.close()
 
 
 def _get(session: Session, current: str, headers: dict[str, str], what: str, url: str,

@@ -12,7 +12,7 @@ one is first asked for; a plain URL is probed without it (``firstbytes.py``), so
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -24,6 +24,7 @@ from .model import Auth, Resolution
 if TYPE_CHECKING:
     import requests
 
+    from ..fetch.sessions import Session
     from ..fetch.settings import FetchSettings
     from ..settings import ZooSettings
     from .civitai import Civitai
@@ -85,7 +86,10 @@ class Sources:
     def resolve(self, text: str, *, file: str | None = None,
                 include: Sequence[str] | None = None, exclude: Sequence[str] | None = None,
                 headers: Mapping[str, str] | None = None, mirrors: Sequence[str] = (),
-                sha256: str | None = None, probe: bool = True) -> Resolution:
+                sha256: str | None = None, probe: bool = True,
+                keep: Callable[[Session], None] | None = None) -> Resolution:
+        """``keep``: receives a plain URL probe's session, its connection open, for the
+        download to go on with (see ``firstbytes.probe``)."""
         ref = self.parse(text)
         if (include or exclude) and not (isinstance(ref, refs.HfRef | refs.ModelScopeRef)
                                          and ref.path is None):
@@ -100,7 +104,7 @@ class Sources:
         if isinstance(ref, refs.ModelScopeRef):
             return self.modelscope.resolve(ref, include=include, exclude=exclude, probe=probe)
         return url_source.resolve(ref, settings=self.fetch_settings, headers=headers,
-                                  mirrors=mirrors, sha256=sha256, probe=probe)
+                                  mirrors=mirrors, sha256=sha256, probe=probe, keep=keep)
 
     def origin_headers(self, auth: Auth) -> dict[str, dict[str, str]]:
         if auth == "civitai":

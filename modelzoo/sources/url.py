@@ -9,7 +9,7 @@ the probe allows), the job sniffs the finished file and moves it to its folder.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from .. import naming
@@ -21,6 +21,7 @@ from .model import RemoteFile, Resolution
 from .refs import UrlRef
 
 if TYPE_CHECKING:
+    from ..fetch.sessions import Session
     from ..fetch.settings import FetchSettings
 
 
@@ -38,9 +39,11 @@ def _page_kind(found: remote.Probe) -> str | None:
 
 def resolve(ref: UrlRef, *, settings: FetchSettings | None = None,
             headers: Mapping[str, str] | None = None, mirrors: Sequence[str] = (),
-            sha256: str | None = None, probe: bool = True) -> Resolution:
+            sha256: str | None = None, probe: bool = True,
+            keep: Callable[[Session], None] | None = None) -> Resolution:
     """``headers`` go to the URL's own origin (and the mirrors'), never to redirects;
-    ``settings``: the fetch settings the probe goes by (proxy, blocked networks)."""
+    ``settings``: the fetch settings the probe goes by (proxy, blocked networks); ``keep``
+    receives the probe's session, its connection open (``firstbytes.probe``)."""
     url = ref.url
     origin_headers = ({remote.origin(u): dict(headers) for u in [url, *mirrors]}
                       if headers else None)
@@ -49,7 +52,7 @@ def resolve(ref: UrlRef, *, settings: FetchSettings | None = None,
     mtype, base, why, sniff_after = OTHER, None, None, False
     if probe:
         found = firstbytes.probe(url, what=url, origin_headers=origin_headers,
-                                 settings=settings)
+                                 settings=settings, keep=keep)
         kind = _page_kind(found)
         if kind is not None:
             raise NotAModel(f"{url} is {kind}, not a model file (a login or download page? "

@@ -171,3 +171,20 @@ def test_a_plain_url_fetch_loads_no_requests(make_server, tools, tmp_path: Path,
     asked = [r["path"].split("/")[1] for r in srv.log if "Authorization" in r["headers"]]
     assert set(asked) == {"redirect"}
     assert any(r["path"].startswith("/signed/") for r in srv.log)
+
+
+def test_the_download_goes_on_over_the_resolvers_connection(make_server, tools,
+                                                            tmp_path: Path,
+                                                            child_env) -> None:
+    """The resolver's probe of a plain URL leaves its connection open for the engine's
+    probe: no second connect (on https, no second TLS handshake) before the first byte."""
+    data = tools.make_safetensors(300_000)
+    srv = make_server(data)
+    out = subprocess.run(tools.fetch_cmd(srv.url(), "--to", str(tmp_path), "-q"),
+                         env=child_env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "model.safetensors").read_bytes() == data
+    resolver, engine = srv.log[0], srv.log[1]
+    assert resolver["headers"]["Range"] == "bytes=0-65535"
+    assert engine["headers"]["Range"].startswith("bytes=0-")
+    assert engine["client"] == resolver["client"]
