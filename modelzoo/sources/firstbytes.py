@@ -41,8 +41,8 @@ def probe(url: str, *, what: str, origin_headers: OriginHeaders | None = None,
 
     settings = settings or FetchSettings()
     first = first or remote.FIRST_BYTES
-    session: Session | None = make_session_factory(settings)()
-    assert session is not None
+    session = make_session_factory(settings)()
+    kept = False
     try:
         current = url
         for _ in range(settings.max_redirects + 1):
@@ -58,14 +58,14 @@ def probe(url: str, *, what: str, origin_headers: OriginHeaders | None = None,
                 found = _read_probe(session, url, current, reply, what, origin_headers,
                                     settings, first)
             finally:
-                reply.release(False)  # read to its end: the connection stays open
+                reply.release(False)  # the connection stays open if the body was read whole
             if keep is not None:
                 keep(session)
-                session = None
+                kept = True
             return found
         raise RemoteError(f"{what}: more than {settings.max_redirects} redirects", url=url)
     finally:
-        if session is not None:
+        if not kept:
             session.close()
 
 
