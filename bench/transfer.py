@@ -59,7 +59,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import requests
-from common import Service, proc_status
+from common import Service, compile_packages, proc_status
 
 MB = 1_000_000
 GB = 1_000_000_000
@@ -72,7 +72,6 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 UPLOAD_TARGET = "0.5"
 PUSH_TARGET, PULL_TARGET, CLIENT_PEAK_MB = "0.8", "1.0", 150
 SECTIONS = ("upload", "quota", "zip", "download")
-PACKAGES = ("atelier", "atelier_io", "filebrowser", "modelzoo")
 
 
 def make_file(path: Path, size: int) -> None:
@@ -171,13 +170,6 @@ def warm_clients(svc: Service, home: Path, work: Path) -> None:
     subprocess.run([sys.executable, "-m", "atelier", "pull", "outputs/one.bin",
                     str(work / "warm.out")], check=True, capture_output=True, env=env)
     (work / "warm.out").unlink()
-
-
-def compile_packages() -> None:
-    """Bytecode for the packages, as an installed copy has (see the module docstring)."""
-    root = Path(__file__).resolve().parent.parent
-    subprocess.run([sys.executable, "-m", "compileall", "-q",
-                    *(str(root / p) for p in PACKAGES)], check=True, capture_output=True)
 
 
 @contextmanager

@@ -226,9 +226,11 @@ def execute(p: Plan, *, origin_headers: Callable[[Any], Mapping[str, Mapping[str
             fetch_settings: Any = None, progress: Callable[[Progress], None] | None = None,
             cancel: threading.Event | None = None, index: Index | None = None,
             root: Path | None = None, preview_png: Callable[[str], bytes | None] | None = None,
-            extra_headers: Mapping[str, Mapping[str, str]] | None = None) -> Outcome:
+            extra_headers: Mapping[str, Mapping[str, str]] | None = None,
+            session_factory: Callable[[], Any] | None = None) -> Outcome:
     """Download what the plan needs; KeyboardInterrupt when ``cancel`` is set (the
-    partial file stays for a resume)."""
+    partial file stays for a resume). ``session_factory``: the engine's sessions (the
+    resolver's warm one first, in ``atelier fetch``)."""
     from .fetch import fetch
 
     out = Outcome(p, reused=p.reused)
@@ -254,7 +256,8 @@ def execute(p: Plan, *, origin_headers: Callable[[Any], Mapping[str, Mapping[str
                            sha256=f.sha256, headers=engine_headers(headers), progress=report,
                            settings=fetch_settings,
                            validator=True if f.model else NotAPage(),
-                           compute_sha256=True, cancel=cancel)
+                           compute_sha256=True, cancel=cancel,
+                           session_factory=session_factory)
         except RemoteAuthRequired as e:
             where = TOKEN_SETTINGS.get(f.auth or "")
             if where is None:

@@ -95,7 +95,8 @@ class ModelZoo:
         sess = getattr(self._local, "sess", None)
         if sess is None:
             sess = self._local.sess = remote.session()
-        return Sources.from_settings(self.store.effective(), sess)
+        return Sources.from_settings(self.store.effective(), sess,
+                                     fetch_settings=self.fetch_settings)
 
     def caller(self, user: Any, home: str) -> Caller:
         return Caller.of(user, home, self.store.shared_writers())

@@ -126,8 +126,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, screen: Any) -> int:
-    # the engine, pydantic settings and requests load only now: `atelier --help` and
-    # `atelier pull` start without them
+    # the engine and pydantic settings load only now: `atelier --help` and `atelier pull`
+    # start without them (and requests loads only for a catalogue: sources/resolve.py)
     from .. import download, placement
     from ..settings import ZooSettings
     from ..sources.resolve import Sources
@@ -156,18 +156,19 @@ def _run(args: argparse.Namespace, screen: Any) -> int:
         raise _Usage("give --to DIR, or the NAS root (--root DIR or ATELIER_ROOT) to place "
                      "models by type")
     index = _index(zoo, root) if root is not None else None
-    sources = Sources.from_settings(zoo)
+    sources = Sources.from_settings(zoo, fetch_settings=fs)
     display = screen("{task.fields[conns]} conn", quiet=args.quiet or args.dry_run)
     failed = 0
     auth_failed = False
     with display:
         for text in args.refs:
+            warm: list[Any] = []  # a URL probe's session, its connection open: the engine's
             try:
                 res = sources.resolve(text, file=args.file, include=args.include or None,
                                       exclude=args.exclude or None, headers=headers or None,
                                       mirrors=_mirrors_for(text, args.mirror, single)
                                       if text.lower().startswith(("http://", "https://"))
-                                      else (), sha256=args.sha256)
+                                      else (), sha256=args.sha256, keep=warm.append)
                 for f in res.files:
                     if res.source != "url":
                         f.urls += [m for m in _mirrors_for(f.urls[0], args.mirror, False)
@@ -193,7 +194,7 @@ def _run(args: argparse.Namespace, screen: Any) -> int:
                     _print_plan(plan, args.json)
                     continue
                 folder.mkdir(parents=True, exist_ok=True)
-                _execute(plan, sources, fs, index, root, headers, display, args)
+                _execute(plan, sources, fs, index, root, headers, display, args, warm)
             except KeyboardInterrupt:
                 display.stop()
                 display.print("interrupted: the partial download is kept; run the same "
@@ -206,6 +207,9 @@ def _run(args: argparse.Namespace, screen: Any) -> int:
                 failed += 1
                 auth_failed = auth_failed or isinstance(e, RemoteAuthRequired)
                 display.print(f"error: {text}: {getattr(e, 'message', None) or e}")
+            finally:
+                for session in warm:  # not taken (a dry run, the file already there)
+                    session.close()
     if failed:
         return 3 if auth_failed and failed == 1 else 1
     return 0
@@ -225,10 +229,17 @@ def _index(zoo: Any, root: Path) -> Any:
 
 
 def _execute(plan: Plan, sources: Any, fs: Any, index: Any, root: Path | None,
-             headers: dict[str, str], display: Any, args: argparse.Namespace) -> None:
+             headers: dict[str, str], display: Any, args: argparse.Namespace,
+             warm: list[Any]) -> None:
     from .. import download
-    from ..previews import fetch_image, to_png
     from ..sources import remote
+    from .sessions import make_session_factory
+
+    fresh = make_session_factory(fs)
+
+    def session() -> Any:
+        """The resolver's warm session first: the engine's probe needs no new connection."""
+        return warm.pop() if warm else fresh()
 
     extra = {}
     if headers and plan.resolution.source == "url":
@@ -241,6 +252,8 @@ def _execute(plan: Plan, sources: Any, fs: Any, index: Any, root: Path | None,
                        conns=p.connections)
 
     def preview(url: str) -> bytes | None:
+        from ..previews import fetch_image, to_png  # requests: catalogue models only
+
         try:
             st = sources.settings
             return to_png(fetch_image(sources.sess, url, st.models_preview_max_bytes,
@@ -251,7 +264,7 @@ def _execute(plan: Plan, sources: Any, fs: Any, index: Any, root: Path | None,
 
     out = download.execute(plan, origin_headers=sources.origin_headers, fetch_settings=fs,
                            progress=progress, index=index, root=root, preview_png=preview,
-                           extra_headers=extra)
+                           extra_headers=extra, session_factory=session)
     display.update(task, conns=0)
     for t in plan.targets:
         path = t.path

@@ -10,7 +10,10 @@ JSON 401.
 server ignores Range, the first bytes of the whole body, then hangs up): enough for
 the Content-Disposition name, the Content-Type, the total size and, for safetensors,
 the JSON header that tells the model's type. A header larger than the first read is
-fetched with a second ranged request (up to ``MAX_SNIFF``).
+fetched with a second ranged request (up to ``MAX_SNIFF``). A plain URL is probed the
+same way without requests (``firstbytes.py``), which is why requests (30 ms of imports)
+loads only in the functions that take a requests session: ``atelier fetch URL`` does
+without it.
 """
 
 from __future__ import annotations
@@ -21,11 +24,9 @@ import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from functools import cache
+from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urljoin, urlsplit
-
-import requests
-from requests.adapters import HTTPAdapter
 
 from ..errors import RateLimited, RemoteAuthRequired, RemoteError, RemoteNotFound
 from ..fetch import netguard
@@ -37,9 +38,12 @@ MAX_SNIFF = 16 * 1024 * 1024
 REDIRECTS = {301, 302, 303, 307, 308}
 TIMEOUT = (10.0, 30.0)
 
+if TYPE_CHECKING:
+    import requests
+
 # origin "scheme://host:port" -> headers sent to that origin only
 OriginHeaders = Mapping[str, Mapping[str, str]]
-ErrorMapper = Callable[[requests.Response, str], NoReturn]
+ErrorMapper = Callable[["requests.Response", str], NoReturn]
 
 
 def origin(url: str) -> str:
@@ -55,18 +59,24 @@ def headers_for(url: str, origin_headers: OriginHeaders | None) -> dict[str, str
     return h
 
 
-class _Guarded(HTTPAdapter):
-    """Every request (each hop of a redirect chain is one) is checked against the
-    networks downloads may not reach before it goes out (``fetch/netguard.py``)."""
+@cache
+def _guarded() -> type[Any]:
+    from requests.adapters import HTTPAdapter
 
-    def __init__(self, blocked: Sequence[str]) -> None:
-        super().__init__()
-        self.blocked = tuple(blocked)
+    class Guarded(HTTPAdapter):
+        """Every request (each hop of a redirect chain is one) is checked against the
+        networks downloads may not reach before it goes out (``fetch/netguard.py``)."""
 
-    def send(self, request: requests.PreparedRequest, *args: Any,
-             **kw: Any) -> requests.Response:
-        netguard.check(str(request.url), self.blocked)
-        return super().send(request, *args, **kw)
+        def __init__(self, blocked: Sequence[str]) -> None:
+            super().__init__()
+            self.blocked = tuple(blocked)
+
+        def send(self, request: requests.PreparedRequest, *args: Any,
+                 **kw: Any) -> requests.Response:
+            netguard.check(str(request.url), self.blocked)
+            return super().send(request, *args, **kw)
+
+    return Guarded
 
 
 def session(blocked: Sequence[str] | None = None) -> requests.Session:
@@ -76,9 +86,11 @@ def session(blocked: Sequence[str] | None = None) -> requests.Session:
         from ..fetch.settings import FetchSettings
 
         blocked = FetchSettings().blocked_networks
+    import requests
+
     s = requests.Session()
     s.headers["User-Agent"] = USER_AGENT
-    guard = _Guarded(blocked)
+    guard = _guarded()(blocked)
     s.mount("http://", guard)
     s.mount("https://", guard)
     return s
@@ -98,12 +110,8 @@ def retry_after(resp: requests.Response) -> float | None:
         return max(0.0, when.timestamp() - time.time())
 
 
-def message_of(resp: requests.Response, limit: int = 300) -> str:
-    """The remote's own words: JSON ``error``/``message``, an HTML title, or text."""
-    try:
-        text = resp.text[:4096]
-    except Exception:
-        return ""
+def page_message(text: str, limit: int = 300) -> str:
+    """The remote's own words in a body: JSON ``error``/``message``, an HTML title, text."""
     try:
         data = json.loads(text)
         if isinstance(data, dict):
@@ -116,18 +124,30 @@ def message_of(resp: requests.Response, limit: int = 300) -> str:
     return " ".join(text.split())[:limit]
 
 
-def default_errors(resp: requests.Response, what: str) -> NoReturn:
-    code = resp.status_code
-    msg = message_of(resp)
+def message_of(resp: requests.Response, limit: int = 300) -> str:
+    """The remote's own words: JSON ``error``/``message``, an HTML title, or text."""
+    try:
+        text = resp.text[:4096]
+    except Exception:
+        return ""
+    return page_message(text, limit)
+
+
+def refuse(code: int, msg: str, what: str, url: str) -> NoReturn:
+    """An error answer as one of our errors."""
     detail = f" ({msg})" if msg else ""
     if code in (404, 410):
-        raise RemoteNotFound(f"{what}: not found (HTTP {code}){detail}", url=resp.url)
+        raise RemoteNotFound(f"{what}: not found (HTTP {code}){detail}", url=url)
     if code in (401, 403):
-        raise RemoteAuthRequired(f"{what}: access refused (HTTP {code}){detail}", url=resp.url)
+        raise RemoteAuthRequired(f"{what}: access refused (HTTP {code}){detail}", url=url)
     if code == 429:
         raise RateLimited(f"{what}: rate limited (HTTP 429){detail}; try again later",
-                          url=resp.url)
-    raise RemoteError(f"{what}: HTTP {code}{detail}", url=resp.url)
+                          url=url)
+    raise RemoteError(f"{what}: HTTP {code}{detail}", url=url)
+
+
+def default_errors(resp: requests.Response, what: str) -> NoReturn:
+    refuse(resp.status_code, message_of(resp), what, resp.url)
 
 
 def request(sess: requests.Session, method: str, url: str, *, what: str,
@@ -135,6 +155,8 @@ def request(sess: requests.Session, method: str, url: str, *, what: str,
             json_body: Any = None, attempts: int = 4, max_wait: float = 30.0,
             params: Mapping[str, str] | None = None) -> requests.Response:
     """One API call; 429 and 5xx are retried after Retry-After (or 1, 2, 4 s)."""
+    import requests
+
     delay = 1.0
     for attempt in range(attempts):
         try:
@@ -197,6 +219,8 @@ def probe(sess: requests.Session, url: str, *, what: str,
           origin_headers: OriginHeaders | None = None, on_error: ErrorMapper = default_errors,
           first: int | None = None, extra_headers: Mapping[str, str] | None = None,
           max_redirects: int = 10) -> Probe:
+    import requests
+
     first = first or FIRST_BYTES
     current = url
     for _ in range(max_redirects + 1):
@@ -254,6 +278,8 @@ def _read_probe(sess: requests.Session, url: str, current: str, resp: requests.R
 
 
 def _read(resp: requests.Response, n: int) -> bytes:
+    import requests
+
     out = bytearray()
     try:
         for chunk in resp.iter_content(min(n, 64 * 1024)):

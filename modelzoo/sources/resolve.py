@@ -4,47 +4,76 @@
 and ``atelier fetch`` all call: nothing is downloaded beyond a probe of the first bytes.
 ``Sources.origin_headers(auth)`` gives the token headers for a file when it is fetched,
 from the settings of that moment (an admin may have changed the token since).
+
+The catalogues talk through a requests session, made (and requests imported, 30 ms) when
+one is first asked for; a plain URL is probed without it (``firstbytes.py``), so that
+``atelier fetch URL`` starts sooner.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-
-import requests
+from typing import TYPE_CHECKING
 
 from ..errors import BadReference
-from ..settings import ZooSettings
-from . import refs, remote
+from . import refs
 from . import url as url_source
-from .civitai import Civitai
-from .huggingface import HuggingFace
 from .model import Auth, Resolution
-from .modelscope import ModelScope
+
+if TYPE_CHECKING:
+    import requests
+
+    from ..fetch.sessions import Session
+    from ..fetch.settings import FetchSettings
+    from ..settings import ZooSettings
+    from .civitai import Civitai
+    from .huggingface import HuggingFace
+    from .modelscope import ModelScope
 
 
 @dataclass
 class Sources:
     settings: ZooSettings
-    sess: requests.Session
+    given_sess: requests.Session | None = None
+    # the fetch settings a plain URL is probed by (proxy, blocked networks); None: the
+    # environment's
+    fetch_settings: FetchSettings | None = None
 
     @classmethod
-    def from_settings(cls, settings: ZooSettings, sess: requests.Session | None = None
-                      ) -> Sources:
-        return cls(settings, sess or remote.session())
+    def from_settings(cls, settings: ZooSettings, sess: requests.Session | None = None,
+                      fetch_settings: FetchSettings | None = None) -> Sources:
+        return cls(settings, sess, fetch_settings)
+
+    @property
+    def sess(self) -> requests.Session:
+        """The catalogues' session, made on first use."""
+        if self.given_sess is None:
+            from . import remote
+
+            blocked = (self.fetch_settings.blocked_networks
+                       if self.fetch_settings is not None else None)
+            self.given_sess = remote.session(blocked)
+        return self.given_sess
 
     @property
     def civitai(self) -> Civitai:
+        from .civitai import Civitai
+
         s = self.settings
         return Civitai(s.civitai_url, s.civitai_token, self.sess, s.models_preview_nsfw_level)
 
     @property
     def hf(self) -> HuggingFace:
+        from .huggingface import HuggingFace
+
         s = self.settings
         return HuggingFace(s.hf_endpoint, hf_token(s), s.hf_mirrors, self.sess)
 
     @property
     def modelscope(self) -> ModelScope:
+        from .modelscope import ModelScope
+
         s = self.settings
         return ModelScope(s.modelscope_url, s.modelscope_token, self.sess)
 
@@ -57,7 +86,10 @@ class Sources:
     def resolve(self, text: str, *, file: str | None = None,
                 include: Sequence[str] | None = None, exclude: Sequence[str] | None = None,
                 headers: Mapping[str, str] | None = None, mirrors: Sequence[str] = (),
-                sha256: str | None = None, probe: bool = True) -> Resolution:
+                sha256: str | None = None, probe: bool = True,
+                keep: Callable[[Session], None] | None = None) -> Resolution:
+        """``keep``: receives a plain URL probe's session, its connection open, for the
+        download to go on with (see ``firstbytes.probe``)."""
         ref = self.parse(text)
         if (include or exclude) and not (isinstance(ref, refs.HfRef | refs.ModelScopeRef)
                                          and ref.path is None):
@@ -71,8 +103,8 @@ class Sources:
             return self.hf.resolve(ref, include=include, exclude=exclude, probe=probe)
         if isinstance(ref, refs.ModelScopeRef):
             return self.modelscope.resolve(ref, include=include, exclude=exclude, probe=probe)
-        return url_source.resolve(ref, sess=self.sess, headers=headers, mirrors=mirrors,
-                                  sha256=sha256, probe=probe)
+        return url_source.resolve(ref, settings=self.fetch_settings, headers=headers,
+                                  mirrors=mirrors, sha256=sha256, probe=probe, keep=keep)
 
     def origin_headers(self, auth: Auth) -> dict[str, dict[str, str]]:
         if auth == "civitai":

@@ -1,6 +1,6 @@
 """Any other http(s) URL: what it is comes from the server and the file's own header.
 
-One ranged GET of the first 64 KiB (``remote.probe``) gives the name
+One ranged GET of the first 64 KiB (``firstbytes.probe``, without requests) gives the name
 (Content-Disposition, else the URL as given), the size, and for a safetensors file the
 header that tells its type and base model (``sniff.py``). An HTML or JSON page fails
 here, before anything is written. When the header cannot be read first (larger than
@@ -9,17 +9,20 @@ the probe allows), the job sniffs the finished file and moves it to its folder.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-
-import requests
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from .. import naming
 from ..errors import NotAModel
 from ..placement import is_model_name
 from ..sniff import OTHER, sniff_bytes
-from . import remote
+from . import firstbytes, remote
 from .model import RemoteFile, Resolution
 from .refs import UrlRef
+
+if TYPE_CHECKING:
+    from ..fetch.sessions import Session
+    from ..fetch.settings import FetchSettings
 
 
 def _page_kind(found: remote.Probe) -> str | None:
@@ -34,10 +37,13 @@ def _page_kind(found: remote.Probe) -> str | None:
     return None
 
 
-def resolve(ref: UrlRef, *, sess: requests.Session | None = None,
+def resolve(ref: UrlRef, *, settings: FetchSettings | None = None,
             headers: Mapping[str, str] | None = None, mirrors: Sequence[str] = (),
-            sha256: str | None = None, probe: bool = True) -> Resolution:
-    """``headers`` go to the URL's own origin (and the mirrors'), never to redirects."""
+            sha256: str | None = None, probe: bool = True,
+            keep: Callable[[Session], None] | None = None) -> Resolution:
+    """``headers`` go to the URL's own origin (and the mirrors'), never to redirects;
+    ``settings``: the fetch settings the probe goes by (proxy, blocked networks); ``keep``
+    receives the probe's session, its connection open (``firstbytes.probe``)."""
     url = ref.url
     origin_headers = ({remote.origin(u): dict(headers) for u in [url, *mirrors]}
                       if headers else None)
@@ -45,8 +51,8 @@ def resolve(ref: UrlRef, *, sess: requests.Session | None = None,
     size = None
     mtype, base, why, sniff_after = OTHER, None, None, False
     if probe:
-        found = remote.probe(sess or remote.session(), url, what=url,
-                             origin_headers=origin_headers)
+        found = firstbytes.probe(url, what=url, origin_headers=origin_headers,
+                                 settings=settings, keep=keep)
         kind = _page_kind(found)
         if kind is not None:
             raise NotAModel(f"{url} is {kind}, not a model file (a login or download page? "
