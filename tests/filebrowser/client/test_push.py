@@ -44,11 +44,10 @@ def test_progress_adds_up_across_a_server_restart(spawn_server, tmp_path: Path) 
 
 
 def test_the_buffered_download_loop(server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    """TLS and rate limits read through a buffer instead of splice(2)."""
+    """The buffered download loop, in-process: every byte, progress adding up."""
     data = os.urandom(3 * MiB + 5)
     (server.root / "outputs" / "x.bin").write_bytes(data)
     puller = Puller(client_for(server), ResumeStore(tmp_path / "resume.json"))
-    puller.splice = False
     heard: list[int] = []
     r = puller.pull("outputs/x.bin", None, tmp_path / "x.bin", progress=heard.append)
     assert (tmp_path / "x.bin").read_bytes() == data
