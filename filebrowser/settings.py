@@ -108,6 +108,11 @@ class Settings(BaseSettings):
     index_deep_rescan_seconds: float = Field(
         3600.0, description="Stat every indexed file this often (catches in-place "
         "rewrites that leave the folder mtime unchanged).")
+    index_workers: int | None = Field(
+        None, ge=0, description="Processes that read images' metadata in parallel when a "
+        "scan has many files to read (at least 512: a first index, a new folder of "
+        "thousands). Unset: one per CPU, at most 4 (none on one CPU); 0: read them in the "
+        "indexing thread.")
     index_count_limit: int = Field(
         1000, ge=0, description="Search totals are counted exactly up to this many "
         "matches; past it a search answers this number with total_exact false (counting "

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import errno
 import json
 import logging
 import os
@@ -53,10 +52,12 @@ import stat as st_mod
 import threading
 import time
 import warnings
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from pathlib import Path
 from typing import Any
 
@@ -66,11 +67,10 @@ from sqlalchemy.engine import Connection, Engine
 from .. import db
 from ..access.jail import Scope, addressable
 from ..files.fs import IMAGE_EXTS, MODEL_EXTS
-from .formats.fooocus import FolderLog, parse_a1111_scheme
-from .infotext import GenParams, parse_infotext
-from .meta import FOLDER_LOG, read_meta
+from .formats.fooocus import FolderLog
+from .meta import FOLDER_LOG
 from .query import FIELDS, BadQuery, condition, random_key, values_of
-from .terms import terms_of
+from .rows import _INSERT_COLS, Parsers, default_workers, make_row, make_rows, params_of
 
 log = logging.getLogger("atelier.index")
 
@@ -78,6 +78,9 @@ SCHEMA_VERSION = "3"  # 3: image_fts contentless
 RACY_SECONDS = 2.0
 FIRST_BATCH = 200
 BATCH = 2000
+PARALLEL_AFTER = 512  # a scan that has queued this many files to read starts workers
+GROUP = 512  # files per call to a worker
+MAX_PENDING = 8  # groups out at once, at most
 
 image_index = sa.Table(
     "image_index", db.metadata,
@@ -137,9 +140,6 @@ _BM25 = "bm25(image_fts, 4.0, 1.0, 2.0, 2.0)"
 # Han, kana, hangul and CJK punctuation: no spaces between words, so one token each.
 _CJK = re.compile("([\u3000-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af"
                   "\uf900-\ufaff\uff00-\uffef])")
-_INSERT_COLS = ("path", "folder", "name", "kind", "size", "mtime", "mtime_ns", "width",
-                "height", "source", "prompt", "negative", "model", "model_hash", "sampler",
-                "steps", "cfg", "seed", "loras", "embeddings", "params", "terms")
 _PROMPT, _NEGATIVE = _INSERT_COLS.index("prompt"), _INSERT_COLS.index("negative")
 _TERMS = _INSERT_COLS.index("terms")
 
@@ -180,129 +180,6 @@ def _join(folder: str, name: str) -> str:
     return f"{folder}/{name}" if folder else name
 
 
-_JSON = json.JSONEncoder(ensure_ascii=False)  # json.dumps(ensure_ascii=False) without
-                                              # building an encoder per call
-# ...nor the C encoder the one above builds at every encode() (a third of its cost):
-# made once, without the cycle check (a params dict is a tree).
-_C_ENCODER = c_make_encoder(None, _JSON.default, encode_basestring, None, ": ", ", ",
-                            False, False, True) if c_make_encoder is not None else None
-
-
-def _encode(d: dict[str, Any]) -> str:
-    if _C_ENCODER is None:
-        return _JSON.encode(d)
-    return "".join(_C_ENCODER(d, 0))
-
-
-# GenParams fields that go into the params JSON as they are, when set
-_PLAIN_PARAMS = ("scheduler", "width", "height", "vae", "vae_hash", "clip_skip",
-                 "denoising_strength", "version")
-
-
-def params_dict(g: GenParams) -> dict[str, Any]:
-    """The fields of ``g`` that have no column of their own."""
-    d: dict[str, Any] = {}
-    for key in _PLAIN_PARAMS:  # (a loop: 0.2 us more per image than eight ifs)
-        v = getattr(g, key)
-        if v is not None:
-            d[key] = v
-    if g.loras:
-        d["loras"] = [{"name": lo.name, "weight": lo.weight, "hash": lo.hash} for lo in g.loras]
-    if g.embeddings:
-        d["embeddings"] = g.embeddings
-    if g.hires:
-        d["hires"] = g.hires
-    if g.adetailer:
-        d["adetailer"] = g.adetailer
-    if g.extra:
-        d["extra"] = g.extra
-    return d
-
-
-def params_value(g: GenParams) -> str | None:
-    """The ``params`` column: A1111's own parameter line(s) when the image has them (a
-    compact form already, parsed again for the few rows a page shows; encoding a JSON
-    of them cost a fifth of indexing an image), else a JSON of :func:`params_dict`."""
-    if g.source == "none":
-        return None
-    if g.params_text:
-        return g.params_text
-    d = params_dict(g)
-    return _encode(d) if d else None
-
-
-def params_of(r: Any) -> dict[str, Any]:
-    """:func:`params_dict` of a row, whichever form its ``params`` column holds."""
-    value = r.params
-    if not value:
-        return {}
-    if value[0] == "{":
-        out: dict[str, Any] = json.loads(value)
-        return out
-    text = "\n".join(x for x in (r.prompt or "", f"Negative prompt: {r.negative}"
-                                 if r.negative else "", value) if x)
-    return params_dict(parse_a1111_scheme(text) if r.source == "fooocus"
-                       else parse_infotext(text))
-
-
-_I32 = 1 << 31
-_I64 = 1 << 63
-
-
-def _i32(v: int | None) -> int | None:
-    """An INTEGER column's value, or None when it does not fit 32 bits."""
-    return v if v is None or -_I32 <= v < _I32 else None
-
-
-def _names(names: list[str]) -> str | None:
-    """``|a|b|``: a name matches exactly as ``%|name|%`` (a ``|`` in a name: dropped)."""
-    return "|" + "|".join([n.replace("|", "") for n in names]) + "|" if names else None
-
-
-def make_row(real: Path | str, vpath: str, folder: str, name: str, kind: str,
-             size: int | None, mtime_ns: int | None, sidecar: Path | str | None,
-             log: Path | str | FolderLog | None = None, *, stealth: bool = False
-             ) -> tuple[Any, ...] | None:
-    """One ``image_index`` row (in :data:`_INSERT_COLS` order); never raises on content.
-    ``sidecar``/``log``: the image's .txt and its folder's Fooocus log.html, if any.
-    ``size``/``mtime_ns`` None: the file's own, taken as it is read (None if it is gone)."""
-    meta = None
-    if kind == "image":
-        try:
-            meta = read_meta(real, sidecar=sidecar or False, log=log or False, stealth=stealth,
-                             follow_symlinks=False)
-        except OSError as exc:
-            if exc.errno in _NOT_A_FILE:  # swapped for a link, a FIFO...: not indexed
-                return None
-    if size is None or mtime_ns is None:
-        try:
-            s = meta.stat if meta is not None and meta.stat is not None else os.lstat(real)
-        except OSError:
-            return None
-        size, mtime_ns = s.st_size, s.st_mtime_ns
-    if meta is None:
-        return (vpath, folder, name, kind, size, mtime_ns / 1e9, mtime_ns) + _NO_PARAMS
-    width, height, g = meta.width, meta.height, meta.params
-    # (the hottest lines of indexing: each call and list here is paid per image)
-    seed, steps = g.seed, g.steps
-    if seed is not None and not -_I64 <= seed < _I64:
-        seed = None
-    if steps is not None and not -_I32 <= steps < _I32:
-        steps = None
-    model_hash = g.model_hash[:80] or None if g.model_hash else None
-    loras = _names([lo.name for lo in g.loras]) if g.loras else None
-    embeddings = _names(g.embeddings) if g.embeddings else None
-    return (vpath, folder, name, kind, size, mtime_ns / 1e9, mtime_ns, _i32(width),
-            _i32(height), g.source if g.source != "none" else None, g.prompt or None,
-            g.negative_prompt or None, g.model, model_hash, g.sampler, steps, g.cfg_scale,
-            seed, loras, embeddings, params_value(g), terms_of(g, width, height) or None)
-
-
-# read_meta's refusals of what is no longer the regular file the walk listed (gone, a
-# symlink, a FIFO or device) (EACCES and the like still give a row, without parameters)
-_NOT_A_FILE = frozenset({errno.ENOENT, errno.ELOOP, errno.EINVAL, errno.ENOTDIR})
-# the columns from ``width`` on of a file without parameters
-_NO_PARAMS: tuple[Any, ...] = (None,) * (len(_INSERT_COLS) - 7)
 
 
 @dataclass
@@ -327,19 +204,21 @@ class IndexStatus:
 class _Writer:
     """Batches row inserts/deletes and folder marks into transactions.
 
-    Files to (re)read are queued as tasks and read in small groups; a folder's mark
-    waits until every task queued before it has become a row, so it is committed with
-    them. (Parsing in worker processes was measured slower on 2 cores: process start
-    and pickling cost more than the GIL-bound parse saves, and delay the first batch.
-    A writer thread beside the parsing one was measured slower too: pysqlite releases
-    the GIL around each row's ``sqlite3_step`` and must win it back from the parser
-    after every row; multi-row INSERTs cut the steps, but flattening the rows in Python
-    cost what the overlap saved.)
+    Files to (re)read are queued as tasks and read in groups; a folder's mark waits
+    until every task queued before it has become a row, so it is committed with them.
+
+    A scan with many files to read (:data:`PARALLEL_AFTER`) reads them in worker
+    processes (:class:`Parsers`), a group of :data:`GROUP` per call, while this thread
+    lists folders and writes rows; groups come back in the order they were queued. A
+    pool that breaks (a worker killed) leaves the rest of the scan to this thread.
+    (A writer thread beside a parsing one was measured slower: pysqlite releases the
+    GIL around each row's ``sqlite3_step`` and must win it back from the parser after
+    every row.)
     """
 
     def __init__(self, index: Index) -> None:
         self.index = index
-        self.tasks: list[tuple[Any, ...]] = []
+        self.tasks: list[tuple[bool, tuple[Any, ...]]] = []
         self.waiting_folders: list[tuple[str, int]] = []
         self.rows: list[tuple[Any, ...]] = []
         self.deletes: list[str] = []
@@ -347,6 +226,12 @@ class _Writer:
         self.folders: list[tuple[str, int]] = []
         self.limit = FIRST_BATCH
         self.written = 0
+        self.queued = 0  # files queued for reading so far
+        self.parsers: Parsers | None = None
+        # groups in the workers: (future, its tasks, the folder marks that follow it)
+        self.pending: deque[tuple[Future[list[tuple[bool, tuple[Any, ...]]]],
+                                  list[tuple[bool, tuple[Any, ...]]],
+                                  list[tuple[str, int]]]] = deque()
 
     def add(self, row: tuple[Any, ...], *, new: bool = False) -> None:
         """Queue a row; ``new``: the path had no row when its folder was read, so no
@@ -356,23 +241,64 @@ class _Writer:
             self.deletes.append(row[0])
         self.rows.append(row)
         if len(self.rows) >= self.limit:
-            self.flush()
+            self._commit()
 
     def task(self, new: bool, *args: Any) -> None:
         """Read a file later, in a group; ``args`` as :func:`make_row` takes them."""
         self.tasks.append((new, args))
-        if len(self.tasks) >= 64:
+        if len(self.tasks) >= (GROUP if self.parsers is not None else 64):
             self.run_tasks()
 
     def run_tasks(self) -> None:
         tasks, self.tasks = self.tasks, []
-        stealth = self.index.stealth
-        for new, args in tasks:
-            row = make_row(*args, stealth=stealth)
-            if row is not None:  # (None: gone since its folder was listed)
-                self.add(row, new=new)
-        self.folders += self.waiting_folders
-        self.waiting_folders = []
+        folders, self.waiting_folders = self.waiting_folders, []
+        self.queued += len(tasks)
+        if (self.parsers is None and self.queued >= PARALLEL_AFTER
+                and self.index.workers > 0):
+            self.parsers = Parsers.start(self.index.workers)
+        if self.parsers is not None and tasks:
+            try:
+                future = self.parsers.submit(tasks, self.index.stealth)
+            except (BrokenProcessPool, RuntimeError):
+                self._broken()
+            else:
+                self.pending.append((future, tasks, folders))
+                self._collect()
+                return
+        if self.pending:  # (the end of the scan, or the workers broke): in order
+            self._collect(wait=True)
+        self._take(make_rows(tasks, self.index.stealth), folders)
+
+    def _collect(self, wait: bool = False) -> None:
+        """Take the rows of the groups that are done, oldest first, stopping at the
+        first that is not; ``wait``: of all of them. Waits too while more than
+        :data:`MAX_PENDING` are out (the rows in flight stay bounded)."""
+        while self.pending and (wait or len(self.pending) > MAX_PENDING
+                                or self.pending[0][0].done()):
+            future, tasks, folders = self.pending.popleft()
+            try:
+                rows = future.result()
+            except BrokenProcessPool:
+                self._broken()
+                rows = make_rows(tasks, self.index.stealth)
+            self._take(rows, folders)
+
+    def _take(self, rows: list[tuple[bool, tuple[Any, ...]]],
+              folders: list[tuple[str, int]]) -> None:
+        for new, row in rows:
+            if not new:
+                self.deletes.append(row[0])
+            self.rows.append(row)
+        self.folders += folders
+        if len(self.rows) >= self.limit or len(self.folders) >= BATCH:
+            self._commit()
+
+    def _broken(self) -> None:
+        log.warning("index: a parsing worker died; reading the rest of this scan here")
+        if self.parsers is not None:
+            self.parsers.close()
+        self.parsers = None
+        self.queued = -(1 << 62)  # not again in this scan
 
     def delete(self, path: str) -> None:
         self.deletes.append(path)
@@ -381,16 +307,27 @@ class _Writer:
         self.prefix_deletes.append(folder)
 
     def folder_done(self, folder: str, mtime_ns: int) -> None:
-        if self.tasks:
+        if self.tasks or self.pending:
             self.waiting_folders.append((folder, mtime_ns))
             return
         self.folders.append((folder, mtime_ns))
         if len(self.folders) >= BATCH:
-            self.flush()
+            self._commit()
 
     def flush(self) -> None:
-        if self.tasks:
+        """Read what is queued and write everything."""
+        if self.tasks or self.waiting_folders:
             self.run_tasks()
+        self._collect(wait=True)
+        self._commit()
+
+    def close(self) -> None:
+        """Stop the workers, if any (after :meth:`flush`, or when a scan failed)."""
+        if self.parsers is not None:
+            self.parsers.close()
+            self.parsers = None
+
+    def _commit(self) -> None:
         if not (self.rows or self.deletes or self.prefix_deletes or self.folders):
             return
         rows, deletes, prefix_deletes, folders = (self.rows, self.deletes,
@@ -418,11 +355,14 @@ class Index:
     """The index tables and every read and write on them."""
 
     def __init__(self, engine: Engine, root: Path, *, stealth: bool = False,
-                 count_limit: int = 1000, facet_limit: int = 20_000) -> None:
+                 count_limit: int = 1000, facet_limit: int = 20_000,
+                 workers: int | None = None) -> None:
         self.engine = engine
         self.root = Path(os.path.realpath(root))
         self.fts = engine.dialect.name == "sqlite"
         self.stealth = stealth  # read stealth info from pixels (slow; opt-in)
+        # processes that read files in a large scan (None: rows.default_workers())
+        self.workers = default_workers() if workers is None else workers
         self.count_limit = count_limit  # totals are exact up to this many matches
         self.facet_limit = facet_limit  # facets count at most this many matches
         self.status = IndexStatus()
@@ -608,7 +548,11 @@ class Index:
     def scan(self, start: str = "", *, deep: bool = False, force_start: bool = False) -> int:
         """Rescan the tree below ``start``; folders whose mtime is unchanged are skipped
         unless ``deep``. Returns the number of rows written."""
-        return self._scan(start, deep, force_start, self._known_folders(), _Writer(self))
+        w = _Writer(self)
+        try:
+            return self._scan(start, deep, force_start, self._known_folders(), w)
+        finally:
+            w.close()
 
     def _scan(self, start: str, deep: bool, force_start: bool, known: dict[str, int],
               w: _Writer) -> int:

@@ -28,7 +28,7 @@ class Images:
         if s.index_enabled:
             self.index = Index(fb.engine, fb.root, stealth=s.images_stealth_pnginfo,
                                count_limit=s.index_count_limit,
-                               facet_limit=s.index_facet_limit)
+                               facet_limit=s.index_facet_limit, workers=s.index_workers)
             self.service = IndexService(self.index, watch=s.index_watch,
                                         rescan_seconds=s.index_rescan_seconds,
                                         deep_seconds=s.index_deep_rescan_seconds)

@@ -344,6 +344,9 @@ class FolderLog:
     def __str__(self) -> str:
         return self.path
 
+    def __reduce__(self) -> tuple[type[FolderLog], tuple[str]]:
+        return FolderLog, (self.path,)  # to a parsing worker: the path, not what was read
+
     def entries(self) -> dict[str, dict[str, Any]]:
         if self._entries is None:
             self._entries = _CACHE.entries(self.path)
