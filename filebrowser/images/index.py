@@ -259,8 +259,8 @@ class _Writer:
         if self.parsers is not None and tasks:
             try:
                 future = self.parsers.submit(tasks, self.index.stealth)
-            except (BrokenProcessPool, RuntimeError):
-                self._broken()
+            except (BrokenProcessPool, RuntimeError, OSError) as exc:  # (OSError: a
+                self._broken(exc)  # worker could not be started)
             else:
                 self.pending.append((future, tasks, folders))
                 self._collect()
@@ -278,8 +278,8 @@ class _Writer:
             future, tasks, folders = self.pending.popleft()
             try:
                 rows = future.result()
-            except BrokenProcessPool:
-                self._broken()
+            except BrokenProcessPool as exc:
+                self._broken(exc)
                 rows = make_rows(tasks, self.index.stealth)
             self._take(rows, folders)
 
@@ -293,8 +293,9 @@ class _Writer:
         if len(self.rows) >= self.limit or len(self.folders) >= BATCH:
             self._commit()
 
-    def _broken(self) -> None:
-        log.warning("index: a parsing worker died; reading the rest of this scan here")
+    def _broken(self, exc: BaseException) -> None:
+        log.warning("index: the parsing workers failed (%s: %s); reading the rest of this "
+                    "scan in the indexing thread", type(exc).__name__, exc)
         if self.parsers is not None:
             self.parsers.close()
         self.parsers = None

@@ -13,6 +13,9 @@ import json
 import logging
 import multiprocessing
 import os
+import select
+import threading
+import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from pathlib import Path
@@ -177,9 +180,31 @@ def default_workers() -> int:
     return min(cpus, 4) if cpus > 1 else 0
 
 
-def _worker_start() -> None:
+def _worker_start(owner: int) -> None:
     with contextlib.suppress(OSError):
         os.nice(5)  # behind the requests the service answers
+    threading.Thread(target=_exit_with, args=(owner,), name="exit-with-owner",
+                     daemon=True).start()
+
+
+def _exit_with(owner: int) -> None:
+    """End this worker when the process that started it ends. After a kill -9 of the
+    service nobody reads the workers' results: they would block writing them for ever,
+    and keep the fork server alive too."""
+    try:
+        fd = os.pidfd_open(owner)  # readable once the process has exited
+    except (AttributeError, OSError):  # (no pidfd, or already gone)
+        while True:
+            try:
+                os.kill(owner, 0)
+            except ProcessLookupError:
+                break
+            except OSError:
+                pass
+            time.sleep(1.0)
+    else:
+        select.select([fd], [], [])
+    os._exit(1)
 
 
 class Parsers:
@@ -188,7 +213,12 @@ class Parsers:
     Forked from a fork server that has loaded only this module and the parsers: a
     service's other threads (and the locks they may hold) are not copied into them,
     and they start in milliseconds. Files are opened and checked in the workers
-    exactly as in the indexing thread (:func:`make_row`)."""
+    exactly as in the indexing thread (:func:`make_row`). A worker ends with the
+    process that started it, even one killed with SIGKILL.
+
+    As with every multiprocessing start method but fork, each worker imports the
+    program's main module, without running its ``if __name__ == "__main__":`` block
+    (``python -m atelier`` and the ``atelier`` script are light)."""
 
     def __init__(self, pool: ProcessPoolExecutor) -> None:
         self.pool = pool
@@ -199,7 +229,8 @@ class Parsers:
         try:
             ctx = multiprocessing.get_context("forkserver")
             ctx.set_forkserver_preload([__name__])
-            return cls(ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_start))
+            return cls(ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_start,
+                                           initargs=(os.getpid(),)))
         except (OSError, ValueError) as exc:
             log.warning("index: no parsing workers (%s); reading in the indexing thread", exc)
             return None

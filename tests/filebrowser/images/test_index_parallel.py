@@ -6,10 +6,14 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -167,7 +171,7 @@ def test_a_worker_killed_mid_scan_loses_nothing(tmp_path: Path, engines: tuple[E
     index = Index(engines[0], root, workers=2)
     with caplog.at_level(logging.WARNING, "atelier.index"):
         assert index.scan() == n
-    assert "a parsing worker died" in caplog.text
+    assert "the parsing workers failed (BrokenProcessPool" in caplog.text
     assert len(submitted) >= 4  # (the rest of the scan was read in the thread)
     reference = Index(engines[1], root, workers=0)
     reference.scan()
@@ -255,3 +259,42 @@ def test_workers_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
         assert Index(engine, tmp_path).workers == (min(cpus, 4) if cpus > 1 else 0)
     finally:
         engine.dispose()
+
+
+# A scan in its own process, with the small groups above, that says when it commits.
+_SCAN = """
+import sys
+from pathlib import Path
+from filebrowser import db
+from filebrowser.images import index as ix
+ix.PARALLEL_AFTER, ix.GROUP, ix.MAX_PENDING, ix.FIRST_BATCH, ix.BATCH = 40, 4, 3, 20, 20
+index = ix.Index(db.connect("sqlite:///" + sys.argv[2]), Path(sys.argv[1]), workers=2)
+index.on_flush = lambda n: print("flush", n, flush=True)
+index.scan()
+"""
+
+
+def test_kill_9_mid_scan_leaves_no_process_behind(tmp_path: Path) -> None:
+    """The workers, the fork server and the resource tracker all end when the service
+    that started them is killed mid-scan (workers blocked writing results nobody reads
+    would otherwise live for ever)."""
+    root = tmp_path / "nas"
+    make_tree(root)
+    proc = subprocess.Popen([sys.executable, "-c", _SCAN, str(root), str(tmp_path / "db")],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().startswith("flush")
+        assert proc.stdout.readline().startswith("flush")  # (the workers' rows by now)
+        helpers = psutil.Process(proc.pid).children(recursive=True)
+        assert len(helpers) >= 3  # two workers, the fork server (and a resource tracker)
+    finally:
+        proc.kill()
+        proc.wait()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        alive = [p for p in helpers if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        if not alive:
+            break
+        time.sleep(0.1)
+    assert alive == [], [p.cmdline() for p in alive]
