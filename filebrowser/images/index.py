@@ -54,7 +54,7 @@ import time
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future
+from concurrent.futures import CancelledError, Future
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -228,6 +228,7 @@ class _Writer:
         self.written = 0
         self.queued = 0  # files queued for reading so far
         self.parsers: Parsers | None = None
+        self.may_start = True  # workers not tried yet in this scan
         # groups in the workers: (future, its tasks, the folder marks that follow it)
         self.pending: deque[tuple[Future[list[tuple[bool, tuple[Any, ...]]]],
                                   list[tuple[bool, tuple[Any, ...]]],
@@ -253,8 +254,8 @@ class _Writer:
         tasks, self.tasks = self.tasks, []
         folders, self.waiting_folders = self.waiting_folders, []
         self.queued += len(tasks)
-        if (self.parsers is None and self.queued >= PARALLEL_AFTER
-                and self.index.workers > 0):
+        if self.may_start and self.queued >= PARALLEL_AFTER and self.index.workers > 0:
+            self.may_start = False  # (once a scan, whether it works or not)
             self.parsers = Parsers.start(self.index.workers)
         if self.parsers is not None and tasks:
             try:
@@ -278,7 +279,7 @@ class _Writer:
             future, tasks, folders = self.pending.popleft()
             try:
                 rows = future.result()
-            except BrokenProcessPool as exc:
+            except (BrokenProcessPool, CancelledError) as exc:  # (cancelled: by _broken)
                 self._broken(exc)
                 rows = make_rows(tasks, self.index.stealth)
             self._take(rows, folders)
@@ -294,12 +295,12 @@ class _Writer:
             self._commit()
 
     def _broken(self, exc: BaseException) -> None:
+        if self.parsers is None:  # (the groups still out fail too: said once)
+            return
         log.warning("index: the parsing workers failed (%s: %s); reading the rest of this "
                     "scan in the indexing thread", type(exc).__name__, exc)
-        if self.parsers is not None:
-            self.parsers.close()
+        self.parsers.close()
         self.parsers = None
-        self.queued = -(1 << 62)  # not again in this scan
 
     def delete(self, path: str) -> None:
         self.deletes.append(path)

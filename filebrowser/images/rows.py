@@ -231,7 +231,8 @@ class Parsers:
             ctx.set_forkserver_preload([__name__])
             return cls(ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_start,
                                            initargs=(os.getpid(),)))
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, NotImplementedError, ImportError) as exc:  # (no sem_open:
+            # a container without /dev/shm)
             log.warning("index: no parsing workers (%s); reading in the indexing thread", exc)
             return None
 

@@ -171,11 +171,57 @@ def test_a_worker_killed_mid_scan_loses_nothing(tmp_path: Path, engines: tuple[E
     index = Index(engines[0], root, workers=2)
     with caplog.at_level(logging.WARNING, "atelier.index"):
         assert index.scan() == n
-    assert "the parsing workers failed (BrokenProcessPool" in caplog.text
+    assert caplog.text.count("the parsing workers failed (BrokenProcessPool") == 1
     assert len(submitted) >= 4  # (the rest of the scan was read in the thread)
     reference = Index(engines[1], root, workers=0)
     reference.scan()
     assert dump(engines[0]) == dump(engines[1])
+
+
+@pytest.mark.usefixtures("small_groups")
+def test_no_process_for_a_group_mid_scan_loses_nothing(
+        tmp_path: Path, engines: tuple[Engine, Engine], monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """fork() refused (a container's pids limit) while groups are out: those still
+    queued are cancelled and read in the thread, in order, with the rest."""
+    monkeypatch.setattr(index_mod, "MAX_PENDING", 12)  # more out than the pool takes in
+    root = tmp_path / "nas"
+    n = make_tree(root)
+    calls = []
+    real = Parsers.submit
+
+    def submit(self: Parsers, tasks: list[Any], stealth: bool) -> Any:
+        calls.append(len(tasks))
+        if len(calls) == 10:
+            raise BlockingIOError(11, "Resource temporarily unavailable")
+        return real(self, tasks, stealth)
+
+    monkeypatch.setattr(Parsers, "submit", submit)
+    with caplog.at_level(logging.WARNING, "atelier.index"):
+        assert Index(engines[0], root, workers=2).scan() == n
+    assert caplog.text.count("the parsing workers failed (BlockingIOError") == 1
+    assert len(calls) == 10
+    Index(engines[1], root, workers=0).scan()
+    assert dump(engines[0]) == dump(engines[1])
+
+
+@pytest.mark.usefixtures("small_groups")
+def test_no_workers_to_be_had_the_thread_reads(tmp_path: Path, engines: tuple[Engine, Engine],
+                                               monkeypatch: pytest.MonkeyPatch,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    """A container without /dev/shm has no semaphores, so no process pool: the scan
+    says so once and reads every file in its own thread."""
+    import filebrowser.images.rows as rows
+
+    def no_sem_open(*_a: Any, **_k: Any) -> Any:
+        raise NotImplementedError("This platform lacks a functioning sem_open implementation")
+
+    monkeypatch.setattr(rows, "ProcessPoolExecutor", no_sem_open)
+    root = tmp_path / "nas"
+    n = make_tree(root)
+    with caplog.at_level(logging.WARNING, "atelier.index"):
+        assert Index(engines[0], root, workers=2).scan() == n
+    assert caplog.text.count("no parsing workers (This platform lacks") == 1
 
 
 @pytest.mark.usefixtures("small_groups")
