@@ -25,7 +25,7 @@ import select
 import socket
 import ssl  # http.client imports it anyway
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import unquote, urlencode, urlsplit
 
@@ -265,9 +265,15 @@ class Connections:
     """
 
     def __init__(self, *, connect_timeout: float = 10.0, read_timeout: float = 300.0,
-                 context: Any = None) -> None:
+                 context: Any = None, connect: Callable[..., socket.socket] | None = None
+                 ) -> None:
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
+        # opens the TCP connection to an origin (never to a proxy), as
+        # socket.create_connection((host, port), timeout, source_address) does: one that
+        # resolves the name once and checks the addresses it connects to. A
+        # PermissionError it raises (a refusal by local policy) is raised as it is.
+        self.connect = connect
         # an ssl.SSLContext, or a function making one when the first https connection
         # opens; the default context when None
         self.context = context
@@ -305,6 +311,8 @@ class Connections:
                 break
             except (OSError, http.client.HTTPException) as exc:
                 self._drop(key)
+                if isinstance(exc, PermissionError):
+                    raise  # refused here, by policy: no retry will change that
                 # a keep-alive connection the server closed as we reused it: once more
                 if attempt == 1 and reused and method in ("GET", "HEAD") and isinstance(
                         exc, (http.client.RemoteDisconnected, ConnectionResetError,
@@ -352,6 +360,9 @@ class Connections:
                 conn.set_tunnel(host, port, headers=_proxy_auth(proxy))
         else:
             conn = http.client.HTTPConnection(*where, timeout=self.connect_timeout)
+        if self.connect is not None and not proxy:
+            # http.client's own hook; HTTPS still verifies and sends SNI for ``host``
+            conn._create_connection = self.connect  # type: ignore[attr-defined]
         return conn
 
     def _drop(self, key: _Key) -> None:

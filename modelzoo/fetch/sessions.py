@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 from atelier_io.http import BodyCutShort, CertificateRejected, ConnectionFailed, Connections
 
 from ..errors import RemoteError
+from . import netguard
 from .settings import FetchSettings
 
 if TYPE_CHECKING:
@@ -109,7 +110,8 @@ class NativeSession:
     def __init__(self, settings: FetchSettings, proxies: _Proxies,
                  context: Any = None) -> None:
         self._conns = Connections(connect_timeout=settings.connect_timeout,
-                                  read_timeout=settings.stall_timeout, context=context)
+                                  read_timeout=settings.stall_timeout, context=context,
+                                  connect=netguard.connector(settings.blocked_networks))
         self._proxies = proxies
 
     def get(self, url: str, headers: dict[str, str]) -> Reply:

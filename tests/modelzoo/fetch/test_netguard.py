@@ -4,13 +4,16 @@ catalogue probes and the HTTP API alike."""
 
 from __future__ import annotations
 
+import socket
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from modelzoo.errors import BlockedAddress
+from modelzoo.errors import BlockedAddress, RemoteError
 from modelzoo.fetch import FetchSettings, fetch
 from modelzoo.fetch.netguard import DEFAULT_BLOCKED, check
 from modelzoo.sources import remote
@@ -62,3 +65,71 @@ def test_configured_ranges_bind_the_engine_and_the_probes(
     with pytest.raises(BlockedAddress):
         remote.probe(remote.session(["127.0.0.0/8"]), srv.url(), what="a model")
     assert not srv.log
+
+
+# -- the engine connects to the addresses it checked ----------------------------------
+
+
+@pytest.fixture
+def resolver(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
+    """A DNS of our own for names under .test: each lookup of a name takes the next of
+    its answers (the last one repeats), as a rebinding attacker's server answers."""
+    answers: dict[str, list[str]] = {}
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, port: Any, *args: Any, **kw: Any) -> Any:
+        if isinstance(host, str) and host in answers:
+            queue = answers[host]
+            ip = queue.pop(0) if len(queue) > 1 else queue[0]
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, int(port or 0)))]
+        return real(host, port, *args, **kw)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return answers
+
+
+def test_dns_rebinding_gets_nothing(make_server: Callable[..., FileServer],
+                                    settings: FetchSettings, tmp_path: Path,
+                                    resolver: dict[str, list[str]]) -> None:
+    """The name answers a harmless address to the check, then the guarded network to
+    the connect: the connection is refused (it would have reached the server here)."""
+    srv = make_server(make_safetensors(100_000))
+    resolver["rebind.test"] = ["192.0.2.10", "127.0.0.1"]  # (TEST-NET-1, then loopback)
+    guarded = settings.model_copy(update={"blocked_networks": ["127.0.0.0/8"]})
+    with pytest.raises(BlockedAddress, match=r"rebind\.test \(127\.0\.0\.1\)"):
+        fetch(srv.url(host="rebind.test"), tmp_path / "m.safetensors", settings=guarded)
+    assert not srv.log and list(tmp_path.iterdir()) == []
+
+
+def test_a_name_is_resolved_once_per_connection_and_tls_still_checks_it(
+        make_server: Callable[..., FileServer], settings: FetchSettings, tmp_path: Path,
+        resolver: dict[str, list[str]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Connecting to the checked address keeps HTTPS honest: the certificate is checked
+    against the name in the URL (SNI too), not the address."""
+    folder = tmp_path / "tls"
+    folder.mkdir()
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=models.test", "-addext", "subjectAltName=DNS:models.test",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))
+    data = make_safetensors(300_000)
+    srv = make_server(data, tls=(cert, key))
+    resolver["models.test"] = ["127.0.0.1"]
+    resolver["other.test"] = ["127.0.0.1"]
+    out = tmp_path / "out"
+    fetch(srv.url(host="models.test"), out / "m.safetensors", settings=settings)
+    assert (out / "m.safetensors").read_bytes() == data
+    with pytest.raises(RemoteError, match="certificate is not trusted"):
+        fetch(srv.url(host="other.test"), out / "n.safetensors", settings=settings)
+    assert not (out / "n.safetensors").exists()
+
+
+def test_a_name_with_several_addresses_uses_the_one_that_answers(
+        make_server: Callable[..., FileServer], settings: FetchSettings,
+        tmp_path: Path) -> None:
+    """``localhost`` is ::1 and 127.0.0.1; the server listens on the second only."""
+    data = make_safetensors(200_000)
+    srv = make_server(data)
+    fetch(srv.url(host="localhost"), tmp_path / "m.safetensors", settings=settings)
+    assert (tmp_path / "m.safetensors").read_bytes() == data
