@@ -94,6 +94,9 @@ def make_tree(root: Path) -> int:
                                       for lab, key, v in gen.FOOOCUS_FIELDS]))
         n += 1
     gen.fooocus_log(logged, entries)
+    for i in range(12):  # parameters in the pixels only (read when stealth is on)
+        gen.stealth_png(root / "stealth" / f"p{i}.png", text(f"heron {i}", i))
+        n += 1
     (root / "models").mkdir()
     (root / "models" / "m.safetensors").write_bytes(b"\0" * 64)
     (root / "名前").mkdir()
@@ -123,11 +126,14 @@ def engines(tmp_path: Path) -> Iterator[tuple[Engine, Engine]]:
 
 
 @pytest.mark.usefixtures("small_groups")
+@pytest.mark.parametrize("stealth", [False, True])
 def test_workers_give_the_index_one_thread_gives(tmp_path: Path, engines: tuple[Engine, Engine],
-                                                 started: list[Parsers | None]) -> None:
+                                                 started: list[Parsers | None],
+                                                 stealth: bool) -> None:
     root = tmp_path / "nas"
     n = make_tree(root)
-    threaded, parallel = Index(engines[0], root, workers=0), Index(engines[1], root, workers=2)
+    threaded = Index(engines[0], root, workers=0, stealth=stealth)
+    parallel = Index(engines[1], root, workers=2, stealth=stealth)
     assert threaded.scan() == n
     assert started == []  # workers=0: no pool, whatever the number of files
     assert parallel.scan() == n
@@ -136,6 +142,7 @@ def test_workers_give_the_index_one_thread_gives(tmp_path: Path, engines: tuple[
     assert len(one[0]) == n and one == two  # every column of every row, and the folders
     for q in ("walrus", "otter", "红发", "猫", "sidecar", "model1", "Euler", "f3"):
         assert found(parallel, q) == found(threaded, q) != set(), q
+    assert len(found(parallel, "heron")) == (12 if stealth else 0)
     # the workers end with the scan; a rescan with nothing new starts none
     assert parallel.scan() == 0 and len(started) == 1
 
