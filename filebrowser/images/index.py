@@ -71,6 +71,8 @@ from .formats.fooocus import FolderLog
 from .meta import FOLDER_LOG
 from .query import FIELDS, BadQuery, condition, random_key, values_of
 from .rows import _INSERT_COLS, Parsers, default_workers, make_row, make_rows, params_of
+from .rows import params_dict as params_dict  # (their home before rows.py)
+from .rows import params_value as params_value
 
 log = logging.getLogger("atelier.index")
 
