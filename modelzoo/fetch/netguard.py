@@ -12,10 +12,10 @@ The host is resolved and every address it resolves to is checked, before the req
 goes out. The engine's own connections (:func:`connector`) then connect to exactly the
 addresses they checked, resolving the name once per connection: a name that answers a
 harmless address to the check and the metadata service to the connect (DNS rebinding)
-gets neither. Through a proxy the proxy resolves the name, so only the check before the
-request applies there (and the catalogue API calls, which go through requests, are
-checked the same way): a deployment that must be sure blocks egress to those networks
-in its firewall too.
+gets neither; the catalogues' requests session does the same (``sources/remote.py``).
+Through a proxy the proxy resolves the name, so only the check before the request
+applies there: a deployment that must be sure blocks egress to those networks in its
+firewall too.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from __future__ import annotations
 import email.utils
 import json
 import re
+import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -61,22 +62,86 @@ def headers_for(url: str, origin_headers: OriginHeaders | None) -> dict[str, str
 
 @cache
 def _guarded() -> type[Any]:
+    import requests
     from requests.adapters import HTTPAdapter
+    from urllib3.connection import HTTPConnection, HTTPSConnection
+    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+    from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 
     class Guarded(HTTPAdapter):
         """Every request (each hop of a redirect chain is one) is checked against the
-        networks downloads may not reach before it goes out (``fetch/netguard.py``)."""
+        networks downloads may not reach before it goes out (``fetch/netguard.py``),
+        and its connection goes to exactly the addresses checked when it opens (one
+        resolution, as the engine's: a name that answers the check and the connect
+        differently gets nothing). Through a proxy the proxy resolves the name."""
 
         def __init__(self, blocked: Sequence[str]) -> None:
-            super().__init__()
             self.blocked = tuple(blocked)
+            super().__init__()
+
+        def init_poolmanager(self, *args: Any, **kw: Any) -> None:
+            super().init_poolmanager(*args, **kw)
+            connect = netguard.connector(self.blocked)
+            if connect is None:
+                return
+
+            def pinned(base: type[HTTPConnection]) -> type[HTTPConnection]:
+                def _new_conn(conn: HTTPConnection) -> Any:
+                    # urllib3's own, with the checked connect, raising as it does
+                    host = conn._dns_host
+                    try:
+                        sock = connect((host, conn.port), conn.timeout, conn.source_address)
+                    except netguard.BlockedAddress:  # (a PermissionError: an OSError)
+                        raise
+                    except socket.gaierror as e:
+                        raise NameResolutionError(conn.host, conn, e) from e
+                    except TimeoutError as e:
+                        raise ConnectTimeoutError(conn, f"Connection to {conn.host} timed "
+                                                  f"out. (connect timeout={conn.timeout})") from e
+                    except OSError as e:
+                        raise NewConnectionError(
+                            conn, f"Failed to establish a new connection: {e}") from e
+                    for opt in conn.socket_options or ():
+                        sock.setsockopt(*opt)
+                    return sock
+
+                return type(f"Pinned{base.__name__}", (base,), {"_new_conn": _new_conn})
+
+            pools = {"http": type("PinnedPool", (HTTPConnectionPool,),
+                                  {"ConnectionCls": pinned(HTTPConnection)}),
+                     "https": type("PinnedHTTPSPool", (HTTPSConnectionPool,),
+                                   {"ConnectionCls": pinned(HTTPSConnection)})}
+            self.poolmanager.pool_classes_by_scheme = pools
 
         def send(self, request: requests.PreparedRequest, *args: Any,
                  **kw: Any) -> requests.Response:
             netguard.check(str(request.url), self.blocked)
-            return super().send(request, *args, **kw)
+            try:
+                return super().send(request, *args, **kw)
+            except requests.ConnectionError as exc:
+                blocked = _cause(exc, netguard.BlockedAddress)
+                if blocked is not None:
+                    raise blocked from None  # refused at the connect: say why
+                raise
 
     return Guarded
+
+
+def _cause(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """The ``kind`` exception somewhere in what ``exc`` wraps (requests wraps urllib3's
+    errors, which wrap the socket's: as causes, contexts, ``reason`` or arguments)."""
+    seen: set[int] = set()
+    todo = [exc]
+    while todo:
+        e = todo.pop()
+        if id(e) in seen or len(seen) > 32:
+            continue
+        seen.add(id(e))
+        if isinstance(e, kind):
+            return e
+        todo += [x for x in (e.__cause__, e.__context__, getattr(e, "reason", None), *e.args)
+                 if isinstance(x, BaseException)]
+    return None
 
 
 def session(blocked: Sequence[str] | None = None) -> requests.Session:

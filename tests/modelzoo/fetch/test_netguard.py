@@ -88,6 +88,16 @@ def resolver(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
     return answers
 
 
+def cert_for(name: str, folder: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for ``name`` (openssl), and its key."""
+    folder.mkdir()
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", f"/CN={name}", "-addext", f"subjectAltName=DNS:{name}",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    return cert, key
+
+
 def test_dns_rebinding_gets_nothing(make_server: Callable[..., FileServer],
                                     settings: FetchSettings, tmp_path: Path,
                                     resolver: dict[str, list[str]]) -> None:
@@ -106,12 +116,7 @@ def test_a_name_is_resolved_once_per_connection_and_tls_still_checks_it(
         resolver: dict[str, list[str]], monkeypatch: pytest.MonkeyPatch) -> None:
     """Connecting to the checked address keeps HTTPS honest: the certificate is checked
     against the name in the URL (SNI too), not the address."""
-    folder = tmp_path / "tls"
-    folder.mkdir()
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                    "-subj", "/CN=models.test", "-addext", "subjectAltName=DNS:models.test",
-                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    cert, key = cert_for("models.test", tmp_path / "tls")
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))
     data = make_safetensors(300_000)
     srv = make_server(data, tls=(cert, key))
@@ -133,3 +138,40 @@ def test_a_name_with_several_addresses_uses_the_one_that_answers(
     srv = make_server(data)
     fetch(srv.url(host="localhost"), tmp_path / "m.safetensors", settings=settings)
     assert (tmp_path / "m.safetensors").read_bytes() == data
+
+
+def test_dns_rebinding_gets_nothing_from_the_catalogue_probes(
+        make_server: Callable[..., FileServer], resolver: dict[str, list[str]]) -> None:
+    """The catalogues' requests session connects to the addresses it checked too."""
+    data = make_safetensors(100_000)
+    srv = make_server(data)
+    resolver["rebind.test"] = ["192.0.2.10", "127.0.0.1"]
+    with pytest.raises(BlockedAddress, match=r"rebind\.test \(127\.0\.0\.1\)"):
+        remote.probe(remote.session(["127.0.0.0/8"]), srv.url(host="rebind.test"),
+                     what="a model")
+    assert not srv.log
+    # the same session, names that resolve as they should: a real probe, errors as before
+    resolver["models.test"] = ["127.0.0.1"]
+    found = remote.probe(remote.session(["169.254.0.0/16"]), srv.url(host="models.test"),
+                         what="a model")
+    assert found.total == len(data) and found.head == data[:len(found.head)] != b""
+    assert len(srv.log) == 1
+    srv.close()
+    with pytest.raises(RemoteError, match="cannot reach"):
+        remote.probe(remote.session(["169.254.0.0/16"]), srv.url(host="models.test"),
+                     what="a model")
+
+
+def test_catalogue_probes_over_https_check_the_name(
+        make_server: Callable[..., FileServer], resolver: dict[str, list[str]],
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cert, key = cert_for("models.test", tmp_path / "tls")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))
+    data = make_safetensors(50_000)
+    srv = make_server(data, tls=(cert, key))
+    resolver["models.test"] = ["127.0.0.1"]
+    resolver["other.test"] = ["127.0.0.1"]
+    found = remote.probe(remote.session(), srv.url(host="models.test"), what="a model")
+    assert found.total == len(data)
+    with pytest.raises(RemoteError, match="cannot reach.*(?i:certificate)"):
+        remote.probe(remote.session(), srv.url(host="other.test"), what="a model")
