@@ -76,9 +76,7 @@ def test_ctrl_c_keeps_a_partial_and_the_same_command_resumes(make_server, tools,
                                                              child_env) -> None:
     data = tools.make_safetensors(3 * MB)
     srv = make_server(data)
-    # 256 KiB/s in all: 8 s left after the first MB, so a loaded machine that is slow to
-    # deliver the Ctrl-C still finds the download running (it once ended first in CI)
-    srv.knobs.total_rate = 256 * 1024
+    srv.knobs.throttle = 256 * 1024
     cmd = tools.fetch_cmd(srv.url(), "--to", str(tmp_path), "-x", "4", "--piece-size",
                           "64K", "--sha256", tools.sha(data))
     child = subprocess.Popen(cmd, env=child_env, stderr=subprocess.PIPE, text=True)
@@ -91,7 +89,7 @@ def test_ctrl_c_keeps_a_partial_and_the_same_command_resumes(make_server, tools,
     assert child.returncode == 130
     assert "resume" in err
     assert part.exists() and not (tmp_path / "model.safetensors").exists()
-    srv.knobs.total_rate = 0
+    srv.knobs.throttle = 0
     done = subprocess.run(cmd, env=child_env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "model.safetensors").read_bytes() == data
