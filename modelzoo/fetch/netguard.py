@@ -39,20 +39,21 @@ def networks(cidrs: tuple[str, ...]) -> tuple[Network, ...]:
     return tuple(ipaddress.ip_network(c, strict=False) for c in cidrs)
 
 
-def addresses(host: str, port: int) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+def resolve(host: str, port: int) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """The addresses ``host`` is (a literal) or resolves to; a failed lookup raises."""
     try:
         return [ipaddress.ip_address(host.strip("[]"))]
     except ValueError:
         pass
+    return [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])  # (an IPv6 scope id)
+            for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
+
+
+def addresses(host: str, port: int) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        return resolve(host, port)
     except OSError:
         return []  # the request itself will say the name does not resolve
-    out = []
-    for info in infos:
-        addr = str(info[4][0]).split("%", 1)[0]  # an IPv6 scope id
-        out.append(ipaddress.ip_address(addr))
-    return out
 
 
 def check(url: str, blocked: Sequence[str] | Iterable[str]) -> None:
@@ -90,11 +91,7 @@ def connector(blocked: Sequence[str] | Iterable[str]) -> Callable[..., socket.so
     def create_connection(address: tuple[str, int], timeout: Any = _DEFAULT,
                           source_address: Any = None) -> socket.socket:
         host, port = address
-        try:
-            ips = [ipaddress.ip_address(host.strip("[]"))]
-        except ValueError:  # a name: resolved here, once (a gaierror is raised as it is)
-            ips = [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
-                   for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
+        ips = resolve(host, port)  # once (a gaierror is raised as it is)
         _refuse(host, ips, nets, f"{host}:{port}")
         last: OSError | None = None
         for ip in dict.fromkeys(ips):

@@ -111,17 +111,24 @@ def test_dns_rebinding_gets_nothing(make_server: Callable[..., FileServer],
     assert not srv.log and list(tmp_path.iterdir()) == []
 
 
-def test_a_name_is_resolved_once_per_connection_and_tls_still_checks_it(
-        make_server: Callable[..., FileServer], settings: FetchSettings, tmp_path: Path,
-        resolver: dict[str, list[str]], monkeypatch: pytest.MonkeyPatch) -> None:
-    """Connecting to the checked address keeps HTTPS honest: the certificate is checked
-    against the name in the URL (SNI too), not the address."""
+@pytest.fixture
+def named_tls(make_server: Callable[..., FileServer], resolver: dict[str, list[str]],
+              tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[FileServer, bytes]:
+    """An HTTPS server whose certificate (trusted) names models.test; models.test and
+    other.test both resolve to it."""
     cert, key = cert_for("models.test", tmp_path / "tls")
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))
     data = make_safetensors(300_000)
-    srv = make_server(data, tls=(cert, key))
     resolver["models.test"] = ["127.0.0.1"]
     resolver["other.test"] = ["127.0.0.1"]
+    return make_server(data, tls=(cert, key)), data
+
+
+def test_a_name_is_resolved_once_per_connection_and_tls_still_checks_it(
+        named_tls: tuple[FileServer, bytes], settings: FetchSettings, tmp_path: Path) -> None:
+    """Connecting to the checked address keeps HTTPS honest: the certificate is checked
+    against the name in the URL (SNI too), not the address."""
+    srv, data = named_tls
     out = tmp_path / "out"
     fetch(srv.url(host="models.test"), out / "m.safetensors", settings=settings)
     assert (out / "m.safetensors").read_bytes() == data
@@ -163,14 +170,8 @@ def test_dns_rebinding_gets_nothing_from_the_catalogue_probes(
 
 
 def test_catalogue_probes_over_https_check_the_name(
-        make_server: Callable[..., FileServer], resolver: dict[str, list[str]],
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    cert, key = cert_for("models.test", tmp_path / "tls")
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))
-    data = make_safetensors(50_000)
-    srv = make_server(data, tls=(cert, key))
-    resolver["models.test"] = ["127.0.0.1"]
-    resolver["other.test"] = ["127.0.0.1"]
+        named_tls: tuple[FileServer, bytes]) -> None:
+    srv, data = named_tls
     found = remote.probe(remote.session(), srv.url(host="models.test"), what="a model")
     assert found.total == len(data)
     with pytest.raises(RemoteError, match="cannot reach.*(?i:certificate)"):
